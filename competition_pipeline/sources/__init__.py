@@ -1,0 +1,62 @@
+"""Where engine messages come from: one small interface for the journal and the live stream.
+
+The asset and the sensors use only :class:`FillSource`; which implementation backs it is chosen by
+configuration, never by branches in the Dagster layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from competition_pipeline.windows import Window
+
+
+class SourceError(Exception):
+    """The source cannot be read as a whole (missing root, corrupt segment, unreachable stream).
+
+    Deterministic failures (a corrupt closed segment) set ``retryable = False``, so the run fails
+    at once instead of retrying something that cannot succeed.
+    """
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Consecutive raw messages of one origin (a segment file, a stream), in read order."""
+
+    origin: str  # journal: the segment's path relative to the root; stream: "nats:<stream>"
+    records: list[tuple[int, bytes]]  # (line number or stream sequence, message bytes)
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What a window read saw besides its messages; filled in while the batches are consumed."""
+
+    segments: int = 0
+    bytes_read: int = 0
+    incomplete_tails: int = 0
+    ignored: list[str] = field(default_factory=list)
+
+
+class FillSource(Protocol):
+    """A source of engine messages, read one window at a time."""
+
+    #: True when every message the source yields for a window claims to belong to it (the journal
+    #: files fills by hour), so a fill whose timestamp lies outside is a reject. False when the
+    #: source already selected the window's messages by timestamp.
+    files_by_window: bool
+
+    def describe(self) -> str:
+        """A short human description for logs and metadata (never a secret)."""
+        ...
+
+    def read_window(self, window: Window, stats: ReadStats) -> Iterator[RawBatch]:
+        """Yield the window's complete messages in bounded batches, in order."""
+        ...

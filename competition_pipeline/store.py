@@ -1,0 +1,381 @@
+"""PostgreSQL: the competition tables and the bulk, idempotent window load.
+
+One window is one transaction (:meth:`CompetitionStore.window_load`):
+
+1. an advisory lock on the window serializes concurrent loads of the same window;
+2. rows and rejects are COPYed (psycopg 3) into temporary staging tables, batch by batch, so memory
+   stays bounded however large the window;
+3. conflicts are found in SQL: a staged row whose key ``(trade_id, wallet)`` is already recorded
+   with other content, or (for a key not recorded yet) differs from the key's first staged
+   occurrence. A message with a conflicting row is recorded in ``competition_fill_conflicts`` and
+   none of its rows is written, so the first version always stands;
+4. ``INSERT ... SELECT ... ON CONFLICT (trade_id, wallet) DO NOTHING`` records the rest, and the
+   rejects go to ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing.
+
+A crash anywhere before COMMIT leaves the window untouched. Tables are created idempotently from the
+SQLAlchemy metadata below (``create_all`` under an advisory lock, so concurrent first runs do not
+race); a schema change will move to Alembic migrations.
+
+No Dagster here. Every statement is parameterized; the few SQL fragments built in Python come from
+the column constants of this module, never from data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.pool import NullPool
+
+from competition_pipeline import dburl
+from competition_pipeline.rows import ROW_FIELDS, Row
+from competition_pipeline.windows import Window
+
+FILL_EVENTS = "competition_fill_events"
+FILL_REJECTS = "competition_fill_rejects"
+FILL_CONFLICTS = "competition_fill_conflicts"
+# pg_advisory lock namespace (first key) for this project: "cp" in ASCII.
+_LOCK_NAMESPACE = 0x6370
+_SCHEMA_LOCK = -1
+
+metadata = sa.MetaData()
+_tz = sa.TIMESTAMP(timezone=True)
+
+fill_events = sa.Table(
+    FILL_EVENTS,
+    metadata,
+    sa.Column("trade_id", sa.BigInteger, primary_key=True),
+    sa.Column("wallet", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("counterparty", sa.Text, nullable=False),
+    sa.Column("is_self_trade", sa.Boolean, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("price", sa.Numeric, nullable=False),
+    sa.Column("size", sa.Numeric, nullable=False),
+    sa.Column("notional", sa.Numeric, nullable=False),
+    sa.Column("fee", sa.Numeric, nullable=False),
+    sa.Column("realized_pnl", sa.Numeric),
+    sa.Column("builder_code_address", sa.Text),
+    sa.Column("builder_code_fee", sa.Numeric),
+    sa.Column("source_type", sa.Text, nullable=False),
+    sa.Column("taker_order_id", sa.BigInteger, nullable=False),
+    sa.Column("maker_order_id", sa.BigInteger, nullable=False),
+    sa.Column("underlying_notional", sa.Numeric),
+    sa.Column("fill_ts", _tz, nullable=False),
+    sa.Column("window_start", _tz, nullable=False),
+    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("role IN ('taker', 'maker', 'self')", name="fill_events_role"),
+    sa.CheckConstraint("side IN ('Buy', 'Sell')", name="fill_events_side"),
+    sa.Index("ix_competition_fill_events_window_start", "window_start"),
+    sa.Index("ix_competition_fill_events_fill_ts", "fill_ts"),
+)
+
+fill_rejects = sa.Table(
+    FILL_REJECTS,
+    metadata,
+    sa.Column("window_start", _tz, primary_key=True),
+    sa.Column("source_file", sa.Text, primary_key=True),
+    sa.Column("line_no", sa.BigInteger, primary_key=True),
+    sa.Column("raw_line", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+)
+
+fill_conflicts = sa.Table(
+    FILL_CONFLICTS,
+    metadata,
+    sa.Column("window_start", _tz, primary_key=True),
+    sa.Column("source_file", sa.Text, primary_key=True),
+    sa.Column("line_no", sa.BigInteger, primary_key=True),
+    sa.Column("wallet", sa.Text, primary_key=True),
+    sa.Column("trade_id", sa.BigInteger, nullable=False),
+    sa.Column("conflicts_with", sa.Text, nullable=False),
+    sa.Column("differing_fields", sa.Text, nullable=False),
+    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+)
+
+# The content that makes two records of one (trade_id, wallet) the same fill (contract, section 2:
+# price, size, wallets, symbol, timestamp; role and side follow from the wallets and taker side).
+_CONTENT = ("symbol", "price", "size", "fill_ts", "side", "role", "counterparty")
+_STAGE_FILL_TS = "(timestamptz 'epoch' + {a}.fill_ts_ms * interval '1 millisecond')"
+_STAGE_TYPES = {
+    "seq": "bigint",
+    "source_file": "text",
+    "line_no": "bigint",
+    "trade_id": "bigint",
+    "is_self_trade": "boolean",
+    "price": "numeric",
+    "size": "numeric",
+    "fee": "numeric",
+    "realized_pnl": "numeric",
+    "builder_code_fee": "numeric",
+    "taker_order_id": "bigint",
+    "maker_order_id": "bigint",
+    "underlying_notional": "numeric",
+    "fill_ts_ms": "bigint",
+}
+REJECT_FIELDS = ("source_file", "line_no", "raw_line", "reason")
+
+
+def _content(alias: str, *, staged: bool) -> list[str]:
+    """SQL expressions of the content columns of a staged (ms timestamps) or a recorded row."""
+    return [
+        _STAGE_FILL_TS.format(a=alias) if c == "fill_ts" and staged else f"{alias}.{c}"
+        for c in _CONTENT
+    ]
+
+
+def _differs(staged: str, reference: str, *, reference_staged: bool) -> tuple[str, str]:
+    """SQL: a row comparison of the content columns, and the list of the columns that differ."""
+    s = _content(staged, staged=True)
+    r = _content(reference, staged=reference_staged)
+    distinct = f"({', '.join(s)}) IS DISTINCT FROM ({', '.join(r)})"
+    names = ", ".join(
+        f"CASE WHEN {a} IS DISTINCT FROM {b} THEN '{c}' END"
+        for a, b, c in zip(s, r, _CONTENT, strict=True)
+    )
+    return distinct, f"concat_ws(',', {names})"
+
+
+_REF_DISTINCT, _REF_FIELDS = _differs("s", "e", reference_staged=False)
+_DUP_DISTINCT, _DUP_FIELDS = _differs("s", "sf", reference_staged=True)
+_INSERT_COLUMNS = [c for c in fill_events.columns.keys() if c != "recorded_at"]
+_INSERT_VALUES = [
+    "s.price * s.size"
+    if c == "notional"
+    else _STAGE_FILL_TS.format(a="s")
+    if c == "fill_ts"
+    else "%(window_start)s"
+    if c == "window_start"
+    else f"s.{c}"
+    for c in _INSERT_COLUMNS
+]
+
+_SQL_STAGE = (
+    "CREATE TEMP TABLE stage_fills ("
+    + ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in ROW_FIELDS)
+    + ") ON COMMIT DROP",
+    "CREATE TEMP TABLE stage_rejects (source_file text, line_no bigint, raw_line text,"
+    " reason text) ON COMMIT DROP",
+)
+_SQL_DUP_KEYS = """
+CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
+SELECT trade_id, wallet FROM stage_fills GROUP BY trade_id, wallet HAVING count(*) > 1"""
+_SQL_FIRSTS = """
+CREATE TEMP TABLE stage_firsts ON COMMIT DROP AS
+SELECT DISTINCT ON (s.trade_id, s.wallet) s.*
+FROM stage_fills s JOIN stage_dup_keys USING (trade_id, wallet)
+ORDER BY s.trade_id, s.wallet, s.seq"""
+_SQL_CONFLICTS = f"""
+CREATE TEMP TABLE stage_conflicts ON COMMIT DROP AS
+SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
+       'recorded row'::text AS conflicts_with, {_REF_FIELDS} AS differing_fields
+FROM stage_fills s
+JOIN {FILL_EVENTS} e ON e.trade_id = s.trade_id AND e.wallet = s.wallet
+WHERE {_REF_DISTINCT}
+UNION ALL
+SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
+       sf.source_file || ':' || sf.line_no, {_DUP_FIELDS}
+FROM stage_fills s
+JOIN stage_firsts sf ON sf.trade_id = s.trade_id AND sf.wallet = s.wallet AND sf.seq <> s.seq
+WHERE {_DUP_DISTINCT}
+  AND NOT EXISTS (
+      SELECT 1 FROM {FILL_EVENTS} e WHERE e.trade_id = s.trade_id AND e.wallet = s.wallet)"""
+_SQL_INSERT = """
+INSERT INTO {table} ({columns})
+SELECT {distinct} {values}
+FROM stage_fills s
+WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
+{order}
+ON CONFLICT (trade_id, wallet) DO NOTHING"""
+_SQL_RECORD_CONFLICTS = f"""
+INSERT INTO {FILL_CONFLICTS}
+    (window_start, source_file, line_no, wallet, trade_id, conflicts_with, differing_fields)
+SELECT %(window_start)s, source_file, line_no, wallet, trade_id, conflicts_with, differing_fields
+FROM stage_conflicts
+ON CONFLICT DO NOTHING"""
+_SQL_RECORD_REJECTS = f"""
+INSERT INTO {FILL_REJECTS} (window_start, source_file, line_no, raw_line, reason)
+SELECT %(window_start)s, source_file, line_no, raw_line, reason FROM stage_rejects
+ON CONFLICT DO NOTHING"""
+
+
+class StoreError(Exception):
+    """A database failure, with a message that names the cause and never the password."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class LoadCounts:
+    """What one window's load did, in rows (a fill gives 1 or 2) and in messages."""
+
+    rows_staged: int
+    rows_inserted: int
+    rows_already_present: int
+    conflict_rows: int
+    conflict_messages: int
+    conflicts_recorded: int
+    rejects_staged: int
+    rejects_recorded: int
+
+
+class WindowLoad:
+    """An open window transaction: stage batches, then :meth:`finish` once."""
+
+    def __init__(self, conn: psycopg.Connection, window: Window) -> None:
+        self._conn = conn
+        self._window = window
+        self._rows = 0
+        self._rejects = 0
+
+    def stage_rows(self, rows: Iterable[Row]) -> None:
+        with self._conn.cursor() as cur, cur.copy(_copy_sql("stage_fills", ROW_FIELDS)) as copy:
+            for row in rows:
+                copy.write_row(row)
+                self._rows += 1
+
+    def stage_rejects(self, rejects: Iterable[tuple[str, int, str, str]]) -> None:
+        with (
+            self._conn.cursor() as cur,
+            cur.copy(_copy_sql("stage_rejects", REJECT_FIELDS)) as copy,
+        ):
+            for reject in rejects:
+                copy.write_row(reject)
+                self._rejects += 1
+
+    def finish(self) -> LoadCounts:
+        params = {"window_start": self._window.start}
+        cur = self._conn.cursor()
+        cur.execute("ANALYZE stage_fills")
+        cur.execute(_SQL_DUP_KEYS)
+        has_duplicates = cur.rowcount > 0
+        cur.execute(_SQL_FIRSTS)
+        cur.execute(_SQL_CONFLICTS)
+        cur.execute("SELECT count(*), count(DISTINCT seq) FROM stage_conflicts")
+        conflict_rows, conflict_messages = cur.fetchone()  # type: ignore[misc]
+        excluded_rows = 0
+        if conflict_rows:
+            cur.execute(
+                "SELECT count(*) FROM stage_fills s"
+                " WHERE EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)"
+            )
+            excluded_rows = cur.fetchone()[0]  # type: ignore[index]
+        # Without duplicate keys in the batch, the DISTINCT ON sort is pure cost: skip it.
+        insert = _SQL_INSERT.format(
+            table=FILL_EVENTS,
+            columns=", ".join(_INSERT_COLUMNS),
+            values=", ".join(_INSERT_VALUES),
+            distinct="DISTINCT ON (s.trade_id, s.wallet)" if has_duplicates else "",
+            order="ORDER BY s.trade_id, s.wallet, s.seq" if has_duplicates else "",
+        )
+        cur.execute(insert, params)
+        inserted = cur.rowcount
+        cur.execute(_SQL_RECORD_CONFLICTS, params)
+        conflicts_recorded = cur.rowcount
+        cur.execute(_SQL_RECORD_REJECTS, params)
+        rejects_recorded = cur.rowcount
+        return LoadCounts(
+            rows_staged=self._rows,
+            rows_inserted=inserted,
+            rows_already_present=self._rows - excluded_rows - inserted,
+            conflict_rows=conflict_rows,
+            conflict_messages=conflict_messages,
+            conflicts_recorded=conflicts_recorded,
+            rejects_staged=self._rejects,
+            rejects_recorded=rejects_recorded,
+        )
+
+
+def _copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+
+
+class CompetitionStore:
+    """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        dburl.parse(url)  # fail early, without echoing the URL, when it is not a PostgreSQL URL
+        self._url = url
+        self._connect_timeout = connect_timeout
+
+    @property
+    def display_url(self) -> str:
+        return dburl.redacted(self._url)
+
+    def connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(
+                dburl.libpq(self._url),
+                connect_timeout=self._connect_timeout,
+                application_name="competition-pipeline",
+            )
+        except psycopg.Error as exc:
+            raise self._error("cannot connect to", exc) from None
+
+    def engine(self) -> sa.Engine:
+        """A SQLAlchemy engine over the same connections (for schema work and ad-hoc reads)."""
+        return sa.create_engine("postgresql+psycopg://", creator=self.connect, poolclass=NullPool)
+
+    def ensure_schema(self) -> None:
+        """Create the project's tables and indexes if they are missing (idempotent, race-free)."""
+        engine = self.engine()
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(_LOCK_NAMESPACE, _SCHEMA_LOCK))
+                )
+                metadata.create_all(conn)
+        except sa.exc.DBAPIError as exc:
+            raise self._error("cannot create the schema in", exc.orig) from None
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def window_load(self, window: Window) -> Iterator[WindowLoad]:
+        """One window, one transaction: commit on a clean exit, roll back on any exception."""
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                hour = window.start_ms // 3_600_000
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
+                for statement in _SQL_STAGE:
+                    conn.execute(statement)
+                yield WindowLoad(conn, window)
+        except psycopg.Error as exc:
+            raise self._error(f"window {window.key}: database error in", exc) from None
+        finally:
+            conn.close()
+
+    def window_counts(self, window: Window) -> dict[str, int]:
+        """Rows, rejects and conflicts stored for one window (for checks and tests)."""
+        with self.connect() as conn:
+            counts = {}
+            for name, table in (
+                ("rows", FILL_EVENTS),
+                ("rejects", FILL_REJECTS),
+                ("conflicts", FILL_CONFLICTS),
+            ):
+                query = sql.SQL("SELECT count(*) FROM {} WHERE window_start = %s").format(
+                    sql.Identifier(table)
+                )
+                counts[name] = conn.execute(query, (window.start,)).fetchone()[0]  # type: ignore[index]
+            return counts
+
+    def _error(self, doing: str, exc: BaseException | None) -> StoreError:
+        detail = " ".join(str(exc).split()) if exc is not None else "unknown error"
+        retryable = isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.InsufficientPrivilege
+        )
+        kind = type(exc).__name__ if exc is not None else "Error"
+        message = f"{doing} {self.display_url}: {kind}: {detail}"
+        return StoreError(dburl.scrub(message, self._url), retryable=retryable)

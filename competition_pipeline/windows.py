@@ -1,0 +1,80 @@
+"""Hourly UTC windows: the partition key format shared with Dagster, and window bounds.
+
+A window is the half-open interval ``[start, end)`` of fill event time (contract, section 5); its
+key is ``YYYY-MM-DD-HH:00``, the format of Dagster's ``HourlyPartitionsDefinition``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+KEY_FORMAT = "%Y-%m-%d-%H:%M"
+HOUR = dt.timedelta(hours=1)
+_MS = dt.timedelta(milliseconds=1)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Window:
+    """One hourly window of fill event time, ``[start, start + 1h)`` in UTC."""
+
+    start: dt.datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None:
+            raise ValueError("window start must be timezone-aware")
+        utc = self.start.astimezone(dt.UTC)
+        if utc != utc.replace(minute=0, second=0, microsecond=0):
+            raise ValueError(f"window start {self.start.isoformat()} is not on the hour")
+        object.__setattr__(self, "start", utc)
+
+    @classmethod
+    def from_key(cls, key: str) -> Window:
+        try:
+            start = dt.datetime.strptime(key, KEY_FORMAT)
+        except ValueError:
+            raise ValueError(f"not an hourly window key (YYYY-MM-DD-HH:00): {key!r}") from None
+        return cls(start.replace(tzinfo=dt.UTC))
+
+    @classmethod
+    def containing(cls, instant: dt.datetime) -> Window:
+        utc = instant.astimezone(dt.UTC)
+        return cls(utc.replace(minute=0, second=0, microsecond=0))
+
+    @classmethod
+    def containing_ms(cls, timestamp_ms: int) -> Window:
+        return cls.containing(_EPOCH + timestamp_ms * _MS)
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + HOUR
+
+    @property
+    def key(self) -> str:
+        return self.start.strftime(KEY_FORMAT)
+
+    @property
+    def start_ms(self) -> int:
+        return (self.start - _EPOCH) // _MS
+
+    @property
+    def end_ms(self) -> int:
+        return (self.end - _EPOCH) // _MS
+
+    def contains_ms(self, timestamp_ms: int) -> bool:
+        return self.start_ms <= timestamp_ms < self.end_ms
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def windows_between(start: dt.datetime, end: dt.datetime) -> list[Window]:
+    """The hourly windows covering ``[start, end)``, in order (a backfill's key range)."""
+    first = Window.containing(start)
+    windows = []
+    current = first.start
+    while current < end:
+        windows.append(Window(current))
+        current += HOUR
+    return windows
