@@ -1,0 +1,61 @@
+"""An embedded PostgreSQL (pgserver) for machines with no PostgreSQL: the local start and the tests.
+
+pgserver ships PostgreSQL binaries in its wheel and listens on a unix socket only (no TCP port to
+collide with). One server holds two databases: ``dagster`` (the instance storage) and
+``competition`` (the competition tables), as a production deployment would keep them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from competition_pipeline import dburl
+
+DATABASES = ("dagster", "competition")
+
+
+@dataclass
+class EmbeddedPostgres:
+    server: object  # pgserver.PostgresServer
+    data_dir: Path
+
+    def url(self, database: str) -> str:
+        return self.server.get_uri(database)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.server.cleanup()  # type: ignore[attr-defined]
+
+
+def start(data_dir: str | Path, databases: tuple[str, ...] = DATABASES) -> EmbeddedPostgres:
+    """Start (or attach to) the embedded server in ``data_dir`` and create ``databases``."""
+    import pgserver  # imported here: only the local start and the tests need it
+
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    embedded = EmbeddedPostgres(server, data_dir)
+    for name in databases:
+        create_database(embedded.url("postgres"), name)
+    return embedded
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """``CREATE DATABASE name`` unless it exists."""
+    with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """``admin_url`` pointed at database ``name`` (socket ``?host=`` and credentials kept)."""
+    return dburl.parse(admin_url).set(database=name).render_as_string(hide_password=False)

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one, and a fresh database per test.
+
+``TEST_DATABASE_URL`` names a server where the tests may create databases (CI passes the machine's
+PostgreSQL). Without it the tests start an embedded PostgreSQL (pgserver), so the suite also passes
+on a machine with no PostgreSQL. A given URL that does not answer is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+# Retries are exercised, but without minutes of backoff (read when the asset module is imported).
+os.environ.setdefault("FILL_RETRY_DELAY_SECONDS", "0.05")
+os.environ.setdefault("FILL_RETRY_MAX", "1")
+
+from competition_pipeline import dburl, embedded  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL of a running PostgreSQL: TEST_DATABASE_URL or an embedded server."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        try:
+            with psycopg.connect(dburl.libpq(given), connect_timeout=5):
+                pass
+        except psycopg.OperationalError as exc:
+            pytest.fail(f"TEST_DATABASE_URL {dburl.redacted(given)} does not answer: {exc}")
+        yield given
+        return
+    server = embedded.start(tmp_path_factory.mktemp("pg") / "data", databases=())
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    name = f"cp_test_{uuid.uuid4().hex[:12]}"
+    embedded.create_database(admin_url, name)
+    try:
+        yield embedded.database_url(admin_url, name)
+    finally:
+        embedded.drop_database(admin_url, name)
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty database for the competition tables, dropped after the test."""
+    yield from _fresh_database(pg_admin_url)
+
+
+@pytest.fixture
+def instance_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty database for a Dagster instance's storage."""
+    yield from _fresh_database(pg_admin_url)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    root = tmp_path / "journal"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the project's own dagster.yaml, its storage in a fresh database."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
+    return home

@@ -1,0 +1,85 @@
+"""Build journal lines and segments by hand, so tests know the exact answer."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from competition_pipeline.sources.journal import window_dir
+from competition_pipeline.windows import Window
+
+W1 = "0x1111111111111111111111111111111111111111"
+W2 = "0x2222222222222222222222222222222222222222"
+W3 = "0x3333333333333333333333333333333333333333"
+W4 = "0xAbCdEf0000000000000000000000000000000004"
+
+_BASE: dict[str, Any] = {
+    "type": "OrderFilled",
+    "fill": {
+        "trade_id": 1,
+        "taker_order_id": 991,
+        "maker_order_id": 774,
+        "symbol": "BTC-20260331-100000-C",
+        "price": "1520.5",
+        "size": "0.25",
+        "fee": "0.38",
+        "taker_side": "Buy",
+        "taker_wallet_address": W1,
+        "maker_wallet_address": W2,
+        "is_taker": True,
+        "timestamp": 0,
+        "builder_code_address": None,
+        "builder_code_fee": None,
+        "source": {"type": "orderbook"},
+        "taker_realized_pnl": "-12.5",
+        "maker_realized_pnl": None,
+        "underlying_notional": "24375.0",
+    },
+    "accounting": {"taker_fee": "0.38", "maker_fee": "-0.05"},
+}
+
+
+def fill(trade_id: int, timestamp_ms: int, **fields: Any) -> dict[str, Any]:
+    """An OrderFilled message; ``fields`` override fill fields (``accounting=None`` drops it)."""
+    message = copy.deepcopy(_BASE)
+    message["fill"].update(trade_id=trade_id, timestamp=timestamp_ms)
+    if "accounting" in fields:
+        accounting = fields.pop("accounting")
+        if accounting is None:
+            del message["accounting"]
+        else:
+            message["accounting"] = accounting
+    message["fill"].update(fields)
+    return message
+
+
+def line(message: dict[str, Any] | str) -> str:
+    return message if isinstance(message, str) else json.dumps(message)
+
+
+def write_segment(
+    root: Path,
+    window: Window,
+    name: str,
+    messages: list[dict[str, Any] | str],
+    *,
+    tail: str = "",
+) -> Path:
+    """Write a segment; ``.gz`` names are gzip-compressed; ``tail`` is an unterminated fragment."""
+    directory = window_dir(root, window)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = "".join(line(m) + "\n" for m in messages) + tail
+    path = directory / name
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data.encode()))
+    else:
+        path.write_text(data)
+    return path
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as handle:
+        handle.write(text)

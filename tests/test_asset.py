@@ -1,0 +1,319 @@
+"""``competition_fill_events`` through Dagster's ``materialize``, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from decimal import Context, Decimal, localcontext
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from competition_pipeline import dburl
+from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.resources import CompetitionDatabase, FillJournal
+from competition_pipeline.windows import Window
+from tests.journal_helpers import W1, W2, W3, W4, append, fill, write_segment
+
+KEY = "2026-11-20-03:00"
+WINDOW = Window.from_key(KEY)
+T0 = WINDOW.start_ms
+
+
+def materialize(
+    database_url: str, journal: Path, key: str = KEY, **kwargs
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [competition_fill_events],
+        partition_key=key,
+        resources={
+            "database": CompetitionDatabase(url=database_url),
+            "journal": FillJournal(root=str(journal)),
+        },
+        **kwargs,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def query(database_url: str, statement: str, *params) -> list[tuple]:
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def table(database_url: str) -> list[tuple]:
+    return query(
+        database_url,
+        "SELECT trade_id, wallet, role, side, counterparty, is_self_trade, symbol, price, size,"
+        " notional, fee, realized_pnl, builder_code_address, builder_code_fee, source_type,"
+        " fill_ts, window_start, recorded_at FROM competition_fill_events ORDER BY 1, 2",
+    )
+
+
+def hand_journal(journal: Path) -> None:
+    """Two segments whose answer is worked out in test_window_is_recorded_exactly."""
+    write_segment(
+        journal,
+        WINDOW,
+        "seg-0001.jsonl.gz",
+        [
+            fill(1, T0 + 1),  # 2 rows
+            {"type": "Heartbeat"},  # skipped
+            fill(
+                2,
+                T0 + 2,
+                taker_wallet_address=W3,
+                maker_wallet_address=W3.upper()[:2].lower() + W3[2:].upper(),
+            ),  # self-trade: 1 row
+            fill(3, T0 + 3, price=1520.5),  # reject: a JSON number
+            fill(1, T0 + 1),  # exact duplicate: already present
+        ],
+    )
+    write_segment(
+        journal,
+        WINDOW,
+        "seg-0002.jsonl",
+        [
+            fill(1, T0 + 1, price="1600"),  # conflict: same key, other price
+            fill(4, T0 + 3_600_000),  # reject: filed under the wrong hour
+            {"type": "OrderPlaced", "order": {}},  # skipped
+            fill(5, T0 + 5, taker_wallet_address=W4, taker_side="sell", accounting=None),  # 2 rows
+        ],
+    )
+
+
+def test_window_is_recorded_exactly(database_url: str, journal: Path) -> None:
+    hand_journal(journal)
+    result = materialize(database_url, journal)
+    assert result.success
+    meta = metadata(result)
+    assert meta["lines_read"] == 9
+    assert meta["fills_read"] == 5  # trades 1, 2, 1 (dup), 1 (conflict), 5
+    assert meta["skipped_messages"] == 2
+    assert meta["rejects"] == 2
+    assert meta["conflicts"] == 1
+    assert meta["rows_inserted"] == 5  # 2 + 1 + 2
+    assert meta["rows_already_present"] == 2  # the exact duplicate's two rows
+    assert meta["incomplete_tails"] == 0
+    assert meta["accounting_balanced"] is True
+    assert meta["rows_per_second"] > 0
+
+    rows = {(r[0], r[1]): r for r in table(database_url)}
+    assert set(rows) == {(1, W1), (1, W2), (2, W3), (5, W4.lower()), (5, W2)}
+    taker, maker = rows[(1, W1)], rows[(1, W2)]
+    assert taker[2:7] == ("taker", "Buy", W2, False, "BTC-20260331-100000-C")
+    assert maker[2:5] == ("maker", "Sell", W1)
+    assert taker[7] == Decimal("1520.5")  # the first version stands, not the conflicting 1600
+    assert taker[9] == Decimal("380.125")  # notional = price x size, exact
+    assert (taker[10], maker[10]) == (Decimal("0.38"), Decimal("-0.05"))  # accounting fees
+    assert (taker[11], maker[11]) == (Decimal("-12.5"), None)
+    self_row = rows[(2, W3)]
+    assert self_row[2:6] == ("self", "Buy", W3, True)
+    assert self_row[10] == Decimal("0.33")  # both legs' fees: 0.38 + (-0.05)
+    no_accounting_taker, no_accounting_maker = rows[(5, W4.lower())], rows[(5, W2)]
+    assert no_accounting_taker[3] == "Sell" and no_accounting_maker[3] == "Buy"
+    assert (no_accounting_taker[10], no_accounting_maker[10]) == (Decimal("0.38"), Decimal("0"))
+    assert all(r[16] == WINDOW.start for r in rows.values())
+    assert rows[(1, W1)][15] == WINDOW.start.replace(microsecond=1000)
+
+    rejects = query(
+        database_url,
+        "SELECT source_file, line_no, reason, raw_line FROM competition_fill_rejects ORDER BY 1, 2",
+    )
+    assert [(r[0], r[1]) for r in rejects] == [
+        ("date=2026-11-20/hour=03/seg-0001.jsonl.gz", 4),
+        ("date=2026-11-20/hour=03/seg-0002.jsonl", 2),
+    ]
+    assert rejects[0][2].startswith("price:") and '"trade_id": 3' in rejects[0][3]
+    assert "outside the window" in rejects[1][2]
+    conflicts = query(
+        database_url,
+        "SELECT source_file, line_no, trade_id, wallet, differing_fields, conflicts_with"
+        " FROM competition_fill_conflicts ORDER BY wallet",
+    )
+    assert [c[:5] for c in conflicts] == [
+        ("date=2026-11-20/hour=03/seg-0002.jsonl", 1, 1, W1, "price"),
+        ("date=2026-11-20/hour=03/seg-0002.jsonl", 1, 1, W2, "price"),
+    ]
+
+
+def test_rerun_inserts_nothing_and_changes_nothing(database_url: str, journal: Path) -> None:
+    hand_journal(journal)
+    materialize(database_url, journal)
+    before = table(database_url)
+    counts = query(
+        database_url,
+        "SELECT (SELECT count(*) FROM competition_fill_rejects),"
+        " (SELECT count(*) FROM competition_fill_conflicts)",
+    )
+    for _ in range(2):
+        meta = metadata(materialize(database_url, journal))
+        assert meta["rows_inserted"] == 0
+        assert meta["rows_already_present"] == 7
+        assert meta["rejects"] == 2 and meta["rejects_new"] == 0
+        assert meta["accounting_balanced"] is True
+    assert table(database_url) == before  # recorded_at included: nothing rewritten
+    assert counts == query(
+        database_url,
+        "SELECT (SELECT count(*) FROM competition_fill_rejects),"
+        " (SELECT count(*) FROM competition_fill_conflicts)",
+    )
+
+
+def test_two_windows_stay_apart(database_url: str, journal: Path) -> None:
+    other = Window.from_key("2026-11-20-04:00")
+    write_segment(journal, WINDOW, "a.jsonl", [fill(10, T0 + 10)])
+    write_segment(journal, other, "a.jsonl", [fill(11, other.start_ms), fill(12, other.end_ms - 1)])
+    assert metadata(materialize(database_url, journal))["rows_inserted"] == 2
+    assert metadata(materialize(database_url, journal, other.key))["rows_inserted"] == 4
+    by_window = query(
+        database_url,
+        "SELECT window_start, array_agg(DISTINCT trade_id ORDER BY trade_id)"
+        " FROM competition_fill_events GROUP BY 1 ORDER BY 1",
+    )
+    assert by_window == [(WINDOW.start, [10]), (other.start, [11, 12])]
+
+
+def test_conflict_with_a_stored_row_is_recorded_not_written(
+    database_url: str, journal: Path
+) -> None:
+    write_segment(journal, WINDOW, "seg-1.jsonl", [fill(7, T0 + 7)])
+    materialize(database_url, journal)
+    before = table(database_url)
+    write_segment(journal, WINDOW, "seg-2.jsonl", [fill(7, T0 + 7, size="9", symbol="ETH-PERP")])
+    meta = metadata(materialize(database_url, journal))
+    assert (meta["conflicts"], meta["rows_inserted"], meta["rows_already_present"]) == (1, 0, 2)
+    assert table(database_url) == before
+    conflicts = query(
+        database_url, "SELECT conflicts_with, differing_fields FROM competition_fill_conflicts"
+    )
+    assert conflicts == [("recorded row", "symbol,size")] * 2
+
+
+def test_unterminated_tail_is_left_for_a_later_run(database_url: str, journal: Path) -> None:
+    text = fill(21, T0 + 21)
+    segment = write_segment(
+        journal, WINDOW, "live.jsonl", [fill(20, T0 + 20)], tail='{"type": "Ord'
+    )
+    meta = metadata(materialize(database_url, journal))
+    assert (meta["rows_inserted"], meta["rejects"], meta["incomplete_tails"]) == (2, 0, 1)
+    assert meta["accounting_balanced"] is True
+    assert query(database_url, "SELECT count(*) FROM competition_fill_rejects") == [(0,)]
+    # The engine completes the line; the fragment written so far is its beginning.
+    import json
+
+    rest = json.dumps(text)[len('{"type": "Ord') :]
+    append(segment, rest + "\n")
+    meta = metadata(materialize(database_url, journal))
+    assert (meta["rows_inserted"], meta["rejects"], meta["incomplete_tails"]) == (2, 0, 0)
+    assert query(database_url, "SELECT count(DISTINCT trade_id) FROM competition_fill_events") == [
+        (2,)
+    ]
+
+
+def test_decimals_stay_exact(database_url: str, journal: Path) -> None:
+    price = "12345678901234567890.123456789012345678"
+    size = "0.000000000000000000000000000001"
+    write_segment(journal, WINDOW, "s.jsonl", [fill(30, T0, price=price, size=size)])
+    materialize(database_url, journal)
+    ((stored_price, notional),) = query(
+        database_url,
+        "SELECT price::text, notional::text FROM competition_fill_events WHERE role = 'taker'",
+    )
+    assert stored_price == price
+    with localcontext(Context(prec=200)):
+        assert Decimal(notional) == Decimal(price) * Decimal(size)  # exact product, no float
+
+
+def test_empty_window_succeeds_with_zero_counts(database_url: str, journal: Path) -> None:
+    meta = metadata(materialize(database_url, journal))
+    assert (meta["lines_read"], meta["rows_inserted"], meta["segments"]) == (0, 0, 0)
+
+
+def test_files_outside_the_layout_are_ignored_and_reported(
+    database_url: str, journal: Path
+) -> None:
+    write_segment(journal, WINDOW, "seg.jsonl", [fill(40, T0)])
+    write_segment(journal, WINDOW, "notes.txt", ["not a segment"])
+    meta = metadata(materialize(database_url, journal))
+    assert meta["rows_inserted"] == 2
+    assert "date=2026-11-20/hour=03/notes.txt" in meta["ignored_files"]
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    parts = []
+    for event in result.all_events:
+        parts.append(event.message or "")
+        if event.is_step_failure:
+            parts.append(str(event.step_failure_data.error))
+    return "\n".join(parts)
+
+
+def test_unreachable_database_fails_the_run_without_the_password(journal: Path) -> None:
+    write_segment(journal, WINDOW, "seg.jsonl", [fill(50, T0)])
+    url = "postgresql://recorder:s3cr3t-pw@127.0.0.1:1/competition"
+    result = materialize(url, journal, raise_on_error=False)
+    assert not result.success
+    text = _failure_text(result)
+    assert "s3cr3t-pw" not in text
+    assert f"window {KEY}" in text and "cannot connect to" in text
+    assert "postgresql://recorder:***@127.0.0.1:1/competition" in text
+    # A connection failure is transient: the RetryPolicy retried the step before failing.
+    assert any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+
+
+def test_corrupt_gzip_fails_naming_the_file_and_commits_nothing(
+    database_url: str, journal: Path
+) -> None:
+    write_segment(journal, WINDOW, "seg-1.jsonl", [fill(60, T0)])
+    bad = write_segment(journal, WINDOW, "seg-2.jsonl.gz", [fill(61, T0)])
+    data = bad.read_bytes()
+    bad.write_bytes(data[:12] + b"\x00garbage\xff" * 4 + data[-8:])
+    result = materialize(database_url, journal, raise_on_error=False)
+    assert not result.success
+    text = _failure_text(result)
+    assert "corrupt segment date=2026-11-20/hour=03/seg-2.jsonl.gz" in text
+    assert f"window {KEY}" in text
+    # Deterministic: not retried.
+    assert not any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
+    # Other windows are unaffected.
+    other = Window.from_key("2026-11-20-05:00")
+    write_segment(journal, other, "seg-1.jsonl", [fill(62, other.start_ms)])
+    assert materialize(database_url, journal, other.key).success
+
+
+def test_missing_privilege_fails_the_run_at_once(database_url: str, journal: Path) -> None:
+    write_segment(journal, WINDOW, "seg.jsonl", [fill(70, T0)])
+    materialize(database_url, journal)  # creates the tables as the owner
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        reader_url = dburl.parse(database_url).set(username=role, password=None)
+        url = reader_url.render_as_string(hide_password=False)
+        write_segment(journal, WINDOW, "seg-2.jsonl", [fill(71, T0)])
+        result = materialize(url, journal, raise_on_error=False)
+        assert not result.success
+        text = _failure_text(result)
+        assert "InsufficientPrivilege" in text and f"window {KEY}" in text
+        assert not any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+        assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2,)]
+    finally:
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg"])
+def test_both_url_schemes_are_accepted(database_url: str, journal: Path, scheme: str) -> None:
+    write_segment(journal, WINDOW, "seg.jsonl", [fill(80, T0)])
+    url = dburl.parse(database_url).set(drivername=scheme).render_as_string(hide_password=False)
+    assert url.startswith(scheme + "://")
+    assert metadata(materialize(url, journal))["rows_inserted"] == 2
