@@ -2,6 +2,7 @@
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -10,7 +11,7 @@ from competition_pipeline.pipeline import WindowReport, record_window
 from competition_pipeline.resources import CompetitionDatabase, FillJournal
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import StoreError
-from competition_pipeline.windows import Window
+from competition_pipeline.windows import Window, windows_between
 
 DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
 DATABASE_POOL = "competition_db"
@@ -62,13 +63,40 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
     return metadata
 
 
+def _record(window: Window, database: CompetitionDatabase, journal: FillJournal) -> WindowReport:
+    """Record one window; a source or database error becomes a failed step naming the window."""
+    try:
+        return record_window(journal.source(), database.store(), window)
+    except (SourceError, StoreError) as exc:
+        raise dg.Failure(
+            description=f"window {window.key} not recorded (nothing of it committed): {exc}",
+            allow_retries=exc.retryable,
+        ) from None
+
+
+def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+    for name in report.ignored_files:
+        context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+    context.log.info(
+        f"window {report.window}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
+        f"{report.rows_already_present} already present, {report.rejects} rejects, "
+        f"{report.conflicts} conflicts, {report.skipped_messages} skipped "
+        f"in {report.seconds:.2f}s"
+    )
+
+
 @dg.asset(
     name="competition_fill_events",
     partitions_def=fill_partitions,
+    # A backfill of any date range is one run; the run records its windows in order and commits
+    # each on its own, so a failure part way keeps every window finished before it.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=fill_retry_policy,
     pool=DATABASE_POOL,
     group_name="competition",
     kinds={"postgres"},
+    # Ranged runs report each window as its own materialization event instead of one output.
+    output_required=False,
     description=(
         "Every fill of the hour, one row per (trade_id, wallet), in table competition_fill_events;"
         " bad lines are quarantined in competition_fill_rejects, conflicting duplicates in"
@@ -77,22 +105,24 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
 )
 def competition_fill_events(
     context: dg.AssetExecutionContext, database: CompetitionDatabase, journal: FillJournal
-) -> dg.MaterializeResult:
-    window = Window.from_key(context.partition_key)
-    try:
-        store = database.store()
-        report = record_window(journal.source(), store, window)
-    except (SourceError, StoreError) as exc:
-        raise dg.Failure(
-            description=f"window {window.key} not recorded (nothing committed): {exc}",
-            allow_retries=exc.retryable,
-        ) from None
-    for name in report.ignored_files:
-        context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
-    context.log.info(
-        f"window {window.key}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
-        f"{report.rows_already_present} already present, {report.rejects} rejects, "
-        f"{report.conflicts} conflicts, {report.skipped_messages} skipped "
-        f"in {report.seconds:.2f}s"
-    )
-    return dg.MaterializeResult(metadata=report_metadata(report))
+) -> Iterator[dg.MaterializeResult]:
+    time_window = context.partition_time_window
+    windows = windows_between(time_window.start, time_window.end)
+    if len(windows) == 1:
+        report = _record(windows[0], database, journal)
+        _log_report(context, report)
+        yield dg.MaterializeResult(metadata=report_metadata(report))
+        return
+    # A partition range (a backfill): one materialization event per window, as each commits, so
+    # the UI shows every window's counts and a failure leaves the finished windows materialized.
+    context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
+    for window in windows:
+        report = _record(window, database, journal)
+        _log_report(context, report)
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=window.key,
+                metadata=report_metadata(report),
+            )
+        )

@@ -3,10 +3,16 @@
 import dagster as dg
 
 from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.jobs import fill_events_job
 from competition_pipeline.resources import CompetitionDatabase, FillJournal
+from competition_pipeline.schedules import competition_fill_events_hourly
+from competition_pipeline.sensors import competition_run_failure_alert, fill_journal_sensor
 
 defs = dg.Definitions(
     assets=[competition_fill_events],
+    jobs=[fill_events_job],
+    sensors=[fill_journal_sensor, competition_run_failure_alert],
+    schedules=[competition_fill_events_hourly],
     resources={
         "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
         "journal": FillJournal(root=dg.EnvVar("FILL_JOURNAL_DIR")),

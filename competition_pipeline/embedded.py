@@ -53,7 +53,9 @@ def create_database(admin_url: str, name: str) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def database_url(admin_url: str, name: str) -> str:

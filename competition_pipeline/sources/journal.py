@@ -8,12 +8,13 @@ Anything else in the tree is ignored and reported, never parsed.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -80,10 +81,7 @@ class JournalSource:
     def fingerprint(self, window: Window) -> str:
         """Changes whenever the window's data may have: a segment added, grown, or rewritten."""
         segments, _ = self.segments(window)
-        digest = hashlib.blake2b(digest_size=12)
-        for segment in segments:
-            digest.update(f"{segment.relative}\0{segment.size}\0{segment.mtime_ns}\n".encode())
-        return digest.hexdigest()
+        return _fingerprint((s.relative, s.size, s.mtime_ns) for s in segments)
 
     def read_window(self, window: Window, stats: ReadStats) -> Iterator[RawBatch]:
         segments, ignored = self.segments(window)
@@ -132,3 +130,72 @@ class JournalSource:
                     stats.incomplete_tails += 1
             if records:
                 yield RawBatch(segment.relative, records)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """An hour directory as a sensor sees it: what identifies its data, when it last changed."""
+
+    window: Window
+    fingerprint: str
+    changed_ns: int  # the newest mtime of the directory and its segments
+
+
+def scan(root: str | os.PathLike[str]) -> tuple[list[WindowState], list[str]]:
+    """Every hour directory with segments, and the entries that are outside the layout.
+
+    One ``scandir`` per directory and one ``stat`` per segment: about 30,000 system calls for
+    10,000 hours, so a sensor tick over a year of journal stays well under a second.
+    """
+    root = Path(root)
+    states: list[WindowState] = []
+    ignored: list[str] = []
+    try:
+        date_entries = list(os.scandir(root))
+    except OSError as exc:
+        raise SourceError(f"cannot list journal root {root}: {exc}") from exc
+    for date_entry in date_entries:
+        date_match = DATE_DIR.fullmatch(date_entry.name)
+        if not date_match or not date_entry.is_dir(follow_symlinks=False):
+            ignored.append(date_entry.name)
+            continue
+        try:
+            dt.date.fromisoformat(date_match.group(1))
+        except ValueError:
+            ignored.append(date_entry.name)
+            continue
+        for hour_entry in os.scandir(date_entry.path):
+            hour_match = HOUR_DIR.fullmatch(hour_entry.name)
+            relative = f"{date_entry.name}/{hour_entry.name}"
+            if not hour_match or not hour_entry.is_dir(follow_symlinks=False):
+                ignored.append(relative)
+                continue
+            try:
+                window = Window.from_key(f"{date_match.group(1)}-{hour_match.group(1)}:00")
+            except ValueError:
+                ignored.append(relative)
+                continue
+            state = _hour_state(window, hour_entry, relative)
+            if state is not None:
+                states.append(state)
+    states.sort(key=lambda s: s.window)
+    return states, ignored
+
+
+def _hour_state(window: Window, hour_entry: os.DirEntry, relative: str) -> WindowState | None:
+    changed = hour_entry.stat(follow_symlinks=False).st_mtime_ns
+    segments = []
+    for entry in sorted(os.scandir(hour_entry.path), key=lambda e: e.name):
+        if SEGMENT.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            stat = entry.stat(follow_symlinks=False)
+            segments.append((f"{relative}/{entry.name}", stat.st_size, stat.st_mtime_ns))
+            changed = max(changed, stat.st_mtime_ns)
+    return WindowState(window, _fingerprint(segments), changed) if segments else None
+
+
+def _fingerprint(segments: Iterable[tuple[str, int, int]]) -> str:
+    """A digest of (relative path, size, mtime) of a window's segments, in name order."""
+    digest = hashlib.blake2b(digest_size=12)
+    for relative, size, mtime_ns in segments:
+        digest.update(f"{relative}\0{size}\0{mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,162 @@
+"""``competition-pipeline``: the local one-command start and small admin commands.
+
+``competition-pipeline up`` brings the whole product up on a machine with nothing installed but
+Python: an embedded PostgreSQL (unless ``COMPETITION_DATABASE_URL`` and ``DAGSTER_POSTGRES_URL``
+are set), a sample journal from the engine simulator that keeps appending to the open hour, and
+``dagster dev`` (webserver + daemon) on 127.0.0.1. State lives in ``.var/``
+(``COMPETITION_STATE_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from competition_pipeline import dburl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _log(message: str) -> None:
+    print(f"[competition-pipeline] {message}", file=sys.stderr, flush=True)
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("COMPETITION_STATE_DIR") or REPO / ".var").resolve()
+
+
+def _prepare_databases(state: Path):
+    """Use the configured databases, or start the embedded PostgreSQL for the missing ones."""
+    if os.environ.get("COMPETITION_DATABASE_URL") and os.environ.get("DAGSTER_POSTGRES_URL"):
+        return None
+    from competition_pipeline import embedded
+
+    _log(f"starting embedded PostgreSQL in {state / 'pg'}")
+    server = embedded.start(state / "pg")
+    os.environ.setdefault("COMPETITION_DATABASE_URL", server.url("competition"))
+    os.environ.setdefault("DAGSTER_POSTGRES_URL", server.url("dagster"))
+    return server
+
+
+def _prepare_journal(state: Path, hours: int, fills_per_hour: int) -> Path:
+    """The journal at FILL_JOURNAL_DIR, or a sample one written by the simulator."""
+    from competition_pipeline import simulate
+    from competition_pipeline.sources.journal import window_dir
+    from competition_pipeline.windows import HOUR, Window
+
+    root = Path(os.environ.get("FILL_JOURNAL_DIR") or state / "journal").resolve()
+    os.environ["FILL_JOURNAL_DIR"] = str(root)
+    root.mkdir(parents=True, exist_ok=True)
+    current = Window.containing(dt.datetime.now(dt.UTC))
+    # Closed sample hours before the open one; the open hour is written live by append_live.
+    for back in range(hours, 0, -1):
+        window = Window(current.start - back * HOUR)
+        if not window_dir(root, window).exists():
+            stats = simulate.write_hour(root, window, fills_per_hour)
+            _log(f"sample journal: wrote {window.key} ({stats.fills} fills)")
+    return root
+
+
+def _prepare_home(state: Path) -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or state / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state = _state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    server = _prepare_databases(state)
+    stop = threading.Event()
+    appender: threading.Thread | None = None
+    try:
+        journal = _prepare_journal(state, args.hours, args.fills_per_hour)
+        if args.simulate:
+            from competition_pipeline import simulate
+
+            appender = threading.Thread(
+                target=simulate.append_live,
+                kwargs={"root": journal, "rate_per_second": args.rate, "stop": stop},
+                name="fill-simulator",
+                daemon=True,
+            )
+            appender.start()
+            _log(f"simulator appending {args.rate} fills/s to the open hour")
+        home = _prepare_home(state)
+        _log(f"competition database: {dburl.redacted(os.environ['COMPETITION_DATABASE_URL'])}")
+        _log(f"instance storage:     {dburl.redacted(os.environ['DAGSTER_POSTGRES_URL'])}")
+        _log(f"journal: {journal}   DAGSTER_HOME: {home}")
+        _log(f"UI: http://{args.host}:{args.port}")
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-w",
+            str(REPO / "workspace.yaml"),
+        ]
+        process = subprocess.Popen(command, cwd=REPO)
+
+        def forward(signum: int, _frame: object) -> None:
+            process.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            return process.wait()
+    finally:
+        stop.set()
+        if appender is not None:
+            appender.join(timeout=5)
+        if server is not None:
+            _log("stopping embedded PostgreSQL")
+            server.stop()
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from competition_pipeline.store import CompetitionStore
+
+    url = os.environ.get("COMPETITION_DATABASE_URL")
+    if not url:
+        _log("COMPETITION_DATABASE_URL is not set")
+        return 2
+    store = CompetitionStore(url)
+    store.ensure_schema()
+    _log(f"tables ready in {store.display_url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="competition-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the product locally (embedded PostgreSQL if needed)")
+    up.add_argument("--host", default="127.0.0.1", help="webserver bind address")
+    up.add_argument("--port", type=int, default=3000)
+    up.add_argument("--hours", type=int, default=6, help="closed sample hours to write")
+    up.add_argument("--fills-per-hour", type=int, default=2000)
+    up.add_argument("--rate", type=float, default=5.0, help="live fills per second")
+    up.add_argument(
+        "--no-simulate", dest="simulate", action="store_false", help="do not append live fills"
+    )
+    up.set_defaults(func=cmd_up)
+    schema = commands.add_parser("schema", help="create the competition tables (idempotent)")
+    schema.set_defaults(func=cmd_schema)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Sensors: follow the journal durably (``fill_journal_sensor``) and report failed runs.
+
+``fill_journal_sensor`` scans the journal, decides with :func:`competition_pipeline.follow.plan`
+and returns its cursor through ``SensorResult``, so the position lives in the instance's PostgreSQL
+storage and survives restarts. No pile-up: before deciding, the tick reads the instance's run list
+for queued or in-progress runs of the asset (single windows and backfill ranges); a changed window
+with such a run is deferred (kept in the cursor's ``pending``) and requested on a later tick, after
+that run ends. Run keys ``<window>@<fingerprint>`` make a repeat request of unchanged data a no-op.
+"""
+
+import datetime as dt
+import json
+import os
+import time
+import urllib.request
+
+import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+
+from competition_pipeline.assets import competition_fill_events, fill_partitions
+from competition_pipeline.follow import DEFAULT_HORIZON_HOURS, FollowCursor, plan
+from competition_pipeline.jobs import fill_events_job
+from competition_pipeline.resources import FillJournal
+from competition_pipeline.sources.journal import scan
+from competition_pipeline.windows import HOUR, Window
+
+SENSOR_INTERVAL_SECONDS = int(os.environ.get("FILL_SENSOR_INTERVAL_SECONDS", "30"))
+SENSOR_HORIZON_HOURS = int(os.environ.get("FILL_SENSOR_HORIZON_HOURS", DEFAULT_HORIZON_HOURS))
+# Stopped by default in a deployment (turn it on in the UI); `bin/start` sets it to "running".
+SENSOR_DEFAULT_STATUS = (
+    dg.DefaultSensorStatus.RUNNING
+    if os.environ.get("FILL_SENSOR_DEFAULT_STATUS", "stopped").lower() == "running"
+    else dg.DefaultSensorStatus.STOPPED
+)
+_QUEUED_OR_RUNNING = [*IN_PROGRESS_RUN_STATUSES, dg.DagsterRunStatus.QUEUED]
+
+
+def windows_in_progress(instance: dg.DagsterInstance) -> set[str]:
+    """Keys of the windows that a queued or running run of the asset is recording."""
+    keys: set[str] = set()
+    for record in instance.get_run_records(RunsFilter(statuses=_QUEUED_OR_RUNNING)):
+        run = record.dagster_run
+        if (
+            run.asset_selection is not None
+            and competition_fill_events.key not in run.asset_selection
+        ):
+            continue
+        tags = run.tags
+        if PARTITION_NAME_TAG in tags:
+            keys.add(tags[PARTITION_NAME_TAG])
+        elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
+            current = Window.from_key(tags[ASSET_PARTITION_RANGE_START_TAG])
+            last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
+            while current <= last:
+                keys.add(current.key)
+                current = Window(current.start + HOUR)
+    return keys
+
+
+@dg.sensor(
+    name="fill_journal_sensor",
+    target=fill_events_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_DEFAULT_STATUS,
+    description=(
+        "Requests a run for every hourly window whose journal data is new or changed (new hour,"
+        " new segment, grown segment, late fill in an old hour); cursor in the instance storage."
+    ),
+)
+def fill_journal_sensor(
+    context: dg.SensorEvaluationContext, journal: FillJournal
+) -> dg.SensorResult:
+    started_ns = time.time_ns()
+    cursor = FollowCursor.from_json(context.cursor)
+    states, ignored = scan(journal.root)
+    first_key = fill_partitions.get_first_partition_key()
+    decision = plan(
+        states,
+        cursor,
+        scan_started_ns=started_ns,
+        in_progress=windows_in_progress(context.instance),
+        first=Window.from_key(first_key)
+        if first_key
+        else Window.containing(dt.datetime.now(dt.UTC)),
+        last=Window.containing(dt.datetime.now(dt.UTC)),
+        horizon_hours=SENSOR_HORIZON_HOURS,
+    )
+    if ignored:
+        context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
+    if decision.out_of_range:
+        context.log.warning(
+            f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
+        )
+    if decision.deferred:
+        context.log.info(f"deferred (a run is queued or in progress): {decision.deferred}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=request.run_key,
+                partition_key=request.window.key,
+                tags={"competition/fingerprint": request.fingerprint},
+            )
+            for request in decision.requests
+        ],
+        cursor=decision.cursor.to_json(),
+    )
+
+
+def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
+    """One structured record of a failed run: its window(s), the error class and message."""
+    tags = run.tags
+    windows = tags.get(PARTITION_NAME_TAG) or (
+        f"{tags.get(ASSET_PARTITION_RANGE_START_TAG)}..{tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
+        if ASSET_PARTITION_RANGE_START_TAG in tags
+        else None
+    )
+    error_class, _, message = (error or "").partition(": ")
+    return {
+        "event": "competition_run_failed",
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "windows": windows,
+        "error_class": error_class or None,
+        "message": message or error,
+    }
+
+
+@dg.run_failure_sensor(
+    name="competition_run_failure_alert",
+    monitored_jobs=None,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+)
+def competition_run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    """Logs one JSON line per failed run; posts it to ``ALERT_WEBHOOK_URL`` when that is set."""
+    error = None
+    for event in context.get_step_failure_events():
+        failure = event.step_failure_data.error if event.step_failure_data else None
+        if failure is not None:
+            error = f"{failure.cls_name}: {failure.message.strip()}"
+            break
+    if error is None and context.failure_event.message:
+        error = f"RunFailure: {context.failure_event.message}"
+    record = failure_line(context.dagster_run, error)
+    line = json.dumps(record, sort_keys=True)
+    context.log.error(line)
+    webhook = os.environ.get("ALERT_WEBHOOK_URL")
+    if webhook:
+        request = urllib.request.Request(
+            webhook, data=line.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (operator-configured URL)
+            pass
