@@ -1,4 +1,4 @@
-"""The product as Dagster runs it: the project's dagster.yaml on PostgreSQL, and Dagster's own CLI."""
+"""The product as Dagster runs it: the project's dagster.yaml on PostgreSQL, and the dagster CLI."""
 
 from __future__ import annotations
 
