@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from competition_pipeline.pipeline import WindowReport, record_window
-from competition_pipeline.resources import CompetitionDatabase, FillJournal
+from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, record_window
+from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import StoreError
 from competition_pipeline.windows import Window, windows_between
@@ -42,6 +42,7 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
         "source": report.source,
         "lines_read": report.lines_read,
         "fills_read": report.fills_read,
+        "fills_recorded_or_present": report.fills_recorded_or_present,
         "rows_inserted": report.rows_inserted,
         "rows_already_present": report.rows_already_present,
         "skipped_messages": report.skipped_messages,
@@ -63,14 +64,22 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
     return metadata
 
 
-def _record(window: Window, database: CompetitionDatabase, journal: FillJournal) -> WindowReport:
+def _record(
+    window: Window, database: CompetitionDatabase, journal: FillJournal, policy: RecordingPolicy
+) -> WindowReport:
     """Record one window; a source or database error becomes a failed step naming the window."""
     try:
-        return record_window(journal.source(), database.store(), window)
+        return record_window(
+            journal.source(), database.store(), window, reject_budget=policy.reject_budget()
+        )
     except (SourceError, StoreError) as exc:
         raise dg.Failure(
             description=f"window {window.key} not recorded (nothing of it committed): {exc}",
             allow_retries=exc.retryable,
+        ) from None
+    except RejectBudgetExceeded as exc:
+        raise dg.Failure(
+            description=f"{exc}; nothing of the window committed", allow_retries=False
         ) from None
 
 
@@ -104,12 +113,15 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
     ),
 )
 def competition_fill_events(
-    context: dg.AssetExecutionContext, database: CompetitionDatabase, journal: FillJournal
+    context: dg.AssetExecutionContext,
+    database: CompetitionDatabase,
+    journal: FillJournal,
+    policy: RecordingPolicy,
 ) -> Iterator[dg.MaterializeResult]:
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
-        report = _record(windows[0], database, journal)
+        report = _record(windows[0], database, journal, policy)
         _log_report(context, report)
         yield dg.MaterializeResult(metadata=report_metadata(report))
         return
@@ -117,7 +129,7 @@ def competition_fill_events(
     # the UI shows every window's counts and a failure leaves the finished windows materialized.
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     for window in windows:
-        report = _record(window, database, journal)
+        report = _record(window, database, journal, policy)
         _log_report(context, report)
         context.log_event(
             dg.AssetMaterialization(

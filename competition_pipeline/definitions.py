@@ -3,18 +3,25 @@
 import dagster as dg
 
 from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.checks import (
+    no_conflicting_duplicates,
+    reconciles_with_journal,
+    rejects_within_budget,
+)
 from competition_pipeline.jobs import fill_events_job
-from competition_pipeline.resources import CompetitionDatabase, FillJournal
+from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
 from competition_pipeline.sensors import competition_run_failure_alert, fill_journal_sensor
 
 defs = dg.Definitions(
     assets=[competition_fill_events],
+    asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
     jobs=[fill_events_job],
     sensors=[fill_journal_sensor, competition_run_failure_alert],
     schedules=[competition_fill_events_hourly],
     resources={
         "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
         "journal": FillJournal(root=dg.EnvVar("FILL_JOURNAL_DIR")),
+        "policy": RecordingPolicy.from_environment(),
     },
 )

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.rows import fill_rows
 from competition_pipeline.sources import FillSource, ReadStats
-from competition_pipeline.store import CompetitionStore
+from competition_pipeline.store import CompetitionStore, Reconciliation
 from competition_pipeline.windows import Window
 
 
@@ -74,40 +75,85 @@ def _outside(window: Window, timestamp_ms: int) -> str:
     )
 
 
-def record_window(source: FillSource, store: CompetitionStore, window: Window) -> WindowReport:
-    """Read ``window`` from ``source`` and record it in ``store`` in one transaction."""
-    started = time.perf_counter()
-    report = WindowReport(window=window.key, source=source.describe())
-    stats = ReadStats()
+class RejectBudgetExceeded(Exception):
+    """Strict mode: the window has more rejects than allowed; nothing of it was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectBudget:
+    """Strict mode: fail a window whose rejects exceed a count or a fraction of its lines."""
+
+    max_rejects: int | None = None
+    max_fraction: float | None = None
+
+    def violation(self, rejects: int, lines: int) -> str | None:
+        if self.max_rejects is not None and rejects > self.max_rejects:
+            return f"{rejects} rejects exceed the limit of {self.max_rejects}"
+        if self.max_fraction is not None and lines and rejects / lines > self.max_fraction:
+            return f"{rejects} rejects of {lines} lines exceed the fraction {self.max_fraction}"
+        return None
+
+
+RejectRow = tuple[str, int, str, str]  # source_file, line_no, raw_line, reason
+
+
+def parse_window(
+    source: FillSource, window: Window, report: WindowReport, stats: ReadStats
+) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
+    """The window's messages as (wallet rows, rejects) per batch; counts go into ``report``."""
     seq = 0
     start_ms, end_ms = window.start_ms, window.end_ms
     check_window = source.files_by_window
     newest = -1
+    for batch in source.read_window(window, stats):
+        rows: list[tuple] = []
+        rejects: list[RejectRow] = []
+        origin = batch.origin
+        for line_no, data in batch.records:
+            seq += 1
+            result = parse_line(data)
+            if type(result) is Fill:
+                ts = result.timestamp_ms
+                if check_window and not start_ms <= ts < end_ms:
+                    rejects.append((origin, line_no, raw_text(data), _outside(window, ts)))
+                    continue
+                newest = max(newest, ts)
+                rows.extend(fill_rows(result, seq, origin, line_no))
+                report.fills_read += 1
+            elif result is SKIPPED:
+                report.skipped_messages += 1
+            else:
+                rejects.append((origin, line_no, raw_text(data), result.reason))  # type: ignore[union-attr]
+        report.lines_read += len(batch.records)
+        report.rejects += len(rejects)
+        if newest >= 0:
+            report.newest_fill_ms = newest
+        yield rows, rejects
+    report.incomplete_tails = stats.incomplete_tails
+    report.segments = stats.segments
+    report.bytes_read = stats.bytes_read
+    report.ignored_files = stats.ignored
+
+
+def record_window(
+    source: FillSource,
+    store: CompetitionStore,
+    window: Window,
+    *,
+    reject_budget: RejectBudget | None = None,
+) -> WindowReport:
+    """Read ``window`` from ``source`` and record it in ``store`` in one transaction."""
+    started = time.perf_counter()
+    report = WindowReport(window=window.key, source=source.describe())
     with store.window_load(window) as load:
-        for batch in source.read_window(window, stats):
-            rows: list[tuple] = []
-            rejects: list[tuple[str, int, str, str]] = []
-            origin = batch.origin
-            for line_no, data in batch.records:
-                seq += 1
-                result = parse_line(data)
-                if type(result) is Fill:
-                    ts = result.timestamp_ms
-                    if check_window and not start_ms <= ts < end_ms:
-                        rejects.append((origin, line_no, raw_text(data), _outside(window, ts)))
-                        continue
-                    newest = max(newest, ts)
-                    rows.extend(fill_rows(result, seq, origin, line_no))
-                    report.fills_read += 1
-                elif result is SKIPPED:
-                    report.skipped_messages += 1
-                else:
-                    rejects.append((origin, line_no, raw_text(data), result.reason))  # type: ignore[union-attr]
-            report.lines_read += len(batch.records)
-            report.rejects += len(rejects)
+        for rows, rejects in parse_window(source, window, report, ReadStats()):
             load.stage_rows(rows)
             if rejects:
                 load.stage_rejects(rejects)
+        if reject_budget is not None:
+            violation = reject_budget.violation(report.rejects, report.lines_read)
+            if violation:
+                raise RejectBudgetExceeded(f"window {window.key}: {violation} (strict mode)")
         counts = load.finish()
     report.conflicts = counts.conflict_messages
     report.conflicts_new = counts.conflicts_recorded
@@ -115,10 +161,14 @@ def record_window(source: FillSource, store: CompetitionStore, window: Window) -
     report.rows_inserted = counts.rows_inserted
     report.rows_already_present = counts.rows_already_present
     report.rejects_new = counts.rejects_recorded
-    report.incomplete_tails = stats.incomplete_tails
-    report.segments = stats.segments
-    report.bytes_read = stats.bytes_read
-    report.ignored_files = stats.ignored
-    report.newest_fill_ms = newest if newest >= 0 else None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def reconcile_window(source: FillSource, store: CompetitionStore, window: Window) -> Reconciliation:
+    """Compare the rows the journal gives for ``window`` with the rows stored for it."""
+    report = WindowReport(window=window.key, source=source.describe())
+    with store.window_staging(window) as staging:
+        for rows, _ in parse_window(source, window, report, ReadStats()):
+            staging.stage_rows(rows)
+        return staging.reconcile()

@@ -227,6 +227,22 @@ class LoadCounts:
     rejects_recorded: int
 
 
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """The journal's rows for a window against the stored ones, by key (samples are sorted)."""
+
+    expected_rows: int
+    stored_rows: int
+    missing: int
+    unexpected: int
+    missing_sample: list[tuple[int, str]]
+    unexpected_sample: list[tuple[int, str]]
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == 0 and self.unexpected == 0
+
+
 class WindowLoad:
     """An open window transaction: stage batches, then :meth:`finish` once."""
 
@@ -293,6 +309,52 @@ class WindowLoad:
             rejects_recorded=rejects_recorded,
         )
 
+    def reconcile(self, sample: int = 10) -> Reconciliation:
+        """Staged rows (minus recorded conflicts) against the stored rows of the window."""
+        params = {"window_start": self._window.start}
+        cur = self._conn.cursor()
+        cur.execute(_SQL_RECONCILE, params)
+        cur.execute("SELECT side, count(*) FROM reconcile_diff GROUP BY side")
+        counts = dict(cur.fetchall())
+        samples: dict[str, list[tuple[int, str]]] = {}
+        for side in ("missing", "unexpected"):
+            cur.execute(
+                "SELECT trade_id, wallet FROM reconcile_diff WHERE side = %s"
+                " ORDER BY trade_id, wallet LIMIT %s",
+                (side, sample),
+            )
+            samples[side] = [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
+        cur.execute(
+            f"SELECT (SELECT count(*) FROM (SELECT DISTINCT trade_id, wallet FROM stage_fills) k),"
+            f" (SELECT count(*) FROM {FILL_EVENTS} WHERE window_start = %(window_start)s)",
+            params,
+        )
+        expected, stored = cur.fetchone()  # type: ignore[misc]
+        return Reconciliation(
+            expected_rows=expected,
+            stored_rows=stored,
+            missing=counts.get("missing", 0),
+            unexpected=counts.get("unexpected", 0),
+            missing_sample=samples["missing"],
+            unexpected_sample=samples["unexpected"],
+        )
+
+
+_SQL_RECONCILE = f"""
+CREATE TEMP TABLE reconcile_diff ON COMMIT DROP AS
+WITH expected AS (
+    SELECT DISTINCT s.trade_id, s.wallet FROM stage_fills s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {FILL_CONFLICTS} c
+        WHERE c.window_start = %(window_start)s
+          AND c.source_file = s.source_file AND c.line_no = s.line_no)
+), stored AS (
+    SELECT trade_id, wallet FROM {FILL_EVENTS} WHERE window_start = %(window_start)s
+)
+SELECT 'missing' AS side, * FROM (SELECT * FROM expected EXCEPT SELECT * FROM stored) m
+UNION ALL
+SELECT 'unexpected', * FROM (SELECT * FROM stored EXCEPT SELECT * FROM expected) u"""
+
 
 def _copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -343,14 +405,27 @@ class CompetitionStore:
     @contextmanager
     def window_load(self, window: Window) -> Iterator[WindowLoad]:
         """One window, one transaction: commit on a clean exit, roll back on any exception."""
+        with self._staged(window, commit=True) as load:
+            yield load
+
+    @contextmanager
+    def window_staging(self, window: Window) -> Iterator[WindowLoad]:
+        """Staging tables for a read-only comparison (:meth:`WindowLoad.reconcile`), rolled back."""
+        with self._staged(window, commit=False) as load:
+            yield load
+
+    @contextmanager
+    def _staged(self, window: Window, *, commit: bool) -> Iterator[WindowLoad]:
         conn = self.connect()
         try:
-            with conn.transaction():
+            with conn.transaction() as transaction:
                 hour = window.start_ms // 3_600_000
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
                 for statement in _SQL_STAGE:
                     conn.execute(statement)
                 yield WindowLoad(conn, window)
+                if not commit:
+                    raise psycopg.Rollback(transaction)
         except psycopg.Error as exc:
             raise self._error(f"window {window.key}: database error in", exc) from None
         finally:
@@ -370,6 +445,38 @@ class CompetitionStore:
                 )
                 counts[name] = conn.execute(query, (window.start,)).fetchone()[0]  # type: ignore[index]
             return counts
+
+    def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:
+        """(source_file, line_no, trade_id, wallet, differing_fields) recorded for the window."""
+        return self._read(
+            f"SELECT source_file, line_no, trade_id, wallet, differing_fields FROM {FILL_CONFLICTS}"
+            " WHERE window_start = %s ORDER BY source_file, line_no, wallet LIMIT %s",
+            window.start,
+            limit,
+        )
+
+    def window_rejects(self, window: Window, sample: int = 5) -> tuple[dict[str, int], list]:
+        """Rejects of the window counted by kind (the reason up to its first colon), and samples."""
+        by_kind = self._read(
+            f"SELECT split_part(reason, ':', 1), count(*) FROM {FILL_REJECTS}"
+            " WHERE window_start = %s GROUP BY 1 ORDER BY 2 DESC, 1",
+            window.start,
+        )
+        samples = self._read(
+            f"SELECT source_file, line_no, reason FROM {FILL_REJECTS} WHERE window_start = %s"
+            " ORDER BY source_file, line_no LIMIT %s",
+            window.start,
+            sample,
+        )
+        return dict(by_kind), samples
+
+    def _read(self, statement: str, *params: object) -> list[tuple]:
+        conn = self.connect()
+        try:
+            with conn:
+                return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise self._error("query failed on", exc) from None
 
     def _error(self, doing: str, exc: BaseException | None) -> StoreError:
         detail = " ".join(str(exc).split()) if exc is not None else "unknown error"

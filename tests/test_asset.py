@@ -12,24 +12,37 @@ import pytest
 
 from competition_pipeline import dburl
 from competition_pipeline.assets import competition_fill_events
-from competition_pipeline.resources import CompetitionDatabase, FillJournal
+from competition_pipeline.checks import (
+    no_conflicting_duplicates,
+    reconciles_with_journal,
+    rejects_within_budget,
+)
+from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
 from competition_pipeline.windows import Window
 from tests.journal_helpers import W1, W2, W3, W4, append, fill, write_segment
 
+ALL_CHECKS = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
 KEY = "2026-11-20-03:00"
 WINDOW = Window.from_key(KEY)
 T0 = WINDOW.start_ms
 
 
 def materialize(
-    database_url: str, journal: Path, key: str = KEY, **kwargs
+    database_url: str,
+    journal: Path,
+    key: str = KEY,
+    policy: RecordingPolicy | None = None,
+    checks: bool = False,
+    **kwargs,
 ) -> dg.ExecuteInProcessResult:
+    """The asset (and with ``checks``, its asset checks) for one window, in process."""
     return dg.materialize(
-        [competition_fill_events],
+        [competition_fill_events, *(ALL_CHECKS if checks else [])],
         partition_key=key,
         resources={
             "database": CompetitionDatabase(url=database_url),
             "journal": FillJournal(root=str(journal)),
+            "policy": policy or RecordingPolicy(),
         },
         **kwargs,
     )

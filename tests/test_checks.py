@@ -1,0 +1,157 @@
+"""Asset checks, strict mode and the accounting identity, through ``materialize``."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from competition_pipeline import dburl
+from competition_pipeline.resources import RecordingPolicy
+from tests.journal_helpers import W3, fill, write_segment
+from tests.test_asset import KEY, T0, WINDOW, materialize, metadata, query
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_clean_window_passes_every_check(database_url: str, journal: Path) -> None:
+    write_segment(
+        journal, WINDOW, "s.jsonl", [fill(1, T0), fill(2, T0 + 1, maker_wallet_address=W3)]
+    )
+    result = materialize(database_url, journal, checks=True)
+    checks = evaluations(result)
+    assert set(checks) == {
+        "reconciles_with_journal",
+        "no_conflicting_duplicates",
+        "rejects_within_budget",
+    }
+    assert all(c.passed for c in checks.values())
+    assert checks["reconciles_with_journal"].metadata["expected_rows"].value == 4
+    assert checks["reconciles_with_journal"].metadata["stored_rows"].value == 4
+    assert all(c.partition == KEY for c in checks.values() if hasattr(c, "partition"))
+
+
+def test_conflicts_and_rejects_are_reported(database_url: str, journal: Path) -> None:
+    write_segment(
+        journal,
+        WINDOW,
+        "s.jsonl",
+        [fill(1, T0), fill(1, T0, price="2"), "garbage", fill(2, T0, size="NaN")],
+    )
+    checks = evaluations(materialize(database_url, journal, checks=True))
+    assert checks["reconciles_with_journal"].passed  # the conflict line is excluded by design
+    conflicts = checks["no_conflicting_duplicates"]
+    assert not conflicts.passed and conflicts.severity == dg.AssetCheckSeverity.ERROR
+    assert conflicts.metadata["conflicts"].value == 2  # both wallet rows of the conflicting line
+    rejects = checks["rejects_within_budget"]
+    assert not rejects.passed and rejects.severity == dg.AssetCheckSeverity.WARN
+    assert rejects.metadata["rejects"].value == 2
+    assert rejects.metadata["by_reason"].value == {"invalid JSON": 1, "size": 1}
+    strict_threshold = RecordingPolicy(rejects_error_threshold=1)
+    checks = evaluations(materialize(database_url, journal, policy=strict_threshold, checks=True))
+    assert checks["rejects_within_budget"].severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_reconciliation_finds_missing_and_unexpected_rows(database_url: str, journal: Path) -> None:
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0), fill(2, T0 + 1)])
+    materialize(database_url, journal)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute("DELETE FROM competition_fill_events WHERE trade_id = 2 AND role = 'maker'")
+        conn.execute(
+            "INSERT INTO competition_fill_events SELECT 99, wallet, role, side, counterparty,"
+            " is_self_trade, symbol, price, size, notional, fee, realized_pnl,"
+            " builder_code_address, builder_code_fee, source_type, taker_order_id,"
+            " maker_order_id, underlying_notional, fill_ts, window_start, recorded_at"
+            " FROM competition_fill_events WHERE trade_id = 1 AND role = 'taker'"
+        )
+    # The blocking check fails the run (a blocking ERROR); its evaluation says why.
+    result = materialize(database_url, journal, checks=True, raise_on_error=False)
+    assert not result.success
+    checks = evaluations(result)
+    reconcile = checks["reconciles_with_journal"]
+    # The re-run re-inserted the deleted row; the foreign row 99 stays unexpected.
+    assert not reconcile.passed
+    assert reconcile.metadata["unexpected"].value == 1
+    assert "99" in reconcile.metadata["unexpected_sample"].value
+
+
+def test_strict_mode_fails_the_run_and_commits_nothing(database_url: str, journal: Path) -> None:
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0), "garbage", "more garbage"])
+    strict = RecordingPolicy(strict=True, max_rejects=1)
+    result = materialize(database_url, journal, policy=strict, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "2 rejects exceed the limit of 1 (strict mode)" in str(failure.step_failure_data.error)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
+    assert query(database_url, "SELECT count(*) FROM competition_fill_rejects") == [(0,)]
+    by_fraction = RecordingPolicy(strict=True, max_reject_fraction=0.9)
+    assert materialize(database_url, journal, policy=by_fraction).success
+
+
+def _mutations(seed: int, count: int) -> list[str]:
+    """Seeded random damage to valid lines: truncation, wrong types, huge numbers, odd unicode,
+    deep nesting, 1 MB lines, dropped fields."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        message = fill(10_000 + i, T0 + rng.randrange(3_600_000))
+        text = json.dumps(message)
+        kind = rng.randrange(10)
+        if kind == 0:
+            text = text[: rng.randrange(len(text))]
+        elif kind == 1:
+            message["fill"][rng.choice(list(message["fill"]))] = rng.choice(
+                [None, True, 1.5, -1, 2**70, "", [], {}, "x" * 50]
+            )
+            text = json.dumps(message)
+        elif kind == 2:
+            message["fill"]["price"] = "9" * rng.choice([39, 41, 400])
+            text = json.dumps(message)
+        elif kind == 3:
+            message["fill"]["symbol"] = rng.choice(
+                ["BTC-PERP\u0000", "ＢＴＣ-PERP", "BTC-٣-C", "é"]
+            )
+            text = json.dumps(message, ensure_ascii=rng.random() < 0.5)
+        elif kind == 4:
+            text = "[" * rng.choice([10, 2000]) + "]" * rng.choice([10, 2000])
+        elif kind == 5 and i % 500 == 0:
+            text = json.dumps({"type": "OrderFilled", "pad": "x" * 1_000_000, **message})
+        elif kind == 6:
+            del message["fill"][rng.choice(list(message["fill"]))]
+            text = json.dumps(message)
+        elif kind == 7:
+            pos = rng.randrange(len(text))
+            text = text[:pos] + rng.choice(["\ud800", "\x00", "\t", "🙂", "\\"]) + text[pos + 1 :]
+        lines.append(text.replace("\n", " "))
+    return lines
+
+
+def test_fuzzed_lines_never_crash_and_the_identity_holds(database_url: str, journal: Path) -> None:
+    lines = _mutations(seed=20261124, count=10_000)
+    directory = journal / "date=2026-11-20" / "hour=03"
+    directory.mkdir(parents=True)
+    with (directory / "fuzz.jsonl").open("w", encoding="utf-8", errors="surrogatepass") as out:
+        for text in lines:
+            out.write(text + "\n")
+    result = materialize(database_url, journal, checks=True)
+    assert result.success
+    meta = metadata(result)
+    assert meta["lines_read"] == 10_000
+    assert meta["accounting_balanced"] is True
+    assert meta["rejects"] > 1_000 and meta["fills_read"] > 1_000
+    identity = (
+        meta["fills_recorded_or_present"]
+        + meta["skipped_messages"]
+        + meta["rejects"]
+        + meta["conflicts"]
+    )
+    # Every fuzzed line ends with a newline, so there is no incomplete tail to add.
+    assert identity == meta["lines_read"] and meta["incomplete_tails"] == 0
+    stored_rejects = query(database_url, "SELECT count(*) FROM competition_fill_rejects")[0][0]
+    assert stored_rejects == meta["rejects"]
+    assert evaluations(result)["reconciles_with_journal"].passed
