@@ -427,7 +427,7 @@ class CompetitionStore:
                 if not commit:
                     raise psycopg.Rollback(transaction)
         except psycopg.Error as exc:
-            raise self._error(f"window {window.key}: database error in", exc) from None
+            raise self._error("database error in", exc) from None
         finally:
             conn.close()
 
