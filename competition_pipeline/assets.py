@@ -2,6 +2,7 @@
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,9 @@ from competition_pipeline.resources import CompetitionDatabase, FillJournal, Rec
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import StoreError
 from competition_pipeline.windows import Window, windows_between
+
+# BackfillPolicy is beta in Dagster 1.13; it is used on purpose (a backfill is one run).
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
 DATABASE_POOL = "competition_db"

@@ -75,6 +75,8 @@ def _prepare_home(state: Path) -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     state = _state_dir()
     state.mkdir(parents=True, exist_ok=True)
+    # The local product follows the journal by itself: the sensor starts in the running state.
+    os.environ.setdefault("FILL_SENSOR_DEFAULT_STATUS", "running")
     server = _prepare_databases(state)
     stop = threading.Event()
     appender: threading.Thread | None = None
@@ -106,17 +108,26 @@ def cmd_up(args: argparse.Namespace) -> int:
             "-w",
             str(REPO / "workspace.yaml"),
         ]
-        process = subprocess.Popen(command, cwd=REPO)
+        # Own process group, SIGINT at its default: a shell that started us in the background
+        # leaves SIGINT ignored, and dagster dev shuts down gracefully only on SIGINT.
+        process = subprocess.Popen(
+            command,
+            cwd=home,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        )
 
-        def forward(signum: int, _frame: object) -> None:
-            process.send_signal(signum)
+        def shut_down(_signum: int = signal.SIGTERM, _frame: object = None) -> None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
 
-        signal.signal(signal.SIGTERM, forward)
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            return process.wait()
+        signal.signal(signal.SIGTERM, shut_down)
+        signal.signal(signal.SIGINT, shut_down)
+        return process.wait()
     finally:
         stop.set()
         if appender is not None:

@@ -1,10 +1,19 @@
-"""A small simulator of the matching engine's fill journal, per ``contracts/fill-journal.md``.
+"""A stand-in for the matching engine: writes a fill journal as ``contracts/fill-journal.md`` says.
 
-It writes what the engine writes: ``date=YYYY-MM-DD/hour=HH/`` directories of segments, closed
-ones gzip-compressed, the newest plain and growing; mostly ``OrderFilled`` messages (with and
-without ``accounting``, rebates, builder fees, RFQ and liquidation sources, realized PnL on some
-fills, a few self-trades), and some other message types that the pipeline must skip. Deterministic
-for a seed, so the demo and the benchmark are reproducible.
+The demo, the tests and the benchmarks need a journal that looks like the engine's (sections 1 and
+3): ``date=YYYY-MM-DD/hour=HH/seg-NNNNN.jsonl[.gz]`` segments, closed ones gzip-compressed and the
+newest plain and growing; mostly ``OrderFilled`` messages with every field of section 1 (with and
+without ``accounting``, maker rebates, builder fees, RFQ and liquidation sources, realized PnL on
+some fills, a few self-trades) and a small share of other types that the pipeline must skip.
+
+Output is deterministic for a seed, so a benchmark or a failing test can be reproduced byte for
+byte. Prices, sizes and fees are integers scaled by a power of ten and printed exactly, so every
+decimal string is what a ``NUMERIC`` column will hold (no float rounding in the data).
+
+Trade ids never collide between the simulators this module creates by default: hour ``h`` (hours
+since the epoch) owns ``[h * 10**10, (h + 1) * 10**10)``; :func:`write_hour` uses the lower half of
+its hour and :func:`append_live` the upper half of the hour it starts in, offset by the
+millisecond, so restarting the demo never reuses an id.
 
     python -m competition_pipeline.simulate --journal DIR --hours 6 --fills-per-hour 2000 --follow
 """
@@ -14,229 +23,616 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import random
+import hashlib
+import os
+import re
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
+from random import Random
 
 from competition_pipeline.sources.journal import window_dir
 from competition_pipeline.windows import HOUR, Window
 
-UNDERLYINGS = {"BTC": 100_000, "ETH": 4_000, "SOL": 200}
-OTHER_TYPES = ("OrderPlaced", "OrderCancelled", "OrderUpdated", "Heartbeat")
+HOUR_MS = 3_600_000
+IDS_PER_HOUR = 10**10
+SEGMENT_NAME = re.compile(r"seg-([0-9]{5,})\.jsonl(\.gz)?", re.ASCII)
+CHUNK_FILLS = 20_000  # lines rendered per write: a few MB, so 1M fills never sit in memory
+
+# Underlying spot prices in cents, option strikes and expiries: a small but realistic universe.
+_SPOT_CENTS = {"BTC": 10_000_000, "ETH": 400_000, "SOL": 20_000}
+_STRIKES = {
+    "BTC": ("80000", "90000", "100000", "110000", "120000", "150000"),
+    "ETH": ("3000", "3500", "4000", "4500", "5000"),
+    "SOL": ("150", "187.5", "200", "250"),
+}
+_EXPIRIES = ("20260130", "20260227", "20260331", "20260626", "20261225")
+# (price decimal places, size decimal places, largest size in size units) per underlying.
+_SCALES = {"BTC": (1, 3, 2_000), "ETH": (2, 2, 5_000), "SOL": (3, 1, 10_000)}
+_PERP_SHARE = {"BTC": 0.20, "ETH": 0.12, "SOL": 0.08}  # of all fills; the rest are options
+
+# Shares of fills (each an independent draw) and of other messages.
+SELF_TRADE_SHARE = 0.01
+ACCOUNTING_SHARE = 0.8
+BUILDER_SHARE = 0.15
+TAKER_PNL_SHARE = 0.35
+MAKER_PNL_SHARE = 0.35
+OTHER_SHARE = 0.02  # other message types, as a share of fills
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rendered journal lines (``\\n``-terminated) and what they contain."""
+
+    text: str
+    fills: int
+    others: int
+    self_trades: int
+    first_trade_id: int | None
+    last_trade_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class HourStats:
-    lines: int = 0
-    fills: int = 0
-    other_messages: int = 0
-    rows: int = 0  # wallet rows the fills give: 2 each, 1 for a self-trade
+    """What :func:`write_hour` put on disk, so tests and the CLI can check the pipeline's counts."""
+
+    window: Window
+    segments: tuple[str, ...]  # file names, in write order
+    lines: int
+    fills: int
+    others: int  # messages of other types (skipped by the pipeline)
+    self_trades: int
+    rows_expected: int  # competition rows: 2 per fill, 1 per self-trade
+    bytes: int  # uncompressed
+    first_trade_id: int | None
+    last_trade_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """What :func:`append_live` appended before it was stopped."""
+
+    lines: int
+    fills: int
+    others: int
+    self_trades: int
+    rows_expected: int
+    windows: tuple[str, ...]  # keys of the hours appended to
+    seconds: float
+
+
+def default_trade_id_base(window: Window) -> int:
+    """The first trade id :func:`write_hour` uses for ``window`` when given no simulator."""
+    return (window.start_ms // HOUR_MS) * IDS_PER_HOUR + 1
+
+
+def _live_trade_id_base(now_ms: int) -> int:
+    # Upper half of the hour's range, plus 1000 ids per millisecond into the hour (< 3.6e9).
+    return (now_ms // HOUR_MS) * IDS_PER_HOUR + IDS_PER_HOUR // 2 + (now_ms % HOUR_MS) * 1000 + 1
+
+
+def _fixed(value: int, places: int) -> str:
+    """``value / 10**places`` as an exact decimal string (``-?digits.digits``)."""
+    if places == 0:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(-value if value < 0 else value, 10**places)
+    return f"{sign}{whole}.{frac:0{places}d}"
+
+
+def _checksum_case(hex40: str) -> str:
+    """Mixed-case hex like an EIP-55 checksum (sha3-256, not keccak: it only has to look real)."""
+    digest = hashlib.sha3_256(hex40.encode()).hexdigest()
+    return "0x" + "".join(
+        c.upper() if c.isalpha() and int(h, 16) >= 8 else c
+        for c, h in zip(hex40, digest[:40], strict=True)
+    )
+
+
+def _weighted_table(items: Sequence[object], weights: Sequence[float], size: int) -> list:
+    """A lookup table where ``items[i]`` fills a ``weights[i]`` share: O(1) weighted draws."""
+    total = sum(weights)
+    table: list = []
+    acc = 0.0
+    for item, weight in zip(items, weights, strict=True):
+        acc += weight
+        table.extend([item] * (round(acc / total * size) - len(table)))
+    return table
 
 
 class FillSimulator:
-    """Engine messages with strictly increasing trade ids, deterministic for a seed."""
+    """Engine messages, deterministic for a seed, with strictly increasing trade ids.
 
-    def __init__(self, seed: int = 7, wallets: int = 50, first_trade_id: int = 1) -> None:
-        self.rng = random.Random(seed)
-        self.wallets = [self._wallet() for _ in range(wallets)]
-        self.builders = [self._wallet() for _ in range(3)]
-        self.next_trade_id = first_trade_id
-        self.next_order_id = 1
+    One simulator is one engine: its trade ids and order ids only grow over its life, so several
+    hours written with the same simulator never share a trade id.
+    """
 
-    def _wallet(self) -> str:
-        digits = f"{self.rng.getrandbits(160):040x}"
-        mixed = "".join(c.upper() if c.isalpha() and self.rng.random() < 0.5 else c for c in digits)
-        return "0x" + mixed
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        trade_id_base: int = 1,
+        wallets: int = 50,
+        builders: int = 4,
+        self_trade_share: float = SELF_TRADE_SHARE,
+        other_share: float = OTHER_SHARE,
+    ) -> None:
+        if not 1 <= trade_id_base < 2**63 - 1:
+            raise ValueError(f"trade_id_base must be in 1..2^63-2, got {trade_id_base}")
+        if wallets < 2:
+            raise ValueError("at least two wallets are needed for a trade")
+        self.seed = seed
+        self.rng = Random(seed)
+        self.next_trade_id = trade_id_base
+        self.next_order_id = 1_000 + self.rng.randrange(1_000_000)
+        self.self_trade_share = self_trade_share
+        self.other_share = other_share
+        self.wallets = [_checksum_case(f"{self.rng.getrandbits(160):040x}") for _ in range(wallets)]
+        self.builders = [
+            _checksum_case(f"{self.rng.getrandbits(160):040x}") for _ in range(builders)
+        ]
+        # A few wallets trade much more than the rest, as on a real leaderboard (Zipf-like).
+        self._wallet_table = _weighted_table(
+            self.wallets, [1 / (rank + 1) ** 0.8 for rank in range(wallets)], 4096
+        )
+        self._instrument_table = _weighted_table(*self._instruments(), 4096)
 
-    def _symbol(self) -> str:
-        underlying = self.rng.choice(list(UNDERLYINGS))
-        if self.rng.random() < 0.3:
-            return f"{underlying}-PERP"
-        strike = UNDERLYINGS[underlying] * self.rng.choice((8, 9, 10, 11, 12)) // 10
-        expiry = self.rng.choice(("20261225", "20270326", "20260331"))
-        return f"{underlying}-{expiry}-{strike}-{self.rng.choice('CP')}"
+    def _instruments(self) -> tuple[list[tuple], list[float]]:
+        """(symbol, underlying, is_perp, base price units, price places, size places, max size)."""
+        instruments: list[tuple] = []
+        weights: list[float] = []
+        options = sum(len(s) for s in _STRIKES.values()) * len(_EXPIRIES) * 2
+        for underlying, spot_cents in _SPOT_CENTS.items():
+            price_places, size_places, size_max = _SCALES[underlying]
+            spot_units = spot_cents * 10**price_places // 100
+            perp = (f"{underlying}-PERP", underlying, True, spot_units, price_places)
+            instruments.append((*perp, size_places, size_max))
+            weights.append(_PERP_SHARE[underlying])
+            for expiry in _EXPIRIES:
+                for strike in _STRIKES[underlying]:
+                    strike_units = int(float(strike) * 10**price_places)
+                    for kind in "CP":
+                        intrinsic = (
+                            spot_units - strike_units if kind == "C" else strike_units - spot_units
+                        )
+                        extrinsic = int(spot_units * (0.005 + 0.05 * self.rng.random()))
+                        base = max(intrinsic, 0) + extrinsic
+                        symbol = f"{underlying}-{expiry}-{strike}-{kind}"
+                        instruments.append(
+                            (symbol, underlying, False, base, price_places, size_places, size_max)
+                        )
+                        weights.append((1 - sum(_PERP_SHARE.values())) / options)
+        return instruments, weights
 
-    def _decimal(self, low: float, high: float, places: int) -> str:
-        return f"{self.rng.uniform(low, high):.{places}f}"
+    def spread(self, low_ms: int, high_ms: int, total: int, start: int, stop: int) -> list[int]:
+        """Timestamps ``start..stop`` of ``total`` spread over ``[low_ms, high_ms)``, in order.
 
-    def fill(self, timestamp_ms: int) -> dict:
+        Fill ``i`` falls at a random point of the ``i``-th of ``total`` equal slots, so the
+        timestamps never decrease and a caller can render a large hour a chunk at a time.
+        """
+        width = (high_ms - low_ms) / total
+        last = high_ms - 1
+        rnd = self.rng.random
+        return [min(last, low_ms + int((i + rnd()) * width)) for i in range(start, stop)]
+
+    def render(self, timestamps: Sequence[int]) -> Batch:
+        """One ``OrderFilled`` line per timestamp, with other messages mixed in before some.
+
+        Built with string formatting rather than a JSON encoder: this loop is the simulator's
+        whole cost, and 1,000,000 fills have to be written in seconds.
+        """
         rng = self.rng
-        taker = rng.choice(self.wallets)
-        maker = taker if rng.random() < 0.01 else rng.choice(self.wallets)
-        price = self._decimal(1, 5_000, 2)
-        size = self._decimal(0.01, 5, 3)
-        taker_fee = self._decimal(0.01, 2, 4)
-        fill = {
-            "trade_id": self.next_trade_id,
-            "taker_order_id": self.next_order_id,
-            "maker_order_id": self.next_order_id + 1,
-            "symbol": self._symbol(),
-            "price": price,
-            "size": size,
-            "fee": taker_fee,
-            "taker_side": rng.choice(("Buy", "Sell")),
-            "taker_wallet_address": taker,
-            "maker_wallet_address": maker,
-            "is_taker": True,
-            "timestamp": timestamp_ms,
-            "builder_code_address": None,
-            "builder_code_fee": None,
-            "source": {"type": "orderbook"},
-            "taker_realized_pnl": None,
-            "maker_realized_pnl": None,
-            "underlying_notional": self._decimal(100, 100_000, 1),
-        }
-        self.next_trade_id += 1
-        self.next_order_id += 2
-        roll = rng.random()
-        if roll < 0.05:
-            fill["source"] = {"type": "rfq", "rfq_id": rng.randrange(10**6), "quote_id": 7}
-        elif roll < 0.07:
-            fill["source"] = {"type": "liquidation"}
-        if rng.random() < 0.1:
-            fill["builder_code_address"] = rng.choice(self.builders)
-            fill["builder_code_fee"] = self._decimal(0.001, 0.5, 4)
-        if rng.random() < 0.3:
-            fill["taker_realized_pnl"] = self._decimal(-500, 500, 2)
-        if rng.random() < 0.3:
-            fill["maker_realized_pnl"] = self._decimal(-500, 500, 2)
-        message: dict = {"type": "OrderFilled", "fill": fill}
-        if rng.random() < 0.8:
-            maker_fee = self._decimal(-0.2, 0.5, 4)  # negative: a maker rebate
-            message["accounting"] = {"taker_fee": taker_fee, "maker_fee": maker_fee}
-        return message
+        rnd = rng.random
+        bits = rng.getrandbits
+        wallets = self._wallet_table
+        instruments = self._instrument_table
+        builders = self.builders
+        self_share = self.self_trade_share
+        other_share = self.other_share
+        fixed = _fixed
+        out: list[str] = []
+        append = out.append
+        trade_id = self.next_trade_id
+        first = trade_id
+        order_id = self.next_order_id
+        others = self_trades = 0
+        for ts in timestamps:
+            if rnd() < other_share:
+                append(self._other(ts, order_id))
+                others += 1
+            symbol, underlying, perp, base, pp, sp, size_max = instruments[bits(12)]
+            price = int(base * (0.95 + 0.1 * rnd())) or 1
+            size = int(size_max ** rnd())
+            notional = price * size  # places: pp + sp
+            np_ = pp + sp
+            fee_places = np_ + 4  # fees in basis points of the notional, exactly
+            taker_fee = notional * (2 + bits(2))
+            fee = fixed(taker_fee, fee_places)
+            taker = wallets[bits(12)]
+            if rnd() < self_share:
+                maker = taker
+                self_trades += 1
+            else:
+                maker = wallets[bits(12)]
+                while maker is taker:
+                    maker = wallets[bits(12)]
+            order_id += 1 + bits(2)
+            maker_order = order_id - 1 - bits(12)
+            roll = rnd()
+            if roll < 0.03:
+                source = ""  # absent: orderbook by default (contract, section 1)
+            elif roll < 0.85:
+                source = '"source":{"type":"orderbook"},'
+            elif roll < 0.95:
+                source = (
+                    f'"source":{{"type":"rfq","rfq_id":{trade_id // 7 + bits(8)},'
+                    f'"quote_id":{trade_id // 3 + bits(10)}}},'
+                )
+            else:
+                source = '"source":{"type":"liquidation"},'
+            if rnd() < BUILDER_SHARE:
+                builder = f'"{builders[bits(8) % len(builders)]}"'
+                builder_fee = f'"{fixed(notional * (1 + bits(1)), fee_places)}"'
+            else:
+                builder = builder_fee = "null"
+            if rnd() < TAKER_PNL_SHARE:
+                taker_pnl = f'"{fixed(int(notional * (rnd() - 0.5) / 2), np_)}"'
+            else:
+                taker_pnl = "null"
+            if rnd() < MAKER_PNL_SHARE:
+                maker_pnl = f'"{fixed(int(notional * (rnd() - 0.5) / 2), np_)}"'
+            else:
+                maker_pnl = "null"
+            roll = rnd()
+            if roll < 0.03:
+                underlying_notional = "null"
+            elif perp:
+                underlying_notional = f'"{fixed(notional, np_)}"'
+            else:
+                underlying_notional = f'"{fixed(size * _SPOT_CENTS[underlying], sp + 2)}"'
+            roll = rnd()
+            if roll < ACCOUNTING_SHARE:
+                if roll < 0.08:  # a fee discount: accounting, not `fee`, is what was charged
+                    charged = fixed(max(1, taker_fee * 4 // 5), fee_places)
+                else:
+                    charged = fee
+                roll = rnd()
+                if roll < 0.4:
+                    maker_fee = fixed(-notional, fee_places)  # a 1 bp maker rebate
+                elif roll < 0.8:
+                    maker_fee = fixed(notional, fee_places)
+                else:
+                    maker_fee = "0"
+                accounting = f',"accounting":{{"taker_fee":"{charged}","maker_fee":"{maker_fee}"}}'
+            else:
+                accounting = ""
+            append(
+                f'{{"type":"OrderFilled","fill":{{"trade_id":{trade_id},'
+                f'"taker_order_id":{order_id},"maker_order_id":{maker_order},'
+                f'"symbol":"{symbol}","price":"{fixed(price, pp)}","size":"{fixed(size, sp)}",'
+                f'"fee":"{fee}","taker_side":"{"Buy" if bits(1) else "Sell"}",'
+                f'"taker_wallet_address":"{taker}","maker_wallet_address":"{maker}",'
+                f'"is_taker":true,"timestamp":{ts},'
+                f'"builder_code_address":{builder},"builder_code_fee":{builder_fee},{source}'
+                f'"taker_realized_pnl":{taker_pnl},"maker_realized_pnl":{maker_pnl},'
+                f'"underlying_notional":{underlying_notional}}}{accounting}}}\n'
+            )
+            trade_id += 1
+        fills = len(timestamps)
+        self.next_trade_id = trade_id
+        self.next_order_id = order_id
+        return Batch(
+            text="".join(out),
+            fills=fills,
+            others=others,
+            self_trades=self_trades,
+            first_trade_id=first if fills else None,
+            last_trade_id=trade_id - 1 if fills else None,
+        )
 
-    def other(self, timestamp_ms: int) -> dict:
-        kind = self.rng.choice(OTHER_TYPES)
-        if kind == "Heartbeat":
-            return {"type": kind, "timestamp": timestamp_ms}
-        return {"type": kind, "order": {"order_id": self.next_order_id, "timestamp": timestamp_ms}}
+    def _other(self, ts: int, order_id: int) -> str:
+        """A message of another type; the contract does not define their fields, only ``type``."""
+        rnd = self.rng.random
+        roll = rnd()
+        if roll < 0.45:
+            symbol, _, _, base, pp, sp, size_max = self._instrument_table[self.rng.getrandbits(12)]
+            wallet = self._wallet_table[self.rng.getrandbits(12)]
+            side = "Buy" if rnd() < 0.5 else "Sell"
+            return (
+                f'{{"type":"OrderPlaced","order":{{"order_id":{order_id + 1},'
+                f'"symbol":"{symbol}","side":"{side}","price":"{_fixed(max(1, base), pp)}",'
+                f'"size":"{_fixed(int(size_max ** rnd()), sp)}","wallet_address":"{wallet}",'
+                f'"timestamp":{ts}}}}}\n'
+            )
+        if roll < 0.8:
+            return f'{{"type":"OrderCancelled","order_id":{order_id},"timestamp":{ts}}}\n'
+        return f'{{"type":"Heartbeat","timestamp":{ts}}}\n'
 
-    def messages(
-        self, window: Window, count: int, stats: HourStats
-    ) -> Iterator[tuple[bool, bytes]]:
-        """``count`` fills (and about 5% other messages) in ``window``, in time order, as
-        ``(is_fill, line)``."""
-        span = window.end_ms - window.start_ms
-        for i in range(count):
-            timestamp = window.start_ms + (i * span) // max(count, 1)
-            if self.rng.random() < 0.05:
-                stats.other_messages += 1
-                stats.lines += 1
-                yield False, orjson.dumps(self.other(timestamp)) + b"\n"
-            message = self.fill(timestamp)
-            stats.fills += 1
-            stats.lines += 1
-            fill = message["fill"]
-            self_trade = fill["taker_wallet_address"] == fill["maker_wallet_address"]
-            stats.rows += 1 if self_trade else 2
-            yield True, orjson.dumps(message) + b"\n"
+
+def _segment_numbers(directory: Path) -> list[tuple[int, str]]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = SEGMENT_NAME.fullmatch(name)
+        if match:
+            found.append((int(match.group(1)), name))
+    return sorted(found)
 
 
 def write_hour(
-    root: str | Path,
+    root: str | os.PathLike[str],
     window: Window,
     fills: int,
     *,
     segments: int = 2,
     compress_closed: bool = True,
     sim: FillSimulator | None = None,
+    until_ms: int | None = None,
+    compresslevel: int = 1,
 ) -> HourStats:
-    """Write one hour of journal: all segments but the last gzip-compressed (closed)."""
-    # Trade ids unique across hours: each hour owns the range start_ms * 1000 + n.
-    sim = sim or FillSimulator(seed=window.start_ms, first_trade_id=window.start_ms * 1000)
+    """Write ``fills`` fills of ``window`` as ``segments`` segments; all but the last gzipped.
+
+    Segment numbers continue after the ones already in the hour's directory, so a second call
+    adds segments instead of rewriting a file a reader may hold open. A gzip segment is written
+    under a dot-name and renamed when complete: a closed segment is never seen half-written.
+    ``until_ms`` keeps timestamps before that instant (the open hour: nothing from the future).
+    Without ``sim``, a simulator seeded by the hour is used, so the same hour is the same bytes.
+    """
+    if fills < 0 or segments < 1:
+        raise ValueError("fills must be >= 0 and segments >= 1")
+    if sim is None:
+        sim = FillSimulator(
+            seed=window.start_ms // HOUR_MS, trade_id_base=default_trade_id_base(window)
+        )
+    low, high = window.start_ms, window.end_ms
+    if until_ms is not None:
+        high = min(high, max(low + 1, until_ms))
     directory = window_dir(Path(root), window)
     directory.mkdir(parents=True, exist_ok=True)
-    stats = HourStats()
-    per_segment = -(-fills // max(segments, 1)) if fills else 0
-    lines = sim.messages(window, fills, stats)
-    for index in range(1, max(segments, 1) + 1):
-        closed = compress_closed and index < segments
-        path = directory / f"seg-{index:05d}.jsonl{'.gz' if closed else ''}"
-        opener = gzip.open if closed else open
-        with opener(path, "wb") as out:  # type: ignore[operator]
-            buffer: list[bytes] = []
-            written = 0
-            for is_fill, line in lines:
-                buffer.append(line)
-                written += is_fill
-                if len(buffer) >= 10_000:
-                    out.write(b"".join(buffer))
-                    buffer = []
-                if written >= per_segment:
-                    break
-            out.write(b"".join(buffer))
-    return stats
+    existing = _segment_numbers(directory)
+    number = existing[-1][0] if existing else 0
+    names: list[str] = []
+    lines = others = self_trades = size = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    for index in range(segments):
+        number += 1
+        closed = compress_closed and index < segments - 1
+        name = f"seg-{number:05d}.jsonl" + (".gz" if closed else "")
+        start, stop = fills * index // segments, fills * (index + 1) // segments
+        path = directory / name
+        temp = directory / f".{name}.tmp" if closed else path
+        with open(temp, "wb") as raw:
+            out = (
+                gzip.GzipFile(
+                    filename="", fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0
+                )
+                if closed
+                else raw
+            )
+            with out:
+                for chunk in range(start, stop, CHUNK_FILLS):
+                    batch = sim.render(
+                        sim.spread(low, high, fills, chunk, min(stop, chunk + CHUNK_FILLS))
+                    )
+                    data = batch.text.encode()
+                    out.write(data)
+                    size += len(data)
+                    lines += batch.fills + batch.others
+                    others += batch.others
+                    self_trades += batch.self_trades
+                    if first_id is None:
+                        first_id = batch.first_trade_id
+                    last_id = batch.last_trade_id or last_id
+        if closed:
+            os.replace(temp, path)
+        names.append(name)
+    return HourStats(
+        window=window,
+        segments=tuple(names),
+        lines=lines,
+        fills=fills,
+        others=others,
+        self_trades=self_trades,
+        rows_expected=2 * fills - self_trades,
+        bytes=size,
+        first_trade_id=first_id,
+        last_trade_id=last_id,
+    )
+
+
+def _open_live_segment(directory: Path):
+    """The hour's newest plain segment to append to, or a new one after the newest segment.
+
+    A plain segment that does not end in ``\\n`` (a writer died mid-line) is left alone: a line
+    appended to that fragment would be a reject.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = _segment_numbers(directory)
+    if existing:
+        number, name = existing[-1]
+        if not name.endswith(".gz"):
+            path = directory / name
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                complete = handle.tell() == 0
+                if not complete:
+                    handle.seek(-1, os.SEEK_END)
+                    complete = handle.read(1) == b"\n"
+            if complete:
+                return open(path, "ab")
+    else:
+        number = 0
+    return open(directory / f"seg-{number + 1:05d}.jsonl", "ab")
 
 
 def append_live(
-    root: str | Path,
+    root: str | os.PathLike[str],
     *,
     rate_per_second: float,
     stop: threading.Event,
     sim: FillSimulator | None = None,
-) -> HourStats:
-    """Append fills to the open hour's plain segment, as the engine does, until ``stop`` is set."""
-    # Live trade ids start at the current microsecond: above every id of a closed sample hour.
-    sim = sim or FillSimulator(seed=time.time_ns(), first_trade_id=time.time_ns() // 1000)
-    stats = HourStats()
-    interval = 1.0 / rate_per_second if rate_per_second > 0 else 1.0
-    while not stop.is_set():
-        now_ms = time.time_ns() // 1_000_000
-        window = Window.containing_ms(now_ms)
-        directory = window_dir(Path(root), window)
-        directory.mkdir(parents=True, exist_ok=True)
-        message = sim.fill(now_ms)
-        with (directory / "live-00001.jsonl").open("ab") as out:
-            out.write(orjson.dumps(message) + b"\n")
-        stats.fills += 1
-        stats.lines += 1
-        stop.wait(interval)
-    return stats
+    tick_seconds: float = 0.05,
+) -> LiveStats:
+    """Append about ``rate_per_second`` fills per second to the open hour until ``stop`` is set.
+
+    Each tick writes the fills due since the last one, timestamped between the last tick and now,
+    into the plain segment of the UTC hour of their timestamp (a new hour gets a new directory),
+    as whole lines in one write and a flush, so a reader only ever sees an unterminated tail.
+    """
+    if rate_per_second <= 0:
+        raise ValueError(f"rate_per_second must be > 0, got {rate_per_second}")
+    started = time.monotonic()
+    last_ms = time.time_ns() // 1_000_000
+    if sim is None:
+        sim = FillSimulator(seed=time.time_ns(), trade_id_base=_live_trade_id_base(last_ms))
+    root = Path(root)
+    handle = None
+    open_window: Window | None = None
+    windows: list[str] = []
+    written = lines = others = self_trades = 0
+    try:
+        while not stop.wait(tick_seconds):
+            due = int((time.monotonic() - started) * rate_per_second) - written
+            if due <= 0:
+                continue
+            now_ms = max(last_ms, time.time_ns() // 1_000_000)
+            stamps = sim.spread(last_ms, now_ms + 1, due, 0, due)
+            last_ms = now_ms
+            while stamps:
+                window = Window.containing_ms(stamps[0])
+                part = [t for t in stamps if t < window.end_ms]
+                stamps = stamps[len(part) :]
+                if window != open_window:
+                    if handle is not None:
+                        handle.close()
+                    handle = _open_live_segment(window_dir(root, window))
+                    open_window = window
+                    windows.append(window.key)
+                batch = sim.render(part)
+                handle.write(batch.text.encode())
+                handle.flush()
+                written += batch.fills
+                lines += batch.fills + batch.others
+                others += batch.others
+                self_trades += batch.self_trades
+    finally:
+        if handle is not None:
+            handle.close()
+    return LiveStats(
+        lines=lines,
+        fills=written,
+        others=others,
+        self_trades=self_trades,
+        rows_expected=2 * written - self_trades,
+        windows=tuple(windows),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _log(message: str) -> None:
+    print(f"[simulate] {message}", file=sys.stderr, flush=True)
+
+
+def _windows(end: Window, hours: int) -> Iterator[Window]:
+    for back in range(hours - 1, -1, -1):
+        yield Window(end.start - back * HOUR)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the ``--hours`` most recent hours of journal; with ``--follow``, keep appending."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m competition_pipeline.simulate",
+        description="Write a simulated engine fill journal (contracts/fill-journal.md).",
     )
-    parser.add_argument("--journal", required=True, type=Path)
-    parser.add_argument(
-        "--hours", type=int, default=6, help="hours to write, ending with the open one"
-    )
+    parser.add_argument("--journal", required=True, type=Path, help="journal root directory")
+    parser.add_argument("--hours", type=int, default=6, help="hours to write, ending at --end-hour")
     parser.add_argument("--fills-per-hour", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--end-hour", help="last hour to write, YYYY-MM-DD-HH:00 (default: now)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--end-hour", help="last hour, YYYY-MM-DD-HH:00 UTC (default: the current, open hour)"
+    )
+    parser.add_argument("--segments", type=int, default=2, help="segments per hour")
+    parser.add_argument("--trade-id-base", type=int, help="first trade id (default: by hour)")
     parser.add_argument("--follow", action="store_true", help="then keep appending live fills")
     parser.add_argument("--rate", type=float, default=5.0, help="live fills per second")
+    parser.add_argument("--duration", type=float, help="stop following after this many seconds")
     args = parser.parse_args(argv)
-    end = (
-        Window.from_key(args.end_hour)
-        if args.end_hour
-        else Window.containing(dt.datetime.now(dt.UTC))
-    )
-    sim = FillSimulator(seed=args.seed, first_trade_id=end.start_ms * 1000 - 10**9)
+    if args.hours < 1 or args.fills_per_hour < 0 or args.segments < 1:
+        parser.error("--hours and --segments must be >= 1, --fills-per-hour >= 0")
+    if args.follow and args.rate <= 0:
+        parser.error("--rate must be > 0")
+    try:
+        end = (
+            Window.from_key(args.end_hour)
+            if args.end_hour
+            else Window.containing(dt.datetime.now(dt.UTC))
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    windows = list(_windows(end, args.hours))
+    base = args.trade_id_base or default_trade_id_base(windows[0])
+    sim = FillSimulator(seed=args.seed, trade_id_base=base)
     started = time.perf_counter()
-    total = 0
-    for back in range(args.hours - 1, -1, -1):
-        window = Window(end.start - back * HOUR)
-        stats = write_hour(args.journal, window, args.fills_per_hour, sim=sim)
-        total += stats.fills
-        elapsed = time.perf_counter() - started
-        print(f"{window.key}: {stats.fills} fills ({elapsed:.1f}s)", file=sys.stderr, flush=True)
-    print(f"wrote {total} fills in {args.hours} hours to {args.journal}", file=sys.stderr)
-    if args.follow:
-        stop = threading.Event()
-        print(f"appending {args.rate} fills/s; Ctrl-C to stop", file=sys.stderr)
-        try:
+    fills = rows = lines = 0
+    for window in windows:
+        now_ms = time.time_ns() // 1_000_000
+        count, until = args.fills_per_hour, None
+        if window.contains_ms(now_ms):  # the open hour: only what has happened so far
+            count = args.fills_per_hour * (now_ms - window.start_ms) // HOUR_MS
+            until = now_ms
+        stats = write_hour(
+            args.journal, window, count, segments=args.segments, sim=sim, until_ms=until
+        )
+        fills += stats.fills
+        rows += stats.rows_expected
+        lines += stats.lines
+        _log(
+            f"{window.key}: {stats.fills} fills, {stats.others} other messages, "
+            f"{len(stats.segments)} segments ({time.perf_counter() - started:.2f}s)"
+        )
+    _log(
+        f"wrote {len(windows)} hours to {args.journal}: {fills} fills, {lines} lines, "
+        f"{rows} rows expected, next trade id {sim.next_trade_id}, "
+        f"{time.perf_counter() - started:.2f}s"
+    )
+    if not args.follow:
+        return 0
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    result: list[LiveStats] = []
+    follower = threading.Thread(
+        target=lambda: result.append(
             append_live(args.journal, rate_per_second=args.rate, stop=stop, sim=sim)
-        except KeyboardInterrupt:
-            stop.set()
+        ),
+        name="fill-simulator",
+        daemon=True,
+    )
+    _log(f"appending {args.rate:g} fills/s to the open hour; Ctrl-C to stop")
+    follower.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while follower.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                stop.set()
+            follower.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        follower.join(5)
+    if result:
+        live = result[0]
+        _log(
+            f"appended {live.fills} fills ({live.rows_expected} rows expected) in "
+            f"{live.seconds:.1f}s to {', '.join(live.windows) or 'no hour'}"
+        )
     return 0
 
 
