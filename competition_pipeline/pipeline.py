@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
@@ -98,14 +98,18 @@ RejectRow = tuple[str, int, str, str]  # source_file, line_no, raw_line, reason
 
 
 def parse_window(
-    source: FillSource, window: Window, report: WindowReport, stats: ReadStats
+    source: FillSource,
+    window: Window,
+    report: WindowReport,
+    stats: ReadStats,
+    extent: Mapping[str, int] | None = None,
 ) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
     """The window's messages as (wallet rows, rejects) per batch; counts go into ``report``."""
     seq = 0
     start_ms, end_ms = window.start_ms, window.end_ms
     check_window = source.files_by_window
     newest = -1
-    for batch in source.read_window(window, stats):
+    for batch in source.read_window(window, stats, extent):
         rows: list[tuple] = []
         rejects: list[RejectRow] = []
         origin = batch.origin
@@ -145,8 +149,9 @@ def record_window(
     """Read ``window`` from ``source`` and record it in ``store`` in one transaction."""
     started = time.perf_counter()
     report = WindowReport(window=window.key, source=source.describe())
+    stats = ReadStats()
     with store.window_load(window) as load:
-        for rows, rejects in parse_window(source, window, report, ReadStats()):
+        for rows, rejects in parse_window(source, window, report, stats):
             load.stage_rows(rows)
             if rejects:
                 load.stage_rejects(rejects)
@@ -155,20 +160,28 @@ def record_window(
             if violation:
                 raise RejectBudgetExceeded(f"window {window.key}: {violation} (strict mode)")
         counts = load.finish()
-    report.conflicts = counts.conflict_messages
-    report.conflicts_new = counts.conflicts_recorded
-    report.fills_recorded_or_present = report.fills_read - counts.conflict_messages
-    report.rows_inserted = counts.rows_inserted
-    report.rows_already_present = counts.rows_already_present
-    report.rejects_new = counts.rejects_recorded
-    report.seconds = time.perf_counter() - started
+        report.conflicts = counts.conflict_messages
+        report.conflicts_new = counts.conflicts_recorded
+        report.fills_recorded_or_present = report.fills_read - counts.conflict_messages
+        report.rows_inserted = counts.rows_inserted
+        report.rows_already_present = counts.rows_already_present
+        report.rejects_new = counts.rejects_recorded
+        report.seconds = time.perf_counter() - started
+        summary = report.as_dict()
+        del summary["ignored_files"]
+        load.save_window(report.source, stats.extent, summary)
     return report
 
 
 def reconcile_window(source: FillSource, store: CompetitionStore, window: Window) -> Reconciliation:
-    """Compare the rows the journal gives for ``window`` with the rows stored for it."""
+    """Compare the rows the source gives for ``window`` with the rows stored for it.
+
+    The source is read to the extent the window's latest load read (nothing when it was never
+    recorded), so data that arrived since (the open hour keeps growing) is not counted missing.
+    """
     report = WindowReport(window=window.key, source=source.describe())
+    extent = store.window_extent(window) or {}
     with store.window_staging(window) as staging:
-        for rows, _ in parse_window(source, window, report, ReadStats()):
+        for rows, _ in parse_window(source, window, report, ReadStats(), extent):
             staging.stage_rows(rows)
         return staging.reconcile()

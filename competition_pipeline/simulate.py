@@ -10,10 +10,10 @@ Output is deterministic for a seed, so a benchmark or a failing test can be repr
 byte. Prices, sizes and fees are integers scaled by a power of ten and printed exactly, so every
 decimal string is what a ``NUMERIC`` column will hold (no float rounding in the data).
 
-Trade ids never collide between the simulators this module creates by default: hour ``h`` (hours
-since the epoch) owns ``[h * 10**10, (h + 1) * 10**10)``; :func:`write_hour` uses the lower half of
-its hour and :func:`append_live` the upper half of the hour it starts in, offset by the
-millisecond, so restarting the demo never reuses an id.
+Trade ids never collide between the simulators this module creates by default (and the CLI's):
+hour ``h`` (hours since the epoch) owns ``[h * 10**10, (h + 1) * 10**10)``; :func:`write_hour`
+uses the lower half of its hour and :func:`append_live` the upper half of the hour it starts in,
+offset by the millisecond, so restarting the demo never reuses an id with different content.
 
     python -m competition_pipeline.simulate --journal DIR --hours 6 --fills-per-hour 2000 --follow
 """
@@ -30,10 +30,13 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
+from typing import BinaryIO
 
 from competition_pipeline.sources.journal import window_dir
 from competition_pipeline.windows import HOUR, Window
@@ -116,12 +119,16 @@ def _live_trade_id_base(now_ms: int) -> int:
 
 
 def _fixed(value: int, places: int) -> str:
-    """``value / 10**places`` as an exact decimal string (``-?digits.digits``)."""
+    """``value / 10**places`` as an exact decimal string (``-?digits.digits``); on the hot path."""
+    digits = str(value)
     if places == 0:
-        return str(value)
-    sign = "-" if value < 0 else ""
-    whole, frac = divmod(-value if value < 0 else value, 10**places)
-    return f"{sign}{whole}.{frac:0{places}d}"
+        return digits
+    sign = ""
+    if value < 0:
+        sign, digits = "-", digits[1:]
+    if len(digits) > places:
+        return sign + digits[:-places] + "." + digits[-places:]
+    return sign + "0." + digits.rjust(places, "0")
 
 
 def _checksum_case(hex40: str) -> str:
@@ -141,7 +148,8 @@ def _weighted_table(items: Sequence[object], weights: Sequence[float], size: int
     for item, weight in zip(items, weights, strict=True):
         acc += weight
         table.extend([item] * (round(acc / total * size) - len(table)))
-    return table
+    table.extend(table[-1:] * (size - len(table)))  # float rounding must not leave a short table
+    return table[:size]
 
 
 class FillSimulator:
@@ -163,8 +171,8 @@ class FillSimulator:
     ) -> None:
         if not 1 <= trade_id_base < 2**63 - 1:
             raise ValueError(f"trade_id_base must be in 1..2^63-2, got {trade_id_base}")
-        if wallets < 2:
-            raise ValueError("at least two wallets are needed for a trade")
+        if wallets < 2 or builders < 1:
+            raise ValueError("a trade needs at least two wallets, and builder fees one builder")
         self.seed = seed
         self.rng = Random(seed)
         self.next_trade_id = trade_id_base
@@ -182,31 +190,41 @@ class FillSimulator:
         self._instrument_table = _weighted_table(*self._instruments(), 4096)
 
     def _instruments(self) -> tuple[list[tuple], list[float]]:
-        """(symbol, underlying, is_perp, base price units, price places, size places, max size)."""
+        """Instrument tuples and their weights; the tuple layout is what ``render`` unpacks.
+
+        ``(symbol, is_perp, base price units, price places, size places, max size units,
+        size strings by units, quoted underlying-notional strings by size units)``: the strings
+        are tabled once because formatting them per fill is most of the simulator's time.
+        """
         instruments: list[tuple] = []
         weights: list[float] = []
         options = sum(len(s) for s in _STRIKES.values()) * len(_EXPIRIES) * 2
+        option_weight = (1 - sum(_PERP_SHARE.values())) / options
         for underlying, spot_cents in _SPOT_CENTS.items():
-            price_places, size_places, size_max = _SCALES[underlying]
-            spot_units = spot_cents * 10**price_places // 100
-            perp = (f"{underlying}-PERP", underlying, True, spot_units, price_places)
-            instruments.append((*perp, size_places, size_max))
+            pp, sp, size_max = _SCALES[underlying]
+            sizes = [_fixed(units, sp) for units in range(size_max + 1)]
+            notionals = [f'"{_fixed(units * spot_cents, sp + 2)}"' for units in range(size_max + 1)]
+            spot_units = spot_cents * 10**pp // 100
+            tables = (pp, sp, size_max, sizes, notionals)
+            instruments.append((f"{underlying}-PERP", True, spot_units, *tables))
             weights.append(_PERP_SHARE[underlying])
             for expiry in _EXPIRIES:
                 for strike in _STRIKES[underlying]:
-                    strike_units = int(float(strike) * 10**price_places)
+                    strike_units = int(float(strike) * 10**pp)
                     for kind in "CP":
-                        intrinsic = (
-                            spot_units - strike_units if kind == "C" else strike_units - spot_units
-                        )
+                        intrinsic = spot_units - strike_units
+                        if kind == "P":
+                            intrinsic = -intrinsic
                         extrinsic = int(spot_units * (0.005 + 0.05 * self.rng.random()))
                         base = max(intrinsic, 0) + extrinsic
                         symbol = f"{underlying}-{expiry}-{strike}-{kind}"
-                        instruments.append(
-                            (symbol, underlying, False, base, price_places, size_places, size_max)
-                        )
-                        weights.append((1 - sum(_PERP_SHARE.values())) / options)
+                        instruments.append((symbol, False, base, *tables))
+                        weights.append(option_weight)
         return instruments, weights
+
+    def skip_to(self, trade_id: int) -> None:
+        """Continue at ``trade_id`` if that is ahead: ids only ever grow, so they stay unique."""
+        self.next_trade_id = max(self.next_trade_id, trade_id)
 
     def spread(self, low_ms: int, high_ms: int, total: int, start: int, stop: int) -> list[int]:
         """Timestamps ``start..stop`` of ``total`` spread over ``[low_ms, high_ms)``, in order.
@@ -214,6 +232,8 @@ class FillSimulator:
         Fill ``i`` falls at a random point of the ``i``-th of ``total`` equal slots, so the
         timestamps never decrease and a caller can render a large hour a chunk at a time.
         """
+        if total <= 0 or stop <= start:
+            return []
         width = (high_ms - low_ms) / total
         last = high_ms - 1
         rnd = self.rng.random
@@ -244,7 +264,7 @@ class FillSimulator:
             if rnd() < other_share:
                 append(self._other(ts, order_id))
                 others += 1
-            symbol, underlying, perp, base, pp, sp, size_max = instruments[bits(12)]
+            symbol, perp, base, pp, sp, size_max, sizes, notionals = instruments[bits(12)]
             price = int(base * (0.95 + 0.1 * rnd())) or 1
             size = int(size_max ** rnd())
             notional = price * size  # places: pp + sp
@@ -293,7 +313,7 @@ class FillSimulator:
             elif perp:
                 underlying_notional = f'"{fixed(notional, np_)}"'
             else:
-                underlying_notional = f'"{fixed(size * _SPOT_CENTS[underlying], sp + 2)}"'
+                underlying_notional = notionals[size]
             roll = rnd()
             if roll < ACCOUNTING_SHARE:
                 if roll < 0.08:  # a fee discount: accounting, not `fee`, is what was charged
@@ -302,7 +322,7 @@ class FillSimulator:
                     charged = fee
                 roll = rnd()
                 if roll < 0.4:
-                    maker_fee = fixed(-notional, fee_places)  # a 1 bp maker rebate
+                    maker_fee = "-" + fixed(notional, fee_places)  # a 1 bp maker rebate
                 elif roll < 0.8:
                     maker_fee = fixed(notional, fee_places)
                 else:
@@ -313,7 +333,7 @@ class FillSimulator:
             append(
                 f'{{"type":"OrderFilled","fill":{{"trade_id":{trade_id},'
                 f'"taker_order_id":{order_id},"maker_order_id":{maker_order},'
-                f'"symbol":"{symbol}","price":"{fixed(price, pp)}","size":"{fixed(size, sp)}",'
+                f'"symbol":"{symbol}","price":"{fixed(price, pp)}","size":"{sizes[size]}",'
                 f'"fee":"{fee}","taker_side":"{"Buy" if bits(1) else "Sell"}",'
                 f'"taker_wallet_address":"{taker}","maker_wallet_address":"{maker}",'
                 f'"is_taker":true,"timestamp":{ts},'
@@ -339,13 +359,15 @@ class FillSimulator:
         rnd = self.rng.random
         roll = rnd()
         if roll < 0.45:
-            symbol, _, _, base, pp, sp, size_max = self._instrument_table[self.rng.getrandbits(12)]
+            symbol, _, base, pp, _, size_max, sizes, _ = self._instrument_table[
+                self.rng.getrandbits(12)
+            ]
             wallet = self._wallet_table[self.rng.getrandbits(12)]
             side = "Buy" if rnd() < 0.5 else "Sell"
             return (
                 f'{{"type":"OrderPlaced","order":{{"order_id":{order_id + 1},'
                 f'"symbol":"{symbol}","side":"{side}","price":"{_fixed(max(1, base), pp)}",'
-                f'"size":"{_fixed(int(size_max ** rnd()), sp)}","wallet_address":"{wallet}",'
+                f'"size":"{sizes[int(size_max ** rnd())]}","wallet_address":"{wallet}",'
                 f'"timestamp":{ts}}}}}\n'
             )
         if roll < 0.8:
@@ -417,13 +439,18 @@ def write_hour(
                 if closed
                 else raw
             )
-            with out:
+            with out, ThreadPoolExecutor(1, thread_name_prefix="journal-writer") as writer:
+                # Compression and disk writes (which release the GIL) overlap rendering; at
+                # most two chunks wait, so memory stays a few MB whatever the hour's size.
+                pending: deque[Future[int]] = deque()
                 for chunk in range(start, stop, CHUNK_FILLS):
                     batch = sim.render(
                         sim.spread(low, high, fills, chunk, min(stop, chunk + CHUNK_FILLS))
                     )
                     data = batch.text.encode()
-                    out.write(data)
+                    pending.append(writer.submit(out.write, data))
+                    while len(pending) > 2:
+                        pending.popleft().result()
                     size += len(data)
                     lines += batch.fills + batch.others
                     others += batch.others
@@ -431,6 +458,8 @@ def write_hour(
                     if first_id is None:
                         first_id = batch.first_trade_id
                     last_id = batch.last_trade_id or last_id
+                for future in pending:
+                    future.result()
         if closed:
             os.replace(temp, path)
         names.append(name)
@@ -448,7 +477,7 @@ def write_hour(
     )
 
 
-def _open_live_segment(directory: Path):
+def _open_live_segment(directory: Path) -> BinaryIO:
     """The hour's newest plain segment to append to, or a new one after the newest segment.
 
     A plain segment that does not end in ``\\n`` (a writer died mid-line) is left alone: a line
@@ -494,7 +523,7 @@ def append_live(
     if sim is None:
         sim = FillSimulator(seed=time.time_ns(), trade_id_base=_live_trade_id_base(last_ms))
     root = Path(root)
-    handle = None
+    handle: BinaryIO | None = None
     open_window: Window | None = None
     windows: list[str] = []
     written = lines = others = self_trades = 0
@@ -560,7 +589,6 @@ def main(argv: list[str] | None = None) -> int:
         "--end-hour", help="last hour, YYYY-MM-DD-HH:00 UTC (default: the current, open hour)"
     )
     parser.add_argument("--segments", type=int, default=2, help="segments per hour")
-    parser.add_argument("--trade-id-base", type=int, help="first trade id (default: by hour)")
     parser.add_argument("--follow", action="store_true", help="then keep appending live fills")
     parser.add_argument("--rate", type=float, default=5.0, help="live fills per second")
     parser.add_argument("--duration", type=float, help="stop following after this many seconds")
@@ -578,11 +606,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     windows = list(_windows(end, args.hours))
-    base = args.trade_id_base or default_trade_id_base(windows[0])
-    sim = FillSimulator(seed=args.seed, trade_id_base=base)
+    sim = FillSimulator(seed=args.seed, trade_id_base=default_trade_id_base(windows[0]))
     started = time.perf_counter()
-    fills = rows = lines = 0
+    fills = rows = lines = written = 0
     for window in windows:
+        if _segment_numbers(window_dir(args.journal, window)):
+            # Rewriting an hour would give its trade ids a second, different content: conflicts.
+            _log(f"{window.key}: already has segments, left as it is")
+            continue
+        # Each hour's fills take ids from that hour's own range, so a later run that writes
+        # other hours (or skips some) never reuses an id already on disk.
+        sim.skip_to(default_trade_id_base(window))
         now_ms = time.time_ns() // 1_000_000
         count, until = args.fills_per_hour, None
         if window.contains_ms(now_ms):  # the open hour: only what has happened so far
@@ -591,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = write_hour(
             args.journal, window, count, segments=args.segments, sim=sim, until_ms=until
         )
+        written += 1
         fills += stats.fills
         rows += stats.rows_expected
         lines += stats.lines
@@ -599,15 +634,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(stats.segments)} segments ({time.perf_counter() - started:.2f}s)"
         )
     _log(
-        f"wrote {len(windows)} hours to {args.journal}: {fills} fills, {lines} lines, "
+        f"wrote {written} of {len(windows)} hours to {args.journal}: {fills} fills, {lines} lines, "
         f"{rows} rows expected, next trade id {sim.next_trade_id}, "
         f"{time.perf_counter() - started:.2f}s"
     )
     if not args.follow:
         return 0
+    # Live ids come from the upper half of the current hour's range, offset by the millisecond,
+    # so following again after a restart never reuses the ids of the previous run.
+    sim.skip_to(_live_trade_id_base(time.time_ns() // 1_000_000))
     stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     result: list[LiveStats] = []
     follower = threading.Thread(
         target=lambda: result.append(
@@ -618,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     _log(f"appending {args.rate:g} fills/s to the open hour; Ctrl-C to stop")
     follower.start()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         while follower.is_alive():
@@ -627,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         stop.set()
         follower.join(5)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if result:
         live = result[0]
         _log(

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import psycopg
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from sqlalchemy.pool import NullPool
 
 from competition_pipeline import dburl
@@ -38,6 +40,7 @@ from competition_pipeline.windows import Window
 FILL_EVENTS = "competition_fill_events"
 FILL_REJECTS = "competition_fill_rejects"
 FILL_CONFLICTS = "competition_fill_conflicts"
+FILL_WINDOWS = "competition_fill_windows"
 # pg_advisory lock namespace (first key) for this project: "cp" in ASCII.
 _LOCK_NAMESPACE = 0x6370
 _SCHEMA_LOCK = -1
@@ -96,6 +99,18 @@ fill_conflicts = sa.Table(
     sa.Column("trade_id", sa.BigInteger, nullable=False),
     sa.Column("conflicts_with", sa.Text, nullable=False),
     sa.Column("differing_fields", sa.Text, nullable=False),
+    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+)
+
+# One row per window: what its latest load read (the extent, so that checks re-read exactly that
+# data even after the journal has grown) and counted. Written in the load's own transaction.
+fill_windows = sa.Table(
+    FILL_WINDOWS,
+    metadata,
+    sa.Column("window_start", _tz, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("extent", sa.dialects.postgresql.JSONB, nullable=False),
+    sa.Column("summary", sa.dialects.postgresql.JSONB, nullable=False),
     sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
 )
 
@@ -309,6 +324,16 @@ class WindowLoad:
             rejects_recorded=rejects_recorded,
         )
 
+    def save_window(self, source: str, extent: dict[str, int], summary: dict) -> None:
+        """Record what this load read and counted (the window's row in competition_fill_windows)."""
+        self._conn.execute(
+            f"INSERT INTO {FILL_WINDOWS} (window_start, source, extent, summary)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (window_start) DO UPDATE SET"
+            " source = EXCLUDED.source, extent = EXCLUDED.extent, summary = EXCLUDED.summary,"
+            " recorded_at = now()",
+            (self._window.start, source, Jsonb(extent), Jsonb(summary)),
+        )
+
     def reconcile(self, sample: int = 10) -> Reconciliation:
         """Staged rows (minus recorded conflicts) against the stored rows of the window."""
         params = {"window_start": self._window.start}
@@ -445,6 +470,13 @@ class CompetitionStore:
                 )
                 counts[name] = conn.execute(query, (window.start,)).fetchone()[0]  # type: ignore[index]
             return counts
+
+    def window_extent(self, window: Window) -> dict[str, int] | None:
+        """What the window's latest load read, or None if it was never recorded."""
+        rows = self._read(
+            f"SELECT extent FROM {FILL_WINDOWS} WHERE window_start = %s", window.start
+        )
+        return rows[0][0] if rows else None
 
     def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:
         """(source_file, line_no, trade_id, wallet, differing_fields) recorded for the window."""

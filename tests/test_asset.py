@@ -330,3 +330,13 @@ def test_both_url_schemes_are_accepted(database_url: str, journal: Path, scheme:
     url = dburl.parse(database_url).set(drivername=scheme).render_as_string(hide_password=False)
     assert url.startswith(scheme + "://")
     assert metadata(materialize(url, journal))["rows_inserted"] == 2
+
+
+def test_a_simulated_hour_is_recorded_exactly(database_url: str, journal: Path) -> None:
+    from competition_pipeline import simulate
+
+    stats = simulate.write_hour(journal, WINDOW, 3_000)
+    meta = metadata(materialize(database_url, journal))
+    assert meta["rows_inserted"] == stats.rows_expected
+    assert meta["fills_read"] == stats.fills and meta["skipped_messages"] == stats.others
+    assert meta["rejects"] == 0 and meta["conflicts"] == 0

@@ -6,7 +6,7 @@ configuration, never by branches in the Dagster layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +43,9 @@ class ReadStats:
     bytes_read: int = 0
     incomplete_tails: int = 0
     ignored: list[str] = field(default_factory=list)
+    #: What was read, per origin (journal: complete lines per segment), so that the same data
+    #: can be read again later (reconciliation) even after the source has grown.
+    extent: dict[str, int] = field(default_factory=dict)
 
 
 class FillSource(Protocol):
@@ -57,6 +60,9 @@ class FillSource(Protocol):
         """A short human description for logs and metadata (never a secret)."""
         ...
 
-    def read_window(self, window: Window, stats: ReadStats) -> Iterator[RawBatch]:
-        """Yield the window's complete messages in bounded batches, in order."""
+    def read_window(
+        self, window: Window, stats: ReadStats, extent: Mapping[str, int] | None = None
+    ) -> Iterator[RawBatch]:
+        """Yield the window's complete messages in bounded batches, in order; with ``extent``
+        (an earlier read's ``stats.extent``) exactly what that read saw, nothing newer."""
         ...

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -83,14 +83,21 @@ class JournalSource:
         segments, _ = self.segments(window)
         return _fingerprint((s.relative, s.size, s.mtime_ns) for s in segments)
 
-    def read_window(self, window: Window, stats: ReadStats) -> Iterator[RawBatch]:
+    def read_window(
+        self, window: Window, stats: ReadStats, extent: Mapping[str, int] | None = None
+    ) -> Iterator[RawBatch]:
         segments, ignored = self.segments(window)
         stats.ignored.extend(ignored)
         for segment in segments:
+            if extent is not None and segment.relative not in extent:
+                continue  # written after the read that ``extent`` describes
             stats.segments += 1
-            yield from self._read_segment(segment, stats)
+            limit = extent[segment.relative] if extent is not None else None
+            yield from self._read_segment(segment, stats, limit)
 
-    def _read_segment(self, segment: Segment, stats: ReadStats) -> Iterator[RawBatch]:
+    def _read_segment(
+        self, segment: Segment, stats: ReadStats, limit: int | None
+    ) -> Iterator[RawBatch]:
         try:
             handle: BinaryIO = (
                 gzip.open(segment.path, "rb") if segment.closed else open(segment.path, "rb")
@@ -115,9 +122,13 @@ class JournalSource:
                 stats.bytes_read += len(chunk)
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
+                if limit is not None and line_no + len(lines) >= limit:
+                    lines, pending = lines[: limit - line_no], b""
                 for line in lines:
                     line_no += 1
                     records.append((line_no, line))
+                if limit is not None and line_no >= limit:
+                    break
                 if len(records) >= self.batch_lines:
                     yield RawBatch(segment.relative, records)
                     records = []
@@ -128,6 +139,7 @@ class JournalSource:
                     records.append((line_no, pending))
                 else:
                     stats.incomplete_tails += 1
+            stats.extent[segment.relative] = line_no
             if records:
                 yield RawBatch(segment.relative, records)
 
