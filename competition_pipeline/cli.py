@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from competition_pipeline import dburl
@@ -117,17 +118,22 @@ def cmd_up(args: argparse.Namespace) -> int:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
         )
 
-        def shut_down(_signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        stop_requested: list[float] = []
+
+        def request_stop(_signum: int, _frame: object) -> None:
+            # Only signal here: waiting belongs to the loop below (Popen.wait is not reentrant).
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop_requested.append(time.monotonic())
 
-        signal.signal(signal.SIGTERM, shut_down)
-        signal.signal(signal.SIGINT, shut_down)
-        return process.wait()
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        while True:
+            try:
+                return process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if stop_requested and time.monotonic() - stop_requested[0] > 30:
+                    os.killpg(process.pid, signal.SIGKILL)
     finally:
         stop.set()
         if appender is not None:
