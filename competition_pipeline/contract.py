@@ -236,6 +236,9 @@ def parse_checked(line: bytes | str) -> ParseResult:
     if type(kind) is not str:
         return Reject(f"type: expected a string, got {_show(kind)}")
     if kind != FILL_TYPE:
+        if kind.lower() == FILL_TYPE.lower():
+            # Never guess: a fill under a misspelt tag would otherwise be skipped, i.e. lost.
+            return Reject(f"type: {_show(kind)} differs from {FILL_TYPE!r} only in letter case")
         return SKIPPED
     try:
         return _fill(message.get("fill"), message.get("accounting"))
@@ -311,12 +314,17 @@ def _symbol_ok(symbol: str) -> bool:
 
 def _parse_fast(line: bytes | str) -> Fill | _Skipped | None:
     """A valid message, or None when the checked path must decide (and name the reason)."""
+    if isinstance(line, bytes) and not line.isascii():
+        try:
+            line.decode("utf-8")  # msgspec does not check UTF-8 inside the fields it skips
+        except UnicodeDecodeError:
+            return None
     try:
         message = _FAST_DECODER.decode(line)
     except Exception:  # noqa: BLE001 (any failure, e.g. invalid UTF-8: the checked path decides)
         return None
     if message.type != FILL_TYPE:
-        return SKIPPED
+        return None if message.type.lower() == "orderfilled" else SKIPPED
     fill = message.fill
     if fill is None:
         return None

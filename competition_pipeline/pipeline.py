@@ -14,6 +14,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.rows import fill_rows
@@ -62,9 +63,24 @@ class WindowReport:
         return data
 
 
-def raw_text(data: bytes) -> str:
-    """A rejected line as storable text: invalid UTF-8 as ``\\xNN``, NUL as ``\\x00`` (lossless)."""
-    return data.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+class RawText(NamedTuple):
+    """A rejected line as storable text, and whether it had to be escaped to be stored."""
+
+    text: str
+    escaped: bool
+
+
+def raw_text(data: bytes) -> RawText:
+    """Lossless: valid UTF-8 without NUL is stored as it is; anything else is escaped (``\\`` for
+    a backslash, ``\\xNN`` for a byte that is not UTF-8, ``\\x00`` for NUL) and flagged."""
+    try:
+        text = data.decode("utf-8")
+        if "\x00" not in text:
+            return RawText(text, False)
+    except UnicodeDecodeError:
+        pass
+    escaped = data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return RawText(escaped.replace("\x00", "\\x00"), True)
 
 
 def _outside(window: Window, timestamp_ms: int) -> str:
@@ -94,7 +110,7 @@ class RejectBudget:
         return None
 
 
-RejectRow = tuple[str, int, str, str]  # source_file, line_no, raw_line, reason
+RejectRow = tuple[str, int, str, bool, str]  # source_file, line_no, raw_line, escaped, reason
 
 
 def parse_window(
@@ -119,7 +135,7 @@ def parse_window(
             if type(result) is Fill:
                 ts = result.timestamp_ms
                 if check_window and not start_ms <= ts < end_ms:
-                    rejects.append((origin, line_no, raw_text(data), _outside(window, ts)))
+                    rejects.append((origin, line_no, *raw_text(data), _outside(window, ts)))
                     continue
                 newest = max(newest, ts)
                 rows.extend(fill_rows(result, seq, origin, line_no))
@@ -127,7 +143,7 @@ def parse_window(
             elif result is SKIPPED:
                 report.skipped_messages += 1
             else:
-                rejects.append((origin, line_no, raw_text(data), result.reason))  # type: ignore[union-attr]
+                rejects.append((origin, line_no, *raw_text(data), result.reason))  # type: ignore[union-attr]
         report.lines_read += len(batch.records)
         report.rejects += len(rejects)
         if newest >= 0:

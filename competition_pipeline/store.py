@@ -85,6 +85,8 @@ fill_rejects = sa.Table(
     sa.Column("source_file", sa.Text, primary_key=True),
     sa.Column("line_no", sa.BigInteger, primary_key=True),
     sa.Column("raw_line", sa.Text, nullable=False),
+    # True when raw_line had to be escaped (invalid UTF-8 or NUL): backslash doubled, \xNN bytes.
+    sa.Column("raw_line_escaped", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
 )
@@ -134,7 +136,7 @@ _STAGE_TYPES = {
     "underlying_notional": "numeric",
     "fill_ts_ms": "bigint",
 }
-REJECT_FIELDS = ("source_file", "line_no", "raw_line", "reason")
+REJECT_FIELDS = ("source_file", "line_no", "raw_line", "raw_line_escaped", "reason")
 
 
 def _content(alias: str, *, staged: bool) -> list[str]:
@@ -176,7 +178,7 @@ _SQL_STAGE = (
     + ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in ROW_FIELDS)
     + ") ON COMMIT DROP",
     "CREATE TEMP TABLE stage_rejects (source_file text, line_no bigint, raw_line text,"
-    " reason text) ON COMMIT DROP",
+    " raw_line_escaped boolean, reason text) ON COMMIT DROP",
 )
 _SQL_DUP_KEYS = """
 CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
@@ -215,8 +217,8 @@ SELECT %(window_start)s, source_file, line_no, wallet, trade_id, conflicts_with,
 FROM stage_conflicts
 ON CONFLICT DO NOTHING"""
 _SQL_RECORD_REJECTS = f"""
-INSERT INTO {FILL_REJECTS} (window_start, source_file, line_no, raw_line, reason)
-SELECT %(window_start)s, source_file, line_no, raw_line, reason FROM stage_rejects
+INSERT INTO {FILL_REJECTS} (window_start, source_file, line_no, raw_line, raw_line_escaped, reason)
+SELECT %(window_start)s, source_file, line_no, raw_line, raw_line_escaped, reason FROM stage_rejects
 ON CONFLICT DO NOTHING"""
 
 
@@ -273,7 +275,7 @@ class WindowLoad:
                 copy.write_row(row)
                 self._rows += 1
 
-    def stage_rejects(self, rejects: Iterable[tuple[str, int, str, str]]) -> None:
+    def stage_rejects(self, rejects: Iterable[tuple[str, int, str, bool, str]]) -> None:
         with (
             self._conn.cursor() as cur,
             cur.copy(_copy_sql("stage_rejects", REJECT_FIELDS)) as copy,

@@ -34,7 +34,10 @@ class Window:
         try:
             start = dt.datetime.strptime(key, KEY_FORMAT)
         except ValueError:
-            raise ValueError(f"not an hourly window key (YYYY-MM-DD-HH:00): {key!r}") from None
+            start = None
+        # strptime also takes unpadded fields ("2026-3-31-4:00"): only the canonical key is one.
+        if start is None or start.strftime(KEY_FORMAT) != key:
+            raise ValueError(f"not an hourly window key (YYYY-MM-DD-HH:00): {key!r}")
         return cls(start.replace(tzinfo=dt.UTC))
 
     @classmethod
