@@ -1,0 +1,287 @@
+"""Benchmark: the pipeline against a plain COPY of the same rows, measured in one run.
+
+    python -m competition_pipeline.bench [--fills 1000000] [--json bench.json]
+
+Figures (one run, one database, so they are comparable as ratios on a noisy machine):
+
+a. plain COPY of the window's rows into an empty copy of ``competition_fill_events`` (baseline);
+b. the first recording of one window of N fills through the asset's code path
+   (``pipeline.record_window``: read + parse + validate + rows + load), in a child process;
+c. recording the unchanged window again;
+d. the peak RSS of the child process that ran (b);
+e. one sensor tick (scan + decision) over a journal of 10,000 hour directories;
+f. a 30-day hourly backfill as one Dagster run (``materialize`` over the partition range).
+
+Without ``--database-url`` it runs on a throwaway embedded PostgreSQL; with one, it creates and
+drops a database of its own there (the role needs CREATEDB) and never touches existing tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from competition_pipeline import dburl, embedded, simulate
+from competition_pipeline.follow import FollowCursor, plan
+from competition_pipeline.pipeline import WindowReport, parse_window, record_window
+from competition_pipeline.sources import ReadStats
+from competition_pipeline.sources.journal import JournalSource, scan, window_dir
+from competition_pipeline.store import CompetitionStore
+from competition_pipeline.windows import HOUR, Window
+
+BENCH_WINDOW = Window.from_key("2026-11-20-03:00")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def plain_copy(url: str, journal: Path) -> dict:
+    """(a) COPY the window's final rows (computed beforehand, untimed) into an empty table copy."""
+    from decimal import Context, Decimal
+
+    exact = Context(prec=200)
+    rows = []
+    report = WindowReport(BENCH_WINDOW.key, "bench")
+    for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
+        for r in batch:
+            (_, _, _, trade_id, wallet, role, side, counterparty, is_self, symbol, price, size) = r[
+                :12
+            ]
+            fee, pnl, builder, builder_fee, source_type, taker_oid, maker_oid, notional, ts = r[12:]
+            rows.append(
+                (trade_id, wallet, role, side, counterparty, is_self, symbol, price, size)
+                + (str(exact.multiply(Decimal(price), Decimal(size))), fee, pnl, builder)
+                + (builder_fee, source_type, taker_oid, maker_oid, notional)
+                + ((_EPOCH + ts * _MS).isoformat(), BENCH_WINDOW.start)
+            )
+    columns = (
+        "trade_id, wallet, role, side, counterparty, is_self_trade, symbol, price, size, notional,"
+        " fee, realized_pnl, builder_code_address, builder_code_fee, source_type, taker_order_id,"
+        " maker_order_id, underlying_notional, fill_ts, window_start"
+    )
+    store = CompetitionStore(url)
+    with store.connect() as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_plain_copy")
+        conn.execute("CREATE TABLE bench_plain_copy (LIKE competition_fill_events INCLUDING ALL)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_plain_copy")
+        conn.commit()
+    return {"rows": len(rows), "seconds": seconds, "rows_per_second": len(rows) / seconds}
+
+
+def _child_record(url: str, journal: str) -> None:
+    """Runs in a child process, so that its peak RSS is the recording's own."""
+    report = record_window(JournalSource(journal), CompetitionStore(url), BENCH_WINDOW)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"report": report.as_dict(), "peak_rss_mib": rss_kib / 1024}))
+
+
+def record_in_child(url: str, journal: Path) -> dict:
+    command = [sys.executable, "-m", "competition_pipeline.bench", "--child", url, str(journal)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"recording failed: {dburl.scrub(done.stderr[-2000:], url)}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    report = result["report"]
+    rows = report["rows_inserted"] + report["rows_already_present"]
+    return {
+        "rows": rows,
+        "rows_inserted": report["rows_inserted"],
+        "seconds": report["seconds"],
+        "rows_per_second": rows / report["seconds"],
+        "peak_rss_mib": result["peak_rss_mib"],
+    }
+
+
+def sensor_tick(directories: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        first = Window.from_key("2025-01-01-00:00")
+        for i in range(directories):
+            directory = window_dir(root, Window(first.start + i * HOUR))
+            directory.mkdir(parents=True)
+            (directory / "seg-00001.jsonl.gz").write_bytes(b"")
+            (directory / "seg-00002.jsonl").write_bytes(b"")
+        cursor = FollowCursor(time.time_ns())
+        started = time.perf_counter()
+        states, _ = scan(root)
+        decision = plan(
+            states,
+            cursor,
+            scan_started_ns=time.time_ns(),
+            in_progress=set(),
+            first=first,
+            last=Window(first.start + directories * HOUR),
+        )
+        seconds = time.perf_counter() - started
+    return {
+        "directories": directories,
+        "seconds": seconds,
+        "cursor_bytes": len(decision.cursor.to_json()),
+    }
+
+
+def backfill(url: str, days: int, fills_per_hour: int) -> dict:
+    import dagster as dg
+
+    from competition_pipeline.assets import competition_fill_events
+    from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Path(tmp)
+        first = Window.from_key("2026-10-01-00:00")
+        windows = [Window(first.start + i * HOUR) for i in range(days * 24)]
+        sim = simulate.FillSimulator(seed=11, trade_id_base=10**15)
+        expected_rows = sum(
+            simulate.write_hour(journal, w, fills_per_hour, sim=sim).rows_expected for w in windows
+        )
+        started = time.perf_counter()
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize(
+                [competition_fill_events],
+                instance=instance,
+                resources={
+                    "database": CompetitionDatabase(url=url),
+                    "journal": FillJournal(root=str(journal)),
+                    "policy": RecordingPolicy(),
+                },
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                tags={
+                    "dagster/asset_partition_range_start": windows[0].key,
+                    "dagster/asset_partition_range_end": windows[-1].key,
+                },
+            )
+            materialized = len(instance.get_materialized_partitions(competition_fill_events.key))
+        seconds = time.perf_counter() - started
+    assert result.success and materialized == len(windows)
+    return {
+        "windows": len(windows),
+        "runs": 1,
+        "rows": expected_rows,
+        "seconds": seconds,
+        "rows_per_second": expected_rows / seconds,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        admin = args.database_url
+        if not admin:
+            _log("starting an embedded PostgreSQL")
+            server = embedded.start(Path(tmp) / "pg", databases=())
+            admin = server.url("postgres")
+        name = f"competition_bench_{uuid.uuid4().hex[:8]}"
+        embedded.create_database(admin, name)
+        url = embedded.database_url(admin, name)
+        try:
+            CompetitionStore(url).ensure_schema()
+            journal = Path(tmp) / "journal"
+            _log(f"writing a journal window of {args.fills:,} fills")
+            written = simulate.write_hour(journal, BENCH_WINDOW, args.fills)
+            _log("a. plain COPY baseline")
+            a = plain_copy(url, journal)
+            _log("b. first recording (child process)")
+            b = record_in_child(url, journal)
+            _log("c. recording the unchanged window again")
+            c = record_in_child(url, journal)
+            _log(f"e. sensor tick over {args.hour_directories:,} hour directories")
+            e = sensor_tick(args.hour_directories)
+            _log(f"f. {args.backfill_days}-day backfill as one run")
+            f = backfill(url, args.backfill_days, args.backfill_fills_per_hour)
+        finally:
+            embedded.drop_database(admin, name)
+            if server is not None:
+                server.stop()
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "fills": written.fills,
+        "a_plain_copy": a,
+        "b_first_recording": b,
+        "c_rerun_unchanged": c,
+        "d_peak_rss_mib": b["peak_rss_mib"],
+        "e_sensor_tick": e,
+        "f_backfill": f,
+        "ratios": {
+            "b_over_a_rows_per_second": b["rows_per_second"] / a["rows_per_second"],
+            "c_over_b_seconds": c["seconds"] / b["seconds"],
+            "f_over_b_rows_per_second": f["rows_per_second"] / b["rows_per_second"],
+        },
+    }
+
+
+def table(result: dict) -> str:
+    a, b, c, e, f = (
+        result[k]
+        for k in (
+            "a_plain_copy",
+            "b_first_recording",
+            "c_rerun_unchanged",
+            "e_sensor_tick",
+            "f_backfill",
+        )
+    )
+    ratios = result["ratios"]
+    lines = [
+        f"{'figure':<44} {'rows':>10} {'seconds':>9} {'rows/s':>10}",
+        f"{'a. plain COPY (baseline)':<44} {a['rows']:>10,} {a['seconds']:>9.2f} "
+        f"{a['rows_per_second']:>10,.0f}",
+        f"{'b. first recording, asset code path':<44} {b['rows']:>10,} {b['seconds']:>9.2f} "
+        f"{b['rows_per_second']:>10,.0f}",
+        f"{'c. re-recording the unchanged window':<44} {c['rows']:>10,} {c['seconds']:>9.2f} "
+        f"{c['rows_per_second']:>10,.0f}",
+        f"{'d. peak RSS of b':<44} {result['d_peak_rss_mib']:>10.0f} MiB",
+        f"{'e. sensor tick, ' + format(e['directories'], ',') + ' hour directories':<44} "
+        f"{'':>10} {e['seconds']:>9.3f}",
+        f"{'f. ' + str(f['windows']) + '-window backfill, one run':<44} {f['rows']:>10,} "
+        f"{f['seconds']:>9.2f} {f['rows_per_second']:>10,.0f}",
+        "",
+        f"b/a rows/s {ratios['b_over_a_rows_per_second']:.2f}   "
+        f"c/b time {ratios['c_over_b_seconds']:.2f}   "
+        f"f/b rows/s {ratios['f_over_b_rows_per_second']:.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child_record(argv[1], argv[2])
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--fills", type=int, default=1_000_000, help="fills in the window (b, c)")
+    parser.add_argument("--hour-directories", type=int, default=10_000, help="for the sensor tick")
+    parser.add_argument("--backfill-days", type=int, default=30)
+    parser.add_argument("--backfill-fills-per-hour", type=int, default=500)
+    parser.add_argument("--database-url", help="a server where the bench may create a database")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

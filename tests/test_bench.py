@@ -1,0 +1,35 @@
+"""The benchmark runs at a small size and reports every figure (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from competition_pipeline import bench
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--fills", "3000", "--hour-directories", "200", "--backfill-days", "1"]
+    args += ["--backfill-fills-per-hour", "50", "--database-url", pg_admin_url, "--json", str(out)]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    for figure in ("a_plain_copy", "b_first_recording", "c_rerun_unchanged", "f_backfill"):
+        assert result[figure]["rows"] > 0 and result[figure]["seconds"] > 0
+    assert result["b_first_recording"]["rows"] == result["a_plain_copy"]["rows"]
+    assert result["b_first_recording"]["rows_inserted"] == result["a_plain_copy"]["rows"]
+    assert result["c_rerun_unchanged"]["rows_inserted"] == 0
+    assert result["d_peak_rss_mib"] > 0
+    assert result["e_sensor_tick"]["directories"] == 200
+    assert result["f_backfill"]["windows"] == 24 and result["f_backfill"]["runs"] == 1
+    assert set(result["ratios"]) == {
+        "b_over_a_rows_per_second",
+        "c_over_b_seconds",
+        "f_over_b_rows_per_second",
+    }
+    printed = capsys.readouterr().out
+    assert "a. plain COPY (baseline)" in printed and "b/a rows/s" in printed
