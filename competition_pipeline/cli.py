@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -156,6 +157,82 @@ def cmd_schema(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _competitions():
+    from competition_pipeline.standings import Competitions
+    from competition_pipeline.store import CompetitionStore
+
+    url = os.environ.get("COMPETITION_DATABASE_URL")
+    if not url:
+        raise SystemExit("COMPETITION_DATABASE_URL is not set")
+    store = CompetitionStore(url)
+    store.ensure_schema()
+    return Competitions(store)
+
+
+def _instant(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def cmd_competition(args: argparse.Namespace) -> int:
+    from competition_pipeline.standings import CompetitionError
+
+    competitions = _competitions()
+    try:
+        if args.action == "create":
+            c = competitions.create(
+                args.id, args.name or args.id, _instant(args.start), _instant(args.end), args.win
+            )
+            print(f"created {c.id}: {c.start_ts.isoformat()} .. {c.end_ts.isoformat()}")
+        elif args.action == "register":
+            for wallet in args.wallets:
+                print(f"registered {competitions.register(args.id, wallet, args.username)}")
+    except CompetitionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_standings(args: argparse.Namespace) -> int:
+    from competition_pipeline.standings import CompetitionError
+
+    competitions = _competitions()
+    try:
+        rows = competitions.refresh(args.id) if args.refresh else competitions.standings(args.id)
+    except CompetitionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "rank": s.rank,
+                        "wallet": s.wallet,
+                        "username": s.username,
+                        "pnl": str(s.pnl),
+                        "volume": str(s.volume),
+                        "trades": s.trades,
+                        "fees": str(s.fees),
+                        "medal": s.medal,
+                    }
+                    for s in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"{'rank':>4}  {'wallet':<42}  {'user':<12} {'pnl':>16} {'volume':>18} {'trades':>7} medal"
+    )
+    for s in rows:
+        print(
+            f"{s.rank:>4}  {s.wallet:<42}  {(s.username or ''):<12} {s.pnl:>16} {s.volume:>18} "
+            f"{s.trades:>7} {s.medal or ''}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="competition-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +248,24 @@ def main(argv: list[str] | None = None) -> int:
     up.set_defaults(func=cmd_up)
     schema = commands.add_parser("schema", help="create the competition tables (idempotent)")
     schema.set_defaults(func=cmd_schema)
+    competition = commands.add_parser("competition", help="create competitions, register wallets")
+    actions = competition.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a competition")
+    create.add_argument("id")
+    create.add_argument("--name")
+    create.add_argument("--start", required=True, help="ISO instant, e.g. 2026-12-01T00:00Z")
+    create.add_argument("--end", required=True, help="ISO instant (exclusive)")
+    create.add_argument("--win", choices=("pnl", "volume"), default="pnl")
+    register = actions.add_parser("register", help="register wallets (stored lowercase)")
+    register.add_argument("id")
+    register.add_argument("wallets", nargs="+")
+    register.add_argument("--username")
+    competition.set_defaults(func=cmd_competition)
+    standings = commands.add_parser("standings", help="print a competition's standings")
+    standings.add_argument("id")
+    standings.add_argument("--json", action="store_true", help="as JSON")
+    standings.add_argument("--refresh", action="store_true", help="recompute them first")
+    standings.set_defaults(func=cmd_standings)
     args = parser.parse_args(argv)
     return args.func(args)
 

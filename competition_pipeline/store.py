@@ -116,6 +116,52 @@ fill_windows = sa.Table(
     sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
 )
 
+# Competitions, their registered wallets and their standings (see standings.py).
+competitions = sa.Table(
+    "competitions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("start_ts", _tz, nullable=False),
+    sa.Column("end_ts", _tz, nullable=False),
+    sa.Column("primary_win_condition", sa.Text, nullable=False),
+    sa.CheckConstraint("primary_win_condition IN ('pnl', 'volume')", name="competitions_win"),
+    sa.CheckConstraint("start_ts < end_ts", name="competitions_period"),
+)
+
+competition_participants = sa.Table(
+    "competition_participants",
+    metadata,
+    sa.Column(
+        "competition_id",
+        sa.Text,
+        sa.ForeignKey("competitions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("wallet", sa.Text, primary_key=True),
+    sa.Column("username", sa.Text),
+    sa.CheckConstraint("wallet ~ '^0x[0-9a-f]{40}$'", name="participants_wallet"),
+)
+
+competition_standings = sa.Table(
+    "competition_standings",
+    metadata,
+    sa.Column(
+        "competition_id",
+        sa.Text,
+        sa.ForeignKey("competitions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("wallet", sa.Text, primary_key=True),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("pnl", sa.Numeric, nullable=False),
+    sa.Column("volume", sa.Numeric, nullable=False),
+    sa.Column("trades", sa.BigInteger, nullable=False),
+    sa.Column("fees", sa.Numeric, nullable=False),
+    sa.Column("medal", sa.SmallInteger),
+    sa.Column("computed_at", _tz, nullable=False, server_default=sa.func.now()),
+)
+
 # The content that makes two records of one (trade_id, wallet) the same fill (contract, section 2:
 # price, size, wallets, symbol, timestamp; role and side follow from the wallets and taker side).
 _CONTENT = ("symbol", "price", "size", "fill_ts", "side", "role", "counterparty")

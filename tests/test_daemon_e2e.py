@@ -58,15 +58,19 @@ class DagsterDev:
 
 @pytest.fixture
 def dagster_dev(
-    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path
+    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path, request
 ) -> Iterator[DagsterDev]:
+    """``dagster dev`` on the test's databases and journal; the journal sensor runs unless the
+    test is marked ``sensor_off`` (a backfill test must not race the sensor for its windows)."""
     CompetitionStore(database_url).ensure_schema()  # the deploy step `competition-pipeline schema`
     port = free_port()
     env = dict(os.environ)
     env.update(
         COMPETITION_DATABASE_URL=database_url,
         FILL_JOURNAL_DIR=str(journal),
-        FILL_SENSOR_DEFAULT_STATUS="running",
+        FILL_SENSOR_DEFAULT_STATUS="stopped"
+        if request.node.get_closest_marker("sensor_off")
+        else "running",
         FILL_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL),
     )
     log = tmp_path / "dagster-dev.log"
@@ -177,6 +181,7 @@ query Status($id: String!) {
 }"""
 
 
+@pytest.mark.sensor_off
 def test_backfill_of_a_day_through_graphql_runs_as_one_run_and_is_exact(
     dagster_dev: DagsterDev, database_url: str, journal: Path
 ) -> None:

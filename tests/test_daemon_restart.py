@@ -1,0 +1,122 @@
+"""The daemon killed (SIGKILL) in the middle of a multi-window backfill, then started again: the
+backfill ends and the table equals the journal. Webserver and daemon run as separate processes,
+as in production, on PostgreSQL instance storage."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from competition_pipeline import simulate
+from competition_pipeline.contract import Fill, parse_line
+from competition_pipeline.rows import fill_rows
+from competition_pipeline.store import CompetitionStore
+from competition_pipeline.windows import Window
+from tests.conftest import REPO
+from tests.test_daemon_e2e import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("a") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def journal_rows(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
+    """Every valid fill's wallet keys, read back from the segments (plain and gzip)."""
+    keys = set()
+    for window in windows:
+        directory = journal / f"date={window.start:%Y-%m-%d}" / f"hour={window.start:%H}"
+        for path in sorted(directory.iterdir()):
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            for line in data.splitlines():
+                result = parse_line(line)
+                if type(result) is Fill:
+                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
+    return keys
+
+
+def test_daemon_killed_mid_backfill_ends_exact(
+    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path
+) -> None:
+    windows = [Window.from_key(f"2026-11-12-{hour:02d}:00") for hour in range(24)]
+    sim = simulate.FillSimulator(seed=5)
+    for window in windows:
+        simulate.write_hour(journal, window, 20_000, sim=sim)
+    expected = journal_rows(journal, windows)
+    CompetitionStore(database_url).ensure_schema()
+    env = dict(os.environ)
+    env.update(COMPETITION_DATABASE_URL=database_url, FILL_JOURNAL_DIR=str(journal))
+    port = free_port()
+    log = tmp_path / "processes.log"
+    workspace = ["-w", str(REPO / "workspace.yaml")]
+    web = start(
+        [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *workspace], env, log
+    )
+    daemon = start([str(BIN / "dagster-daemon"), "run", *workspace], env, log)
+    dev = DagsterDev(port, web, log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                dev.graphql("{ version }")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+        params = {
+            "assetSelection": [{"path": ["competition_fill_events"]}],
+            "partitionNames": [w.key for w in windows],
+            "fromFailure": False,
+        }
+        launched = dev.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+        backfill_id = launched["backfillId"]
+        # Wait until the run is recording (some windows stored, not all), then kill the daemon.
+        deadline = time.monotonic() + 180
+        while not 0 < len(stored_keys(database_url)) < len(expected):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=30)
+        partial = len(stored_keys(database_url))
+        time.sleep(2)
+        daemon = start([str(BIN / "dagster-daemon"), "run", *workspace], env, log)
+
+        def status() -> dict:
+            return dev.graphql(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+
+        deadline = time.monotonic() + 300
+        while status()["status"] in ("REQUESTED", "CANCELING"):
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(1)
+        final = status()
+        if final["status"] != "COMPLETED_SUCCESS":
+            # The run died with the daemon's code server: re-running the range is the recovery.
+            relaunched = dev.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+            backfill_id = relaunched["backfillId"]
+            deadline = time.monotonic() + 300
+            while status()["status"] != "COMPLETED_SUCCESS":
+                assert status()["status"] in ("REQUESTED",), status()
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(1)
+        print(f"killed at {partial} of {len(expected)} rows; first backfill {final['status']}")
+        assert stored_keys(database_url) == expected
+    finally:
+        for process in (daemon, web):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
