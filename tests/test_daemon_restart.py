@@ -1,6 +1,7 @@
 """The daemon killed (SIGKILL) in the middle of a multi-window backfill, then started again: the
-backfill ends and the table equals the journal. Webserver and daemon run as separate processes,
-as in production, on PostgreSQL instance storage."""
+backfill ends and the table equals the journal. As in production, the code location runs as its
+own gRPC server (runs are its subprocesses), and the webserver and the daemon are separate
+processes on PostgreSQL instance storage."""
 
 from __future__ import annotations
 
@@ -58,9 +59,20 @@ def test_daemon_killed_mid_backfill_ends_exact(
     CompetitionStore(database_url).ensure_schema()
     env = dict(os.environ)
     env.update(COMPETITION_DATABASE_URL=database_url, FILL_JOURNAL_DIR=str(journal))
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = tmp_path / "processes.log"
-    workspace = ["-w", str(REPO / "workspace.yaml")]
+    workspace_file = tmp_path / "workspace.yaml"
+    workspace_file.write_text(
+        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        f"      port: {grpc_port}\n      location_name: competition_pipeline\n"
+    )
+    workspace = ["-w", str(workspace_file)]
+    code_server = start(
+        [str(BIN / "dagster"), "api", "grpc", "-m", "competition_pipeline.definitions"]
+        + ["-h", "127.0.0.1", "-p", str(grpc_port)],
+        env,
+        log,
+    )
     web = start(
         [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *workspace], env, log
     )
@@ -113,7 +125,7 @@ def test_daemon_killed_mid_backfill_ends_exact(
         print(f"killed at {partial} of {len(expected)} rows; first backfill {final['status']}")
         assert stored_keys(database_url) == expected
     finally:
-        for process in (daemon, web):
+        for process in (daemon, web, code_server):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:
