@@ -130,6 +130,20 @@ def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
     }
 
 
+_WRAPPERS = {
+    "DagsterMaxRetriesExceededError",
+    "RetryRequestedFromPolicy",
+    "DagsterExecutionStepExecutionError",
+}
+
+
+def _cause(error):
+    """The error that says why: past Dagster's retry and step-execution wrappers."""
+    while error.cls_name in _WRAPPERS and (error.cause or error.context):
+        error = error.cause or error.context
+    return error
+
+
 @dg.run_failure_sensor(
     name="competition_run_failure_alert",
     monitored_jobs=None,
@@ -142,7 +156,8 @@ def competition_run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     for event in context.get_step_failure_events():
         failure = event.step_failure_data.error if event.step_failure_data else None
         if failure is not None:
-            error = f"{failure.cls_name}: {failure.message.strip()}"
+            cause = _cause(failure)
+            error = f"{cause.cls_name}: {cause.message.strip()}"
             break
     if error is None and context.failure_event.message:
         error = f"RunFailure: {context.failure_event.message}"
