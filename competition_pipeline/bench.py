@@ -90,8 +90,16 @@ def plain_copy(url: str, journal: Path) -> dict:
 def _child_record(url: str, journal: str) -> None:
     """Runs in a child process, so that its peak RSS is the recording's own."""
     report = record_window(JournalSource(journal), CompetitionStore(url), BENCH_WINDOW)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"report": report.as_dict(), "peak_rss_mib": rss_kib / 1024}))
+    print(json.dumps({"report": report.as_dict(), "peak_rss_mib": _peak_rss_mib()}))
+
+
+def _peak_rss_mib() -> float:
+    """This process image's peak RSS (VmHWM): unlike ru_maxrss, it does not carry over the
+    forking parent's memory across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def record_in_child(url: str, journal: Path) -> dict:

@@ -239,7 +239,13 @@ CREATE TEMP TABLE stage_conflicts ON COMMIT DROP AS
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
        'recorded row'::text AS conflicts_with, {_REF_FIELDS} AS differing_fields
 FROM stage_fills s
-JOIN {FILL_EVENTS} e ON e.trade_id = s.trade_id AND e.wallet = s.wallet
+-- One primary-key probe per staged row (LIMIT 1 keeps the planner from turning this into a hash
+-- join that scans the whole, ever-growing table for every window).
+CROSS JOIN LATERAL (
+    SELECT * FROM {FILL_EVENTS} e0
+    WHERE e0.trade_id = s.trade_id AND e0.wallet = s.wallet
+    LIMIT 1
+) e
 WHERE {_REF_DISTINCT}
 UNION ALL
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
