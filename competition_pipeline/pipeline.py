@@ -11,10 +11,12 @@ unterminated tail of a plain segment is counted apart, and read on a later run.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from queue import Empty, Full, Queue
+from typing import NamedTuple, TypeVar
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.rows import fill_rows
@@ -91,6 +93,9 @@ def _outside(window: Window, timestamp_ms: int) -> str:
     )
 
 
+T = TypeVar("T")
+
+
 class RejectBudgetExceeded(Exception):
     """Strict mode: the window has more rejects than allowed; nothing of it was committed."""
 
@@ -155,6 +160,55 @@ def parse_window(
     report.ignored_files = stats.ignored
 
 
+_DONE = object()
+
+
+def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``batches`` in a thread, ``depth`` batches ahead (bounded memory).
+
+    Parsing is Python; loading waits on PostgreSQL, which releases the GIL: with the parser a
+    batch ahead, the client parses while the server inserts, on the machine's two cores. An
+    exception in the parser is raised here, in the consumer; a consumer that stops early stops
+    the parser.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer)
+            queue.put((_DONE, exc))
+
+    worker = threading.Thread(target=produce, name="parse-window", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                queue.get(timeout=0.1)
+            except Empty:
+                pass
+        worker.join()
+
+
 def record_window(
     source: FillSource,
     store: CompetitionStore,
@@ -167,7 +221,7 @@ def record_window(
     report = WindowReport(window=window.key, source=source.describe())
     stats = ReadStats()
     with store.window_load(window) as load:
-        for rows, rejects in parse_window(source, window, report, stats):
+        for rows, rejects in prefetched(parse_window(source, window, report, stats)):
             load.stage_rows(rows)
             if rejects:
                 load.stage_rejects(rejects)

@@ -225,6 +225,7 @@ _SQL_STAGE = (
     + ") ON COMMIT DROP",
     "CREATE TEMP TABLE stage_rejects (source_file text, line_no bigint, raw_line text,"
     " raw_line_escaped boolean, reason text) ON COMMIT DROP",
+    "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DROP",
 )
 _SQL_DUP_KEYS = """
 CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
@@ -262,6 +263,9 @@ FROM stage_fills s
 WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
 {order}
 ON CONFLICT (trade_id, wallet) DO NOTHING"""
+_SQL_INSERT_BATCH = f"""
+INSERT INTO {FILL_EVENTS} ({", ".join(_INSERT_COLUMNS)})
+SELECT {", ".join(_INSERT_VALUES)} FROM stage_batch s"""
 _SQL_RECORD_CONFLICTS = f"""
 INSERT INTO {FILL_CONFLICTS}
     (window_start, source_file, line_no, wallet, trade_id, conflicts_with, differing_fields)
@@ -318,14 +322,35 @@ class WindowLoad:
     def __init__(self, conn: psycopg.Connection, window: Window) -> None:
         self._conn = conn
         self._window = window
+        self._params = {"window_start": window.start}
         self._rows = 0
         self._rejects = 0
+        self._fast_path = True  # every staged key was new so far, and is inserted already
+        self._fast_inserted = 0
 
     def stage_rows(self, rows: Iterable[Row]) -> None:
-        with self._conn.cursor() as cur, cur.copy(_copy_sql("stage_fills", ROW_FIELDS)) as copy:
+        """COPY one batch into staging and, while every key so far was new, insert it at once.
+
+        The fast path (a first recording): each batch goes straight into the table under its
+        own savepoint, so the server inserts while the client parses the next batch. The first
+        key that is already recorded, or repeated, makes the unique index refuse that batch: its
+        savepoint is rolled back and :meth:`finish` takes the careful path over all staged rows
+        (the batches inserted before stay, and count as inserted).
+        """
+        with self._conn.cursor() as cur, cur.copy(_copy_sql("stage_batch", ROW_FIELDS)) as copy:
             for row in rows:
                 copy.write_row(row)
                 self._rows += 1
+        self._conn.execute("INSERT INTO stage_fills SELECT * FROM stage_batch")
+        if self._fast_path:
+            try:
+                with self._conn.transaction():  # a savepoint for this batch
+                    self._fast_inserted += self._conn.execute(
+                        _SQL_INSERT_BATCH, self._params
+                    ).rowcount
+            except psycopg.errors.UniqueViolation:
+                self._fast_path = False
+        self._conn.execute("TRUNCATE stage_batch")
 
     def stage_rejects(self, rejects: Iterable[tuple[str, int, str, bool, str]]) -> None:
         with (
@@ -339,6 +364,18 @@ class WindowLoad:
     def finish(self) -> LoadCounts:
         params = {"window_start": self._window.start}
         cur = self._conn.cursor()
+        if self._fast_path:
+            cur.execute(_SQL_RECORD_REJECTS, params)
+            return LoadCounts(
+                rows_staged=self._rows,
+                rows_inserted=self._fast_inserted,
+                rows_already_present=0,
+                conflict_rows=0,
+                conflict_messages=0,
+                conflicts_recorded=0,
+                rejects_staged=self._rejects,
+                rejects_recorded=cur.rowcount,
+            )
         cur.execute("ANALYZE stage_fills")
         cur.execute(_SQL_DUP_KEYS)
         has_duplicates = cur.rowcount > 0
@@ -362,7 +399,7 @@ class WindowLoad:
             order="ORDER BY s.trade_id, s.wallet, s.seq" if has_duplicates else "",
         )
         cur.execute(insert, params)
-        inserted = cur.rowcount
+        inserted = cur.rowcount + self._fast_inserted  # rows of the batches inserted before
         cur.execute(_SQL_RECORD_CONFLICTS, params)
         conflicts_recorded = cur.rowcount
         cur.execute(_SQL_RECORD_REJECTS, params)

@@ -30,7 +30,7 @@ def wait_for_copy(database_url: str, timeout: float = 60) -> int:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'competition-pipeline'"
-                " AND query LIKE 'COPY%%stage_fills%%' AND datname = current_database()"
+                " AND query LIKE 'COPY%%stage_%%' AND datname = current_database()"
             ).fetchone()
             if row:
                 return row[0]
