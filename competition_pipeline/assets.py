@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, record_window
-from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import StoreError
 from competition_pipeline.windows import Window, windows_between
@@ -61,6 +61,8 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
     }
     if report.newest_fill_ms is not None:
         metadata["lag_seconds"] = round(time.time() - report.newest_fill_ms / 1000, 1)
+    if report.stream_complete is not None:
+        metadata["stream_complete"] = report.stream_complete
     if report.ignored_files:
         metadata["ignored_files"] = dg.MetadataValue.md(
             "\n".join(f"- `{name}`" for name in report.ignored_files)
@@ -69,7 +71,10 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
 
 
 def _record(
-    window: Window, database: CompetitionDatabase, journal: FillJournal, policy: RecordingPolicy
+    window: Window,
+    database: CompetitionDatabase,
+    journal: FillSourceResource,
+    policy: RecordingPolicy,
 ) -> WindowReport:
     """Record one window; a source or database error becomes a failed step naming the window."""
     try:
@@ -119,7 +124,7 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
 def competition_fill_events(
     context: dg.AssetExecutionContext,
     database: CompetitionDatabase,
-    journal: FillJournal,
+    journal: FillSourceResource,
     policy: RecordingPolicy,
 ) -> Iterator[dg.MaterializeResult]:
     time_window = context.partition_time_window

@@ -151,7 +151,11 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
     import dagster as dg
 
     from competition_pipeline.assets import competition_fill_events
-    from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+    from competition_pipeline.resources import (
+        CompetitionDatabase,
+        FillSourceResource,
+        RecordingPolicy,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         journal = Path(tmp)
@@ -168,7 +172,7 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
                 instance=instance,
                 resources={
                     "database": CompetitionDatabase(url=url),
-                    "journal": FillJournal(root=str(journal)),
+                    "journal": FillSourceResource(root=str(journal)),
                     "policy": RecordingPolicy(),
                 },
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

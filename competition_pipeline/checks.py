@@ -16,7 +16,7 @@ import dagster as dg
 
 from competition_pipeline.assets import competition_fill_events, fill_partitions
 from competition_pipeline.pipeline import reconcile_window
-from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.windows import Window, windows_between
 
 # Partitioned asset checks are "preview" in Dagster 1.13; the per-window checks rely on them.
@@ -56,7 +56,9 @@ def _per_window(
     description="The window's valid journal fills give exactly the stored rows (by key).",
 )
 def reconciles_with_journal(
-    context: dg.AssetCheckExecutionContext, database: CompetitionDatabase, journal: FillJournal
+    context: dg.AssetCheckExecutionContext,
+    database: CompetitionDatabase,
+    journal: FillSourceResource,
 ) -> dg.AssetCheckResult:
     store, source = database.store(), journal.source()
 

@@ -9,9 +9,13 @@ from competition_pipeline.checks import (
     rejects_within_budget,
 )
 from competition_pipeline.jobs import fill_events_job
-from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import competition_run_failure_alert, fill_journal_sensor
+from competition_pipeline.sensors import (
+    competition_run_failure_alert,
+    fill_journal_sensor,
+    fill_stream_sensor,
+)
 from competition_pipeline.standings_assets import (
     competition_standings,
     standings_job,
@@ -22,14 +26,19 @@ defs = dg.Definitions(
     assets=[competition_fill_events, competition_standings],
     asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
     jobs=[fill_events_job, standings_job],
-    sensors=[fill_journal_sensor, competition_run_failure_alert, standings_refresh_sensor],
+    sensors=[
+        fill_journal_sensor,
+        fill_stream_sensor,
+        competition_run_failure_alert,
+        standings_refresh_sensor,
+    ],
     schedules=[competition_fill_events_hourly],
     # One process per run: the asset and its checks run one after the other anyway, and a
     # subprocess per step would add seconds to every window the sensor requests.
     executor=dg.in_process_executor,
     resources={
         "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
-        "journal": FillJournal(root=dg.EnvVar("FILL_JOURNAL_DIR")),
+        "journal": FillSourceResource.from_environment(),
         "policy": RecordingPolicy.from_environment(),
     },
 )

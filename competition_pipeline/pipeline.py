@@ -47,6 +47,7 @@ class WindowReport:
     newest_fill_ms: int | None = None
     seconds: float = 0.0
     ignored_files: list[str] = field(default_factory=list)
+    stream_complete: bool | None = None  # stream only: past the window's end plus lateness
 
     @property
     def rows_per_second(self) -> float:
@@ -158,6 +159,7 @@ def parse_window(
     report.segments = stats.segments
     report.bytes_read = stats.bytes_read
     report.ignored_files = stats.ignored
+    report.stream_complete = stats.complete
 
 
 _DONE = object()

@@ -8,12 +8,18 @@ or the logs. Every message these resources produce uses the redacted URL.
 import os
 import threading
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from competition_pipeline.pipeline import RejectBudget
-from competition_pipeline.sources import FillSource
+from competition_pipeline.sources import FillSource, SourceError
 from competition_pipeline.sources.journal import JournalSource
+from competition_pipeline.sources.stream import (
+    DEFAULT_LATENESS_MS,
+    STREAM,
+    SUBJECT_PREFIX,
+    StreamSource,
+)
 from competition_pipeline.store import CompetitionStore
 
 _schema_lock = threading.Lock()
@@ -74,10 +80,53 @@ class RecordingPolicy(ConfigurableResource):
         )
 
 
-class FillJournal(ConfigurableResource):
-    """The engine's fill journal directory tree (``FILL_JOURNAL_DIR``)."""
+class FillSourceResource(ConfigurableResource):
+    """Where the engine's messages are read: the journal (default) or the NATS JetStream stream.
 
-    root: str = Field(description="Root of the date=YYYY-MM-DD/hour=HH/ segment tree.")
+    ``FILL_SOURCE=journal|nats`` chooses; the asset, the checks and the sensors only ever see the
+    :class:`~competition_pipeline.sources.FillSource` that :meth:`source` returns.
+    """
+
+    kind: str = Field(default="journal", description="journal | nats (FILL_SOURCE)")
+    root: str = Field(default="", description="Journal root: date=YYYY-MM-DD/hour=HH/ segments.")
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS_URL")
+    stream: str = Field(default=STREAM, description="JetStream stream name")
+    subject_prefix: str = Field(
+        default=SUBJECT_PREFIX, description="subjects <prefix>.<underlying>"
+    )
+    lateness_seconds: int = Field(
+        default=DEFAULT_LATENESS_MS // 1000, description="allowed publish lateness after a fill"
+    )
 
     def source(self) -> FillSource:
+        if self.kind == "nats":
+            return StreamSource(
+                self.nats_url,
+                stream=self.stream,
+                subject_prefix=self.subject_prefix,
+                lateness_ms=self.lateness_seconds * 1000,
+            )
+        if self.kind != "journal":
+            raise SourceError(
+                f"FILL_SOURCE must be journal or nats, not {self.kind!r}", retryable=False
+            )
+        if not self.root:
+            raise SourceError("FILL_JOURNAL_DIR is not set", retryable=False)
         return JournalSource(self.root)
+
+    @classmethod
+    def from_environment(cls) -> "FillSourceResource":
+        """FILL_SOURCE, FILL_JOURNAL_DIR (as an EnvVar when set), NATS_URL, FILL_STREAM,
+        FILL_SUBJECT_PREFIX, FILL_LATENESS_SECONDS."""
+        env = os.environ
+        return cls(
+            kind=env.get("FILL_SOURCE", "journal"),
+            # Resolved when a run starts; a missing FILL_JOURNAL_DIR fails that run, not the load.
+            root=EnvVar("FILL_JOURNAL_DIR")
+            if env.get("FILL_SOURCE", "journal") == "journal"
+            else "",
+            nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
+            stream=env.get("FILL_STREAM", STREAM),
+            subject_prefix=env.get("FILL_SUBJECT_PREFIX", SUBJECT_PREFIX),
+            lateness_seconds=int(env.get("FILL_LATENESS_SECONDS", DEFAULT_LATENESS_MS // 1000)),
+        )

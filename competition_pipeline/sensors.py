@@ -25,8 +25,9 @@ from dagster._core.storage.tags import (
 from competition_pipeline.assets import competition_fill_events, fill_partitions
 from competition_pipeline.follow import DEFAULT_HORIZON_HOURS, FollowCursor, plan
 from competition_pipeline.jobs import fill_events_job
-from competition_pipeline.resources import FillJournal
+from competition_pipeline.resources import FillSourceResource
 from competition_pipeline.sources.journal import scan
+from competition_pipeline.sources.stream import StreamSource, windows_since
 from competition_pipeline.windows import HOUR, Window
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("FILL_SENSOR_INTERVAL_SECONDS", "30"))
@@ -73,8 +74,10 @@ def windows_in_progress(instance: dg.DagsterInstance) -> set[str]:
     ),
 )
 def fill_journal_sensor(
-    context: dg.SensorEvaluationContext, journal: FillJournal
-) -> dg.SensorResult:
+    context: dg.SensorEvaluationContext, journal: FillSourceResource
+) -> dg.SensorResult | dg.SkipReason:
+    if journal.kind != "journal":
+        return dg.SkipReason(f"FILL_SOURCE is {journal.kind}: fill_stream_sensor follows it")
     started_ns = time.time_ns()
     cursor = FollowCursor.from_json(context.cursor)
     states, ignored = scan(journal.root)
@@ -108,6 +111,44 @@ def fill_journal_sensor(
             for request in decision.requests
         ],
         cursor=decision.cursor.to_json(),
+    )
+
+
+@dg.sensor(
+    name="fill_stream_sensor",
+    target=fill_events_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=SENSOR_DEFAULT_STATUS
+    if os.environ.get("FILL_SOURCE") == "nats"
+    else dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "With FILL_SOURCE=nats: requests a run for every window that received messages since the"
+        " last stream sequence it saw (its cursor, in the instance storage)."
+    ),
+)
+def fill_stream_sensor(
+    context: dg.SensorEvaluationContext, journal: FillSourceResource
+) -> dg.SensorResult | dg.SkipReason:
+    if journal.kind != "nats":
+        return dg.SkipReason(f"FILL_SOURCE is {journal.kind}: fill_journal_sensor follows it")
+    source = journal.source()
+    assert isinstance(source, StreamSource)
+    cursor = json.loads(context.cursor) if context.cursor else {"last_seq": 0, "pending": []}
+    windows, last_seq = windows_since(source, cursor["last_seq"])
+    windows |= {Window.from_key(key) for key in cursor.get("pending", [])}
+    in_progress = windows_in_progress(context.instance)
+    last = Window.containing(dt.datetime.now(dt.UTC))
+    first_key = fill_partitions.get_first_partition_key()
+    first = Window.from_key(first_key) if first_key else last
+    wanted = sorted(w for w in windows if first <= w <= last)
+    deferred = [w.key for w in wanted if w.key in in_progress]
+    requests = [
+        dg.RunRequest(run_key=f"{w.key}@seq{last_seq}", partition_key=w.key)
+        for w in wanted
+        if w.key not in in_progress
+    ]
+    return dg.SensorResult(
+        run_requests=requests, cursor=json.dumps({"last_seq": last_seq, "pending": deferred})
     )
 
 

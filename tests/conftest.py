@@ -81,3 +81,66 @@ def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
     return home
+
+
+def _nats_answers(url: str) -> bool:
+    import asyncio
+
+    import nats
+
+    async def probe() -> bool:
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0
+            )
+        except Exception:  # noqa: BLE001
+            return False
+        try:
+            await nc.jetstream().account_info()
+            return True
+        except Exception:  # noqa: BLE001 (no JetStream)
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server with JetStream: NATS_URL if it answers, else a nats-server started here.
+    With CI=true a missing server is a failure, never a skip."""
+    import shutil as _shutil
+    import socket
+    import subprocess
+    import time
+
+    given = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    if _nats_answers(given):
+        yield given
+        return
+    binary = _shutil.which("nats-server")
+    if binary is None:
+        message = "no NATS server answers at NATS_URL and nats-server is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp_path_factory.mktemp("nats")
+    process = subprocess.Popen(
+        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"nats://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not _nats_answers(url):
+        assert time.monotonic() < deadline and process.poll() is None, "nats-server did not start"
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -17,7 +17,7 @@ from competition_pipeline.checks import (
     reconciles_with_journal,
     rejects_within_budget,
 )
-from competition_pipeline.resources import CompetitionDatabase, FillJournal, RecordingPolicy
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.windows import Window
 from tests.journal_helpers import W1, W2, W3, W4, append, fill, write_segment
 
@@ -41,7 +41,7 @@ def materialize(
         partition_key=key,
         resources={
             "database": CompetitionDatabase(url=database_url),
-            "journal": FillJournal(root=str(journal)),
+            "journal": FillSourceResource(root=str(journal)),
             "policy": policy or RecordingPolicy(),
         },
         **kwargs,

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from competition_pipeline.follow import FollowCursor
-from competition_pipeline.resources import FillJournal
+from competition_pipeline.resources import FillSourceResource
 from competition_pipeline.schedules import competition_fill_events_hourly
 from competition_pipeline.sensors import fill_journal_sensor
 from competition_pipeline.sources.journal import scan
@@ -38,7 +38,9 @@ def instance(dagster_home: Path):
 
 def tick(instance: dg.DagsterInstance, journal: Path, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"journal": FillJournal(root=str(journal))}
+        instance=instance,
+        cursor=cursor,
+        resources={"journal": FillSourceResource(root=str(journal))},
     )
     result = fill_journal_sensor(context)
     assert isinstance(result, dg.SensorResult)

@@ -46,6 +46,8 @@ class ReadStats:
     #: What was read, per origin (journal: complete lines per segment), so that the same data
     #: can be read again later (reconciliation) even after the source has grown.
     extent: dict[str, int] = field(default_factory=dict)
+    #: Stream only: whether the source has passed the window's end plus the allowed lateness.
+    complete: bool | None = None
 
 
 class FillSource(Protocol):
