@@ -66,6 +66,21 @@ def _prepare_journal(state: Path, hours: int, fills_per_hour: int) -> Path:
     return root
 
 
+def _publish_to_stream(journal: Path, rate: float) -> None:
+    """FILL_SOURCE=nats: the engine's side of the demo, on the stream (a daemon thread)."""
+    import asyncio
+    import itertools
+
+    from competition_pipeline.publish import _live_lines, journal_lines, publish_lines
+
+    url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    lines = itertools.chain(journal_lines(journal), _live_lines(rate, 0))
+    try:
+        asyncio.run(publish_lines(url, lines))
+    except Exception as exc:  # noqa: BLE001 (the demo goes on; the runs will show the stream down)
+        _log(f"publishing to {url} stopped: {type(exc).__name__}: {exc}")
+
+
 def _prepare_home(state: Path) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or state / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -84,7 +99,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     appender: threading.Thread | None = None
     try:
         journal = _prepare_journal(state, args.hours, args.fills_per_hour)
-        if args.simulate:
+        if args.simulate and os.environ.get("FILL_SOURCE") == "nats":
+            appender = threading.Thread(
+                target=_publish_to_stream,
+                args=(journal, args.rate),
+                name="stream-publisher",
+                daemon=True,
+            )
+            appender.start()
+            _log(f"publishing the sample journal, then {args.rate} fills/s, to NATS")
+        elif args.simulate:
             from competition_pipeline import simulate
 
             appender = threading.Thread(
