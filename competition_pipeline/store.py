@@ -129,15 +129,21 @@ competitions = sa.Table(
     sa.CheckConstraint("start_ts < end_ts", name="competitions_period"),
 )
 
-competition_participants = sa.Table(
-    "competition_participants",
-    metadata,
-    sa.Column(
+
+def _competition_key() -> sa.Column:
+    """``competition_id``: part of the key, removed with its competition."""
+    return sa.Column(
         "competition_id",
         sa.Text,
         sa.ForeignKey("competitions.id", ondelete="CASCADE"),
         primary_key=True,
-    ),
+    )
+
+
+competition_participants = sa.Table(
+    "competition_participants",
+    metadata,
+    _competition_key(),
     sa.Column("wallet", sa.Text, primary_key=True),
     sa.Column("username", sa.Text),
     sa.CheckConstraint("wallet ~ '^0x[0-9a-f]{40}$'", name="participants_wallet"),
@@ -146,12 +152,7 @@ competition_participants = sa.Table(
 competition_standings = sa.Table(
     "competition_standings",
     metadata,
-    sa.Column(
-        "competition_id",
-        sa.Text,
-        sa.ForeignKey("competitions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _competition_key(),
     sa.Column("wallet", sa.Text, primary_key=True),
     sa.Column("rank", sa.Integer, nullable=False),
     sa.Column("pnl", sa.Numeric, nullable=False),

@@ -20,6 +20,11 @@ from tests.journal_helpers import fill, write_segment
 KEY = "2026-11-20-03:00"
 WINDOW = Window.from_key(KEY)
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
+# Dagster's own CLI, as an operator would type it.
+MATERIALIZE_WINDOW = [
+    *(DAGSTER, "asset", "materialize", "-m", "competition_pipeline.definitions"),
+    *("--select", "competition_fill_events", "--partition", KEY),
+]
 
 
 def count_rows(database_url: str) -> int:
@@ -72,17 +77,7 @@ def test_dagster_cli_materializes_a_partition(
     write_segment(
         journal, WINDOW, "seg.jsonl.gz", [fill(1, WINDOW.start_ms), fill(2, WINDOW.start_ms)]
     )
-    command = [
-        DAGSTER,
-        "asset",
-        "materialize",
-        "-m",
-        "competition_pipeline.definitions",
-        "--select",
-        "competition_fill_events",
-        "--partition",
-        KEY,
-    ]
+    command = MATERIALIZE_WINDOW
     env = _cli_env(database_url, journal, dagster_home)
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -100,17 +95,7 @@ def test_dagster_cli_reports_an_unreachable_database_without_the_password(
 ) -> None:
     write_segment(journal, WINDOW, "seg.jsonl", [fill(1, WINDOW.start_ms)])
     url = "postgresql+psycopg://recorder:Pa55-w0rd-x@127.0.0.1:1/competition"
-    command = [
-        DAGSTER,
-        "asset",
-        "materialize",
-        "-m",
-        "competition_pipeline.definitions",
-        "--select",
-        "competition_fill_events",
-        "--partition",
-        KEY,
-    ]
+    command = MATERIALIZE_WINDOW
     env = _cli_env(url, journal, dagster_home)
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
