@@ -28,7 +28,7 @@ from competition_pipeline.jobs import fill_events_job
 from competition_pipeline.resources import FillSourceResource
 from competition_pipeline.sources.journal import scan
 from competition_pipeline.sources.stream import StreamSource, windows_since
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.windows import Window, windows_between
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("FILL_SENSOR_INTERVAL_SECONDS", "30"))
 SENSOR_HORIZON_HOURS = int(os.environ.get("FILL_SENSOR_HORIZON_HOURS", DEFAULT_HORIZON_HOURS))
@@ -55,12 +55,17 @@ def windows_in_progress(instance: dg.DagsterInstance) -> set[str]:
         if PARTITION_NAME_TAG in tags:
             keys.add(tags[PARTITION_NAME_TAG])
         elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
-            current = Window.from_key(tags[ASSET_PARTITION_RANGE_START_TAG])
+            first = Window.from_key(tags[ASSET_PARTITION_RANGE_START_TAG])
             last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
-            while current <= last:
-                keys.add(current.key)
-                current = Window(current.start + HOUR)
+            keys.update(w.key for w in windows_between(first.start, last.end))
     return keys
+
+
+def partition_bounds() -> tuple[Window, Window]:
+    """The first partition and the hour in progress (the last partition) as windows."""
+    last = Window.containing(dt.datetime.now(dt.UTC))
+    first_key = fill_partitions.get_first_partition_key()
+    return (Window.from_key(first_key) if first_key else last), last
 
 
 @dg.sensor(
@@ -81,16 +86,14 @@ def fill_journal_sensor(
     started_ns = time.time_ns()
     cursor = FollowCursor.from_json(context.cursor)
     states, ignored = scan(journal.root)
-    first_key = fill_partitions.get_first_partition_key()
+    first, last = partition_bounds()
     decision = plan(
         states,
         cursor,
         scan_started_ns=started_ns,
         in_progress=windows_in_progress(context.instance),
-        first=Window.from_key(first_key)
-        if first_key
-        else Window.containing(dt.datetime.now(dt.UTC)),
-        last=Window.containing(dt.datetime.now(dt.UTC)),
+        first=first,
+        last=last,
         horizon_hours=SENSOR_HORIZON_HOURS,
     )
     if ignored:
@@ -137,9 +140,7 @@ def fill_stream_sensor(
     windows, last_seq = windows_since(source, cursor["last_seq"])
     windows |= {Window.from_key(key) for key in cursor.get("pending", [])}
     in_progress = windows_in_progress(context.instance)
-    last = Window.containing(dt.datetime.now(dt.UTC))
-    first_key = fill_partitions.get_first_partition_key()
-    first = Window.from_key(first_key) if first_key else last
+    first, last = partition_bounds()
     wanted = sorted(w for w in windows if first <= w <= last)
     deferred = [w.key for w in wanted if w.key in in_progress]
     requests = [

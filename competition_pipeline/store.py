@@ -548,21 +548,6 @@ class CompetitionStore:
         finally:
             conn.close()
 
-    def window_counts(self, window: Window) -> dict[str, int]:
-        """Rows, rejects and conflicts stored for one window (for checks and tests)."""
-        with self.connect() as conn:
-            counts = {}
-            for name, table in (
-                ("rows", FILL_EVENTS),
-                ("rejects", FILL_REJECTS),
-                ("conflicts", FILL_CONFLICTS),
-            ):
-                query = sql.SQL("SELECT count(*) FROM {} WHERE window_start = %s").format(
-                    sql.Identifier(table)
-                )
-                counts[name] = conn.execute(query, (window.start,)).fetchone()[0]  # type: ignore[index]
-            return counts
-
     def window_extent(self, window: Window) -> dict[str, int] | None:
         """What the window's latest load read, or None if it was never recorded."""
         rows = self._read(

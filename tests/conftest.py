@@ -86,13 +86,11 @@ def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPa
 def _nats_answers(url: str) -> bool:
     import asyncio
 
-    import nats
+    from competition_pipeline.sources.stream import connect
 
     async def probe() -> bool:
-        try:
-            nc = await nats.connect(
-                url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0
-            )
+        try:  # bounded: nats-py can wait forever where nothing answers
+            nc = await connect(url, 2.0)
         except Exception:  # noqa: BLE001
             return False
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -11,8 +12,13 @@ import dagster as dg
 import nats
 import pytest
 
-from competition_pipeline.publish import publish_lines, subject_and_id
-from competition_pipeline.resources import FillSourceResource
+from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.publish import journal_lines, publish_lines, subject_and_id
+from competition_pipeline.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
 from competition_pipeline.sensors import _cause, fill_stream_sensor
 from competition_pipeline.sources.stream import StreamSource
 from competition_pipeline.windows import HOUR, Window
@@ -51,16 +57,12 @@ def publish(stream: FillSourceResource, messages: list) -> None:
 
 def run(database_url: str, source: FillSourceResource, key: str = KEY, **kwargs):
     return dg.materialize(
-        [__import__("competition_pipeline.assets", fromlist=["x"]).competition_fill_events],
+        [competition_fill_events],
         partition_key=key,
         resources={
-            "database": __import__(
-                "competition_pipeline.resources", fromlist=["x"]
-            ).CompetitionDatabase(url=database_url),
+            "database": CompetitionDatabase(url=database_url),
             "journal": source,
-            "policy": __import__(
-                "competition_pipeline.resources", fromlist=["x"]
-            ).RecordingPolicy(),
+            "policy": RecordingPolicy(),
         },
         **kwargs,
     )
@@ -92,15 +94,13 @@ def test_the_same_journal_from_files_and_from_the_stream_gives_identical_tables(
         assert rows(stream_db) == rows(database_url)
         assert meta["rejects"] == 0 and meta["stream_complete"] is True
         # A line that cannot be parsed belongs to the window of its publish time (now).
-        now = Window.containing_ms(int(__import__("time").time() * 1000)).key
+        now = Window.containing_ms(int(time.time() * 1000)).key
         assert metadata(run(stream_db, stream, now))["rejects"] == 1
     finally:
         embedded.drop_database(pg_admin_url, other)
 
 
 def _journal_text(journal: Path) -> list[str]:
-    from competition_pipeline.publish import journal_lines
-
     return [raw.decode() for raw in journal_lines(journal, [WINDOW])]
 
 
@@ -149,7 +149,7 @@ def test_an_unreachable_stream_fails_the_run_with_a_clear_message(database_url: 
 
 
 def test_the_stream_sensor_requests_exactly_the_windows_with_messages(stream) -> None:
-    now = Window.containing_ms(int(__import__("time").time() * 1000))
+    now = Window.containing_ms(int(time.time() * 1000))
     older = Window(now.start - 3 * HOUR)
     publish(stream, [fill(20, older.start_ms + 5), fill(21, now.start_ms + 5)])
     with dg.instance_for_test() as instance:
