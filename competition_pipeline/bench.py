@@ -47,14 +47,21 @@ def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+#: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
+#: COPY's rate does not depend on the table's size, and 10M row tuples would not fit).
+PLAIN_COPY_MAX_ROWS = 2_000_000
+
+
 def plain_copy(url: str, journal: Path) -> dict:
     """(a) COPY the window's final rows (computed beforehand, untimed) into an empty table copy."""
     from decimal import Context, Decimal
 
     exact = Context(prec=200)
-    rows = []
+    rows: list[tuple] = []
     report = WindowReport(BENCH_WINDOW.key, "bench")
     for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
+        if len(rows) >= PLAIN_COPY_MAX_ROWS:
+            break
         for r in batch:
             (_, _, _, trade_id, wallet, role, side, counterparty, is_self, symbol, price, size) = r[
                 :12
@@ -102,12 +109,39 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def record_in_child(url: str, journal: Path) -> dict:
+class Progress:
+    """Prints ``done of total`` at every tenth of the way (long steps must not look hung)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.shown = -1
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 10
+        if tenth > self.shown:
+            self.shown = tenth
+            _log(
+                f"{self.what}: {done:,} of {total:,} ({tenth * 10}%,"
+                f" {time.perf_counter() - self.started:.0f}s)"
+            )
+
+
+def record_in_child(url: str, journal: Path, what: str) -> dict:
     command = [sys.executable, "-m", "competition_pipeline.bench", "--child", url, str(journal)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"recording failed: {dburl.scrub(done.stderr[-2000:], url)}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    started = time.perf_counter()
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                _log(f"{what}: still recording ({time.perf_counter() - started:.0f}s)")
+    if child.returncode != 0:
+        raise RuntimeError(f"recording failed: {dburl.scrub(stderr[-2000:], url)}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     report = result["report"]
     rows = report["rows_inserted"] + report["rows_already_present"]
     return {
@@ -162,9 +196,12 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
         first = Window.from_key("2026-10-01-00:00")
         windows = [Window(first.start + i * HOUR) for i in range(days * 24)]
         sim = simulate.FillSimulator(seed=11, trade_id_base=10**15)
-        expected_rows = sum(
-            simulate.write_hour(journal, w, fills_per_hour, sim=sim).rows_expected for w in windows
-        )
+        expected_rows = 0
+        progress = Progress("writing the backfill's hours")
+        for done, window in enumerate(windows, start=1):
+            hour = simulate.write_hour(journal, window, fills_per_hour, sim=sim)
+            expected_rows += hour.rows_expected
+            progress(done, len(windows))
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:
             result = dg.materialize(
@@ -208,13 +245,15 @@ def run(args: argparse.Namespace) -> dict:
             CompetitionStore(url).ensure_schema()
             journal = Path(tmp) / "journal"
             _log(f"writing a journal window of {args.fills:,} fills")
-            written = simulate.write_hour(journal, BENCH_WINDOW, args.fills)
+            written = simulate.write_hour(
+                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal")
+            )
             _log("a. plain COPY baseline")
             a = plain_copy(url, journal)
             _log("b. first recording (child process)")
-            b = record_in_child(url, journal)
+            b = record_in_child(url, journal, "b")
             _log("c. recording the unchanged window again")
-            c = record_in_child(url, journal)
+            c = record_in_child(url, journal, "c")
             _log(f"e. sensor tick over {args.hour_directories:,} hour directories")
             e = sensor_tick(args.hour_directories)
             _log(f"f. {args.backfill_days}-day backfill as one run")

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +398,7 @@ def write_hour(
     sim: FillSimulator | None = None,
     until_ms: int | None = None,
     compresslevel: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> HourStats:
     """Write ``fills`` fills of ``window`` as ``segments`` segments; all but the last gzipped.
 
@@ -406,6 +407,7 @@ def write_hour(
     under a dot-name and renamed when complete: a closed segment is never seen half-written.
     ``until_ms`` keeps timestamps before that instant (the open hour: nothing from the future).
     Without ``sim``, a simulator seeded by the hour is used, so the same hour is the same bytes.
+    ``progress(done, fills)`` is called after every chunk (a large hour takes minutes).
     """
     if fills < 0 or segments < 1:
         raise ValueError("fills must be >= 0 and segments >= 1")
@@ -458,6 +460,8 @@ def write_hour(
                     if first_id is None:
                         first_id = batch.first_trade_id
                     last_id = batch.last_trade_id or last_id
+                    if progress is not None:
+                        progress(min(stop, chunk + CHUNK_FILLS), fills)
                 for future in pending:
                     future.result()
         if closed:

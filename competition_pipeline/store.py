@@ -220,13 +220,15 @@ _INSERT_VALUES = [
     for c in _INSERT_COLUMNS
 ]
 
+# Created once per connection (a load session records many windows); emptied at every commit or
+# rollback, so each window's transaction starts with empty staging tables.
 _SQL_STAGE = (
     "CREATE TEMP TABLE stage_fills ("
     + ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in ROW_FIELDS)
-    + ") ON COMMIT DROP",
+    + ") ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE stage_rejects (source_file text, line_no bigint, raw_line text,"
-    " raw_line_escaped boolean, reason text) ON COMMIT DROP",
-    "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DROP",
+    " raw_line_escaped boolean, reason text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DELETE ROWS",
 )
 _SQL_DUP_KEYS = """
 CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
@@ -302,6 +304,42 @@ class LoadCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCounts:
+    """Rows, rejects and conflicts stored under one window."""
+
+    rows: int
+    rejects: int
+    conflicts: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "rejects": self.rejects, "conflicts": self.conflicts}
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousLoad:
+    """A window's latest committed load: its extent and summary (``competition_fill_windows``)."""
+
+    extent: dict[str, int]
+    summary: dict
+
+    @property
+    def digest(self) -> str | None:
+        return self.summary.get("digest")
+
+    @property
+    def stored(self) -> StoredCounts | None:
+        stored = self.summary.get("stored")
+        return StoredCounts(**stored) if stored else None
+
+
+_SQL_STORED_ROWS = f"SELECT count(*) FROM {FILL_EVENTS} WHERE window_start = %(window_start)s"
+_SQL_STORED_SIDE_TABLES = (
+    f"SELECT (SELECT count(*) FROM {FILL_REJECTS} WHERE window_start = %(window_start)s),"
+    f" (SELECT count(*) FROM {FILL_CONFLICTS} WHERE window_start = %(window_start)s)"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Reconciliation:
     """The journal's rows for a window against the stored ones, by key (samples are sorted)."""
 
@@ -324,6 +362,9 @@ class WindowLoad:
         self._conn = conn
         self._window = window
         self._params = {"window_start": window.start}
+        # Rows carry the window that recorded them, so the window's stored rows after this load
+        # are these plus the ones it inserts (no count over millions of fresh rows at the end).
+        self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]
         self._rows = 0
         self._rejects = 0
         self._fast_path = True  # every staged key was new so far, and is inserted already
@@ -416,6 +457,12 @@ class WindowLoad:
             rejects_recorded=rejects_recorded,
         )
 
+    def stored_after(self, counts: LoadCounts) -> StoredCounts:
+        """What the window holds once this load commits (kept to recognise an intact window)."""
+        cur = self._conn.execute(_SQL_STORED_SIDE_TABLES, self._params)
+        rejects, conflicts = cur.fetchone()  # type: ignore[misc]
+        return StoredCounts(self._stored_before + counts.rows_inserted, rejects, conflicts)
+
     def save_window(self, source: str, extent: dict[str, int], summary: dict) -> None:
         """Record what this load read and counted (the window's row in competition_fill_windows)."""
         self._conn.execute(
@@ -479,6 +526,42 @@ def _copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:
     )
 
 
+class LoadSession:
+    """An open connection that loads windows one after another, each in its own transaction.
+
+    A backfill records hundreds of windows in one run: one connection and one set of staging
+    tables for all of them keeps the per-window cost to the statements that window needs.
+    """
+
+    def __init__(self, store: CompetitionStore, conn: psycopg.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    @contextmanager
+    def window(self, window: Window, *, commit: bool = True) -> Iterator[WindowLoad]:
+        conn = self._conn
+        try:
+            with conn.transaction() as transaction:
+                hour = window.start_ms // 3_600_000
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
+                yield WindowLoad(conn, window)
+                if not commit:
+                    raise psycopg.Rollback(transaction)
+        except psycopg.Error as exc:
+            raise self._store._error("database error in", exc) from None
+
+    def intact(self, window: Window, expected: StoredCounts) -> bool:
+        """Whether the window still holds what its latest load left (nothing deleted since)."""
+        try:
+            with self._conn.transaction():
+                params = {"window_start": window.start}
+                rows = self._conn.execute(_SQL_STORED_ROWS, params).fetchone()[0]  # type: ignore[index]
+                side = self._conn.execute(_SQL_STORED_SIDE_TABLES, params).fetchone()
+        except psycopg.Error as exc:
+            raise self._store._error("database error in", exc) from None
+        return StoredCounts(rows, *side) == expected  # type: ignore[misc]
+
+
 class CompetitionStore:
     """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
 
@@ -520,33 +603,40 @@ class CompetitionStore:
             engine.dispose()
 
     @contextmanager
+    def session(self) -> Iterator[LoadSession]:
+        """One connection with its staging tables, for loading any number of windows in turn."""
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                for statement in _SQL_STAGE:
+                    conn.execute(statement)
+            yield LoadSession(self, conn)
+        except psycopg.Error as exc:
+            raise self._error("database error in", exc) from None
+        finally:
+            conn.close()
+
+    @contextmanager
     def window_load(self, window: Window) -> Iterator[WindowLoad]:
         """One window, one transaction: commit on a clean exit, roll back on any exception."""
-        with self._staged(window, commit=True) as load:
+        with self.session() as session, session.window(window, commit=True) as load:
             yield load
 
     @contextmanager
     def window_staging(self, window: Window) -> Iterator[WindowLoad]:
         """Staging tables for a read-only comparison (:meth:`WindowLoad.reconcile`), rolled back."""
-        with self._staged(window, commit=False) as load:
+        with self.session() as session, session.window(window, commit=False) as load:
             yield load
 
-    @contextmanager
-    def _staged(self, window: Window, *, commit: bool) -> Iterator[WindowLoad]:
-        conn = self.connect()
-        try:
-            with conn.transaction() as transaction:
-                hour = window.start_ms // 3_600_000
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
-                for statement in _SQL_STAGE:
-                    conn.execute(statement)
-                yield WindowLoad(conn, window)
-                if not commit:
-                    raise psycopg.Rollback(transaction)
-        except psycopg.Error as exc:
-            raise self._error("database error in", exc) from None
-        finally:
-            conn.close()
+    def previous_loads(self, windows: Iterable[Window]) -> dict[Window, PreviousLoad]:
+        """The latest committed load of each of ``windows`` that has one (one query)."""
+        by_start = {w.start: w for w in windows}
+        rows = self._read(
+            f"SELECT window_start, extent, summary FROM {FILL_WINDOWS}"
+            " WHERE window_start = ANY(%s)",
+            list(by_start),
+        )
+        return {by_start[start]: PreviousLoad(extent, summary) for start, extent, summary in rows}
 
     def window_extent(self, window: Window) -> dict[str, int] | None:
         """What the window's latest load read, or None if it was never recorded."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
@@ -18,8 +19,9 @@ from competition_pipeline.checks import (
     rejects_within_budget,
 )
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
-from competition_pipeline.windows import Window
-from tests.journal_helpers import W1, W2, W3, W4, append, fill, write_segment
+from competition_pipeline.sources.journal import window_dir
+from competition_pipeline.windows import HOUR, Window
+from tests.journal_helpers import W1, W2, W3, W4, append, fill, line, write_segment
 
 ALL_CHECKS = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
 KEY = "2026-11-20-03:00"
@@ -175,6 +177,78 @@ def test_rerun_inserts_nothing_and_changes_nothing(database_url: str, journal: P
         "SELECT (SELECT count(*) FROM competition_fill_rejects),"
         " (SELECT count(*) FROM competition_fill_conflicts)",
     )
+
+
+def test_unchanged_window_is_not_read_again_unless_its_rows_changed(
+    database_url: str, journal: Path
+) -> None:
+    """A re-run over the same bytes with the table as the last load left it reads nothing and
+    writes nothing; a deleted row, or a changed byte, sends it down the full path again."""
+    hand_journal(journal)
+    first = metadata(materialize(database_url, journal))
+    assert first["unchanged"] is False
+    again = metadata(materialize(database_url, journal))
+    assert again["unchanged"] is True
+    assert (again["rows_inserted"], again["rows_already_present"]) == (0, 7)
+    for key in ("lines_read", "fills_read", "rejects", "skipped_messages", "conflicts"):
+        assert again[key] == first[key], key
+    # Someone deletes a recorded row: the next run notices and puts it back.
+    query_commit(database_url, "DELETE FROM competition_fill_events WHERE trade_id = 1")
+    repaired = metadata(materialize(database_url, journal))
+    assert repaired["unchanged"] is False
+    assert repaired["rows_inserted"] == len(
+        query(database_url, "SELECT 1 FROM competition_fill_events WHERE trade_id = 1")
+    )
+    assert repaired["rows_inserted"] >= 1
+    # A deleted reject too (rejects are keyed by window, file and line).
+    query_commit(database_url, "DELETE FROM competition_fill_rejects")
+    assert metadata(materialize(database_url, journal))["rejects_new"] == 2
+    # A new line in the window's segment: read in full, the new fill recorded.
+    write_segment(journal, WINDOW, "z-late.jsonl", [fill(99, T0 + 5)])
+    grown = metadata(materialize(database_url, journal))
+    assert (grown["unchanged"], grown["rows_inserted"]) == (False, 2)
+    assert metadata(materialize(database_url, journal))["unchanged"] is True
+
+
+def test_a_range_run_commits_window_by_window_and_stops_at_a_bad_one(
+    database_url: str, journal: Path
+) -> None:
+    """A backfill range is one run over one connection: each window commits and is reported as
+    its own materialization; a corrupt segment fails the run naming its window, keeps the
+    windows before it, and a re-run of the range after the repair is exact."""
+    windows = [Window(WINDOW.start + i * HOUR) for i in range(4)]
+    for i, window in enumerate(windows):
+        write_segment(journal, window, "seg.jsonl", [fill(100 + i, window.start_ms + i)])
+    bad = window_dir(journal, windows[2]) / "seg-0.jsonl.gz"
+    bad.write_bytes(b"not gzip at all")
+    tags = {
+        "dagster/asset_partition_range_start": windows[0].key,
+        "dagster/asset_partition_range_end": windows[-1].key,
+    }
+    result = materialize(database_url, journal, key=None, tags=tags, raise_on_error=False)
+    assert not result.success
+    assert f"window {windows[2].key} not recorded" in _failure_text(result)
+    done = [e.partition for e in result.get_asset_materialization_events()]
+    assert done == [windows[0].key, windows[1].key]
+    assert stored_trades(database_url) == [100, 101]
+    bad.write_bytes(gzip.compress(line(fill(200, windows[2].start_ms)).encode()))
+    result = materialize(database_url, journal, key=None, tags=tags)
+    events = result.get_asset_materialization_events()
+    by_window = {e.partition: e.materialization.metadata for e in events}
+    assert list(by_window) == [w.key for w in windows]
+    assert [by_window[w.key]["unchanged"].value for w in windows] == [True, True, False, False]
+    assert [by_window[w.key]["rows_inserted"].value for w in windows] == [0, 0, 4, 2]
+    assert stored_trades(database_url) == [100, 101, 102, 103, 200]
+
+
+def stored_trades(database_url: str) -> list[int]:
+    rows = query(database_url, "SELECT DISTINCT trade_id FROM competition_fill_events ORDER BY 1")
+    return [trade_id for (trade_id,) in rows]
+
+
+def query_commit(database_url: str, statement: str) -> None:
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute(statement)
 
 
 def test_two_windows_stay_apart(database_url: str, journal: Path) -> None:

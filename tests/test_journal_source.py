@@ -266,9 +266,36 @@ def test_journal_root_that_is_a_file_raises_source_error(tmp_path: Path) -> None
 
 def test_missing_hour_directory_yields_nothing(tmp_path: Path) -> None:
     write_plain(hour_dir(tmp_path, Window.from_key("2026-03-31-13:00")), "a.jsonl", [b"{}"])
-    batches, stats = read(JournalSource(tmp_path))
+    source = JournalSource(tmp_path)
+    batches, stats = read(source)
     assert batches == []
-    assert stats == ReadStats()
+    assert stats == ReadStats(digest=source.content_digest(WINDOW))
+
+
+def test_content_digest_equals_the_full_read_and_changes_with_any_byte(tmp_path: Path) -> None:
+    """The digest a read reports is what ``content_digest`` computes without parsing; any change
+    (a grown segment, an incomplete tail, a new segment, a renamed one) gives another digest."""
+    source = JournalSource(tmp_path)
+    directory = hour_dir(tmp_path)
+    write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":2}'])
+    write_gz(directory, "seg-0.jsonl.gz", b'{"z":1}\n{"z":2}')
+    seen = set()
+    for change in (
+        lambda: None,
+        lambda: write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":2}'], tail=b'{"a"'),
+        lambda: write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":3}']),
+        lambda: write_plain(directory, "seg-2.jsonl", []),
+        lambda: (directory / "seg-2.jsonl").rename(directory / "seg-3.jsonl"),
+    ):
+        change()
+        _, stats = read(source)
+        assert stats.digest == source.content_digest(WINDOW)
+        assert stats.digest not in seen
+        seen.add(stats.digest)
+    # A partial read (reconciliation, to an earlier extent) describes no state: no digest.
+    partial = ReadStats()
+    list(source.read_window(WINDOW, partial, {f"{PREFIX}/seg-1.jsonl": 1}))
+    assert partial.digest is None and partial.extent == {f"{PREFIX}/seg-1.jsonl": 1}
 
 
 def test_empty_hour_directory_yields_nothing(tmp_path: Path) -> None:

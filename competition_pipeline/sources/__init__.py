@@ -48,6 +48,9 @@ class ReadStats:
     extent: dict[str, int] = field(default_factory=dict)
     #: Stream only: whether the source has passed the window's end plus the allowed lateness.
     complete: bool | None = None
+    #: A digest of every byte a full read consumed (None where the source cannot give one): a
+    #: later :meth:`FillSource.content_digest` equal to it means the window's data is unchanged.
+    digest: str | None = None
 
 
 class FillSource(Protocol):
@@ -67,4 +70,9 @@ class FillSource(Protocol):
     ) -> Iterator[RawBatch]:
         """Yield the window's complete messages in bounded batches, in order; with ``extent``
         (an earlier read's ``stats.extent``) exactly what that read saw, nothing newer."""
+        ...
+
+    def content_digest(self, window: Window) -> str | None:
+        """The digest a full read of the window would report now, without parsing; None where
+        the source cannot tell cheaply (the stream), so every run reads it in full."""
         ...

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from competition_pipeline.sources import RawBatch, ReadStats, SourceError
 from competition_pipeline.windows import Window
@@ -27,6 +27,19 @@ DATE_DIR = re.compile(r"date=([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 HOUR_DIR = re.compile(r"hour=([0-9]{2})", re.ASCII)
 READ_CHUNK = 4 * 1024 * 1024
 BATCH_LINES = 50_000
+
+
+class _WindowDigest:
+    """sha256 over each segment's name and the sha256 of its bytes, in read order."""
+
+    def __init__(self) -> None:
+        self._hasher = hashlib.sha256()
+
+    def add(self, segment: Segment, hasher: Any) -> None:
+        self._hasher.update(f"{segment.relative}\0{hasher.hexdigest()}\n".encode())
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,37 +101,61 @@ class JournalSource:
     ) -> Iterator[RawBatch]:
         segments, ignored = self.segments(window)
         stats.ignored.extend(ignored)
+        digest = _WindowDigest()
         for segment in segments:
             if extent is not None and segment.relative not in extent:
                 continue  # written after the read that ``extent`` describes
             stats.segments += 1
             limit = extent[segment.relative] if extent is not None else None
-            yield from self._read_segment(segment, stats, limit)
+            hasher = hashlib.sha256()
+            yield from self._read_segment(segment, stats, limit, hasher)
+            digest.add(segment, hasher)
+        if extent is None:  # a partial read describes no state of the window
+            stats.digest = digest.hexdigest()
 
-    def _read_segment(
-        self, segment: Segment, stats: ReadStats, limit: int | None
-    ) -> Iterator[RawBatch]:
+    def content_digest(self, window: Window) -> str:
+        """The digest of the window's segments as they are now: names and bytes, nothing parsed
+        (about 1 GB/s here, against about 50 MB/s for parsing)."""
+        segments, _ = self.segments(window)
+        digest = _WindowDigest()
+        for segment in segments:
+            hasher = hashlib.sha256()
+            with self._open(segment) as handle:
+                while chunk := self._chunk(handle, segment):
+                    hasher.update(chunk)
+            digest.add(segment, hasher)
+        return digest.hexdigest()
+
+    @staticmethod
+    def _open(segment: Segment) -> BinaryIO:
         try:
-            handle: BinaryIO = (
-                gzip.open(segment.path, "rb") if segment.closed else open(segment.path, "rb")
-            )
+            return gzip.open(segment.path, "rb") if segment.closed else open(segment.path, "rb")
         except OSError as exc:
             raise SourceError(f"cannot open segment {segment.relative}: {exc}") from exc
-        with handle:
+
+    @staticmethod
+    def _chunk(handle: BinaryIO, segment: Segment) -> bytes:
+        try:
+            return handle.read(READ_CHUNK)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise SourceError(
+                f"corrupt segment {segment.relative}: {exc}", retryable=False
+            ) from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read segment {segment.relative}: {exc}") from exc
+
+    def _read_segment(
+        self, segment: Segment, stats: ReadStats, limit: int | None, hasher: Any
+    ) -> Iterator[RawBatch]:
+        with self._open(segment) as handle:
             line_no = 0
             pending = b""
             records: list[tuple[int, bytes]] = []
             while True:
-                try:
-                    chunk = handle.read(READ_CHUNK)
-                except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                    raise SourceError(
-                        f"corrupt segment {segment.relative}: {exc}", retryable=False
-                    ) from exc
-                except OSError as exc:
-                    raise SourceError(f"cannot read segment {segment.relative}: {exc}") from exc
+                chunk = self._chunk(handle, segment)
                 if not chunk:
                     break
+                hasher.update(chunk)
                 stats.bytes_read += len(chunk)
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()

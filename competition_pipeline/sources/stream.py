@@ -88,6 +88,10 @@ class StreamSource:
     def describe(self) -> str:
         return f"nats stream {self.stream} at {self.url.split('@')[-1]}"
 
+    def content_digest(self, window: Window) -> None:
+        """None: knowing whether a window changed means replaying it, so every run does."""
+        return None
+
     # -- connection -------------------------------------------------------------------------
 
     async def _connect(self):
