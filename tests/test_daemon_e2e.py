@@ -7,14 +7,7 @@ leaves the table equal to the journal.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,38 +15,23 @@ import psycopg
 import pytest
 
 from competition_pipeline import dburl
-from competition_pipeline.contract import Fill, parse_line
-from competition_pipeline.rows import fill_rows
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import HOUR, Window
-from tests.conftest import REPO
+from tests.dagster_dev import (  # noqa: F401 (free_port: imported from here elsewhere)
+    LAUNCH,
+    SENSOR_INTERVAL,
+    STATUS,
+    DagsterDev,
+    dagster_dev_env,
+    free_port,
+    journal_keys,
+    run_dagster_dev,
+    stored_keys,
+    wait_for,
+)
 from tests.journal_helpers import fill, write_segment
 
 pytestmark = pytest.mark.slow
-SENSOR_INTERVAL = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class DagsterDev:
-    def __init__(self, port: int, process: subprocess.Popen, log: Path) -> None:
-        self.port, self.process, self.log = port, process, log
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.load(response)
-        assert "errors" not in payload, payload
-        return payload["data"]
 
 
 @pytest.fixture
@@ -63,82 +41,10 @@ def dagster_dev(
     """``dagster dev`` on the test's databases and journal; the journal sensor runs unless the
     test is marked ``sensor_off`` (a backfill test must not race the sensor for its windows)."""
     CompetitionStore(database_url).ensure_schema()  # the deploy step `competition-pipeline schema`
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        COMPETITION_DATABASE_URL=database_url,
-        FILL_JOURNAL_DIR=str(journal),
-        FILL_SENSOR_DEFAULT_STATUS="stopped"
-        if request.node.get_closest_marker("sensor_off")
-        else "running",
-        FILL_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL),
-    )
-    log = tmp_path / "dagster-dev.log"
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                dagster,
-                "dev",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                str(REPO / "workspace.yaml"),
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    dev = DagsterDev(port, process, log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                dev.graphql("{ version }")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    tail = log.read_text()[-3000:]
-                    raise AssertionError(f"dagster dev did not answer:\n{tail}") from None
-                time.sleep(1)
+    sensor_running = request.node.get_closest_marker("sensor_off") is None
+    env = dagster_dev_env(database_url, journal, sensor_running=sensor_running)
+    with run_dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
         yield dev
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def stored_keys(database_url: str) -> set[tuple[int, str]]:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return set(conn.execute("SELECT trade_id, wallet FROM competition_fill_events").fetchall())
-
-
-def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
-    """The answer computed straight from the journal files: every valid fill's wallet rows."""
-    keys = set()
-    for window in windows:
-        directory = journal / f"date={window.start:%Y-%m-%d}" / f"hour={window.start:%H}"
-        for path in sorted(directory.glob("*.jsonl")):
-            for line in path.read_bytes().splitlines():
-                result = parse_line(line)
-                if type(result) is Fill and window.contains_ms(result.timestamp_ms):
-                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
-    return keys
-
-
-def wait_for(predicate, timeout: float, what: str, dev: DagsterDev) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{dev.log.read_text()[-4000:]}")
-        time.sleep(0.5)
 
 
 def test_files_dropped_into_the_journal_are_recorded_by_the_sensor(
@@ -164,22 +70,6 @@ def test_files_dropped_into_the_journal_are_recorded_by_the_sensor(
     elapsed = time.monotonic() - started
     print(f"late fill recorded {elapsed:.1f}s after it was written, interval {SENSOR_INTERVAL}s")
     assert elapsed < 2 * SENSOR_INTERVAL  # the promise: within two sensor intervals
-
-
-LAUNCH = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-STATUS = """
-query Status($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    ... on PartitionBackfill { status numPartitions runs(limit: 100) { runId status } }
-  }
-}"""
 
 
 @pytest.mark.sensor_off

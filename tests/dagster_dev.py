@@ -1,0 +1,150 @@
+"""``dagster dev`` (webserver + daemon) on a test's PostgreSQL instance storage, shared by the
+end-to-end and browser tests: start it, talk GraphQL to it, wait for outcomes, read the answer
+back from the table and from the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from competition_pipeline import dburl
+from competition_pipeline.contract import Fill, parse_line
+from competition_pipeline.rows import fill_rows
+from competition_pipeline.windows import Window
+from tests.conftest import REPO
+
+SENSOR_INTERVAL = 10
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions runs(limit: 100) { runId status } }
+  }
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DagsterDev:
+    def __init__(self, port: int, process: subprocess.Popen, log: Path) -> None:
+        self.port, self.process, self.log = port, process, log
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.load(response)
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+
+def dagster_dev_env(database_url: str, journal: Path, *, sensor_running: bool) -> dict[str, str]:
+    """The code location's environment for a test: its database and journal, a short interval."""
+    return {
+        "COMPETITION_DATABASE_URL": database_url,
+        "FILL_JOURNAL_DIR": str(journal),
+        "FILL_SENSOR_DEFAULT_STATUS": "running" if sensor_running else "stopped",
+        "FILL_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL),
+    }
+
+
+@contextmanager
+def run_dagster_dev(env: Mapping[str, str], log: Path) -> Iterator[DagsterDev]:
+    """``dagster dev`` with ``os.environ`` plus ``env``, once its GraphQL answers; its whole
+    process group (webserver, daemon, code server, runs) is stopped on exit."""
+    port = free_port()
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    command = [
+        dagster,
+        "dev",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        str(REPO / "workspace.yaml"),
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    dev = DagsterDev(port, process, log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                dev.graphql("{ version }")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    tail = log.read_text()[-3000:]
+                    raise AssertionError(f"dagster dev did not answer:\n{tail}") from None
+                time.sleep(1)
+        yield dev
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def stored_keys(database_url: str) -> set[tuple[int, str]]:
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        return set(conn.execute("SELECT trade_id, wallet FROM competition_fill_events").fetchall())
+
+
+def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
+    """The answer computed straight from the journal files: every valid fill's wallet rows."""
+    keys = set()
+    for window in windows:
+        directory = journal / f"date={window.start:%Y-%m-%d}" / f"hour={window.start:%H}"
+        for path in sorted(directory.glob("*.jsonl")):
+            for line in path.read_bytes().splitlines():
+                result = parse_line(line)
+                if type(result) is Fill and window.contains_ms(result.timestamp_ms):
+                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
+    return keys
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, dev: DagsterDev) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{dev.log.read_text()[-4000:]}")
+        time.sleep(0.5)
