@@ -221,6 +221,8 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
 #: Part of every stored digest: bump it when parsing or row building changes what the same bytes
 #: give, so that windows recorded by older code are read again instead of being taken as unchanged.
 RECORDING_VERSION = 1
+#: Rows staged per round at least (a window's last round may be smaller).
+STAGE_ROWS = 20_000
 
 
 def _versioned(digest: str | None) -> str | None:
@@ -318,10 +320,20 @@ def _load(
     started: float,
 ) -> WindowReport:
     with session.window(window) as load:
+        # Small batches (one per segment of a quiet hour) are staged together: each staging
+        # round costs several statements whatever its size.
+        pending: list[tuple] = []
         for rows, rejects in batches:
-            load.stage_rows(rows)
+            if pending:
+                pending.extend(rows)
+            else:
+                pending = rows
+            if len(pending) >= STAGE_ROWS:
+                load.stage_rows(pending)
+                pending = []
             if rejects:
                 load.stage_rejects(rejects)
+        load.stage_rows(pending)
         _check_budget(report, reject_budget)
         counts = load.finish()
         report.conflicts = counts.conflict_messages

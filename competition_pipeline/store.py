@@ -22,7 +22,7 @@ the column constants of this module, never from data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -268,7 +268,7 @@ WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
 ON CONFLICT (trade_id, wallet) DO NOTHING"""
 _SQL_INSERT_BATCH = f"""
 INSERT INTO {FILL_EVENTS} ({", ".join(_INSERT_COLUMNS)})
-SELECT {", ".join(_INSERT_VALUES)} FROM stage_batch s"""
+SELECT {", ".join(_INSERT_VALUES)} FROM {{table}} s"""
 _SQL_RECORD_CONFLICTS = f"""
 INSERT INTO {FILL_CONFLICTS}
     (window_start, source_file, line_no, wallet, trade_id, conflicts_with, differing_fields)
@@ -358,19 +358,22 @@ class Reconciliation:
 class WindowLoad:
     """An open window transaction: stage batches, then :meth:`finish` once."""
 
-    def __init__(self, conn: psycopg.Connection, window: Window) -> None:
+    def __init__(self, conn: psycopg.Connection, window: Window, *, insert: bool = True) -> None:
         self._conn = conn
         self._window = window
+        self._batches = 0
         self._params = {"window_start": window.start}
         # Rows carry the window that recorded them, so the window's stored rows after this load
         # are these plus the ones it inserts (no count over millions of fresh rows at the end).
         self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]
         self._rows = 0
         self._rejects = 0
-        self._fast_path = True  # every staged key was new so far, and is inserted already
+        # Every staged key was new so far, and is inserted already. A comparison only
+        # (``insert=False``) never inserts: it must see the table as it is.
+        self._fast_path = insert
         self._fast_inserted = 0
 
-    def stage_rows(self, rows: Iterable[Row]) -> None:
+    def stage_rows(self, rows: Sequence[Row]) -> None:
         """COPY one batch into staging and, while every key so far was new, insert it at once.
 
         The fast path (a first recording): each batch goes straight into the table under its
@@ -378,21 +381,30 @@ class WindowLoad:
         key that is already recorded, or repeated, makes the unique index refuse that batch: its
         savepoint is rolled back and :meth:`finish` takes the careful path over all staged rows
         (the batches inserted before stay, and count as inserted).
+
+        The first batch is copied into ``stage_fills`` itself, which then holds just that batch:
+        a window of one batch (most hours) costs one COPY and one INSERT.
         """
-        with self._conn.cursor() as cur, cur.copy(_copy_sql("stage_batch", ROW_FIELDS)) as copy:
+        if not rows:
+            return
+        self._batches += 1
+        first = self._batches == 1
+        table = "stage_fills" if first else "stage_batch"
+        with self._conn.cursor() as cur, cur.copy(_copy_sql(table, ROW_FIELDS)) as copy:
             for row in rows:
                 copy.write_row(row)
-                self._rows += 1
-        self._conn.execute("INSERT INTO stage_fills SELECT * FROM stage_batch")
+        self._rows += len(rows)
+        if not first:
+            self._conn.execute("INSERT INTO stage_fills SELECT * FROM stage_batch")
         if self._fast_path:
             try:
                 with self._conn.transaction():  # a savepoint for this batch
-                    self._fast_inserted += self._conn.execute(
-                        _SQL_INSERT_BATCH, self._params
-                    ).rowcount
+                    insert = _SQL_INSERT_BATCH.format(table=table)
+                    self._fast_inserted += self._conn.execute(insert, self._params).rowcount
             except psycopg.errors.UniqueViolation:
                 self._fast_path = False
-        self._conn.execute("TRUNCATE stage_batch")
+        if not first:
+            self._conn.execute("TRUNCATE stage_batch")
 
     def stage_rejects(self, rejects: Iterable[tuple[str, int, str, bool, str]]) -> None:
         with (
@@ -539,12 +551,14 @@ class LoadSession:
 
     @contextmanager
     def window(self, window: Window, *, commit: bool = True) -> Iterator[WindowLoad]:
+        """One window's transaction, under the window's advisory lock. ``commit=False`` is a
+        comparison: rows are staged but never inserted, and everything is rolled back."""
         conn = self._conn
         try:
             with conn.transaction() as transaction:
                 hour = window.start_ms // 3_600_000
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
-                yield WindowLoad(conn, window)
+                yield WindowLoad(conn, window, insert=commit)
                 if not commit:
                     raise psycopg.Rollback(transaction)
         except psycopg.Error as exc:

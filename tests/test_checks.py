@@ -10,7 +10,10 @@ import dagster as dg
 import psycopg
 
 from competition_pipeline import dburl
+from competition_pipeline.pipeline import reconcile_window
 from competition_pipeline.resources import RecordingPolicy
+from competition_pipeline.sources.journal import JournalSource
+from competition_pipeline.store import CompetitionStore
 from tests.journal_helpers import W3, fill, write_segment
 from tests.test_asset import KEY, T0, WINDOW, materialize, metadata, query
 
@@ -155,3 +158,18 @@ def test_fuzzed_lines_never_crash_and_the_identity_holds(database_url: str, jour
     stored_rejects = query(database_url, "SELECT count(*) FROM competition_fill_rejects")[0][0]
     assert stored_rejects == meta["rejects"]
     assert evaluations(result)["reconciles_with_journal"].passed
+
+
+def test_reconciliation_of_a_window_emptied_since_finds_every_row_missing(
+    database_url: str, journal: Path
+) -> None:
+    """The comparison stages the journal's rows without inserting them: a window whose rows were
+    all deleted is reported missing, not quietly re-inserted inside the check's transaction."""
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0), fill(2, T0 + 1)])
+    materialize(database_url, journal)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute("DELETE FROM competition_fill_events")
+    result = reconcile_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    assert (result.expected_rows, result.stored_rows, result.missing) == (4, 0, 4)
+    assert result.missing_sample[0][0] == 1
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
