@@ -20,6 +20,7 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     result = json.loads(out.read_text())
     for figure in ("a_plain_copy", "b_first_recording", "c_rerun_unchanged", "f_backfill"):
         assert result[figure]["rows"] > 0 and result[figure]["seconds"] > 0
+    assert result["a_plain_copy"]["preformatted_seconds"] > 0
     assert result["b_first_recording"]["rows"] == result["a_plain_copy"]["rows"]
     assert result["b_first_recording"]["rows_inserted"] == result["a_plain_copy"]["rows"]
     assert result["c_rerun_unchanged"]["rows_inserted"] == 0
@@ -28,8 +29,10 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     assert result["f_backfill"]["windows"] == 24 and result["f_backfill"]["runs"] == 1
     assert set(result["ratios"]) == {
         "b_over_a_rows_per_second",
+        "b_over_a_preformatted_rows_per_second",
         "c_over_b_seconds",
         "f_over_b_rows_per_second",
     }
     printed = capsys.readouterr().out
     assert "a. plain COPY (baseline)" in printed and "b/a rows/s" in printed
+    assert "a'. plain COPY of server-formatted text" in printed and "b/a' rows/s" in printed
