@@ -5,10 +5,10 @@ No database, no Dagster.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from competition_pipeline.contract import Fill, parse_line
@@ -102,7 +102,7 @@ def test_rows_are_plain_tuples_in_row_fields_order() -> None:
 
 @pytest.mark.parametrize(("taker_side", "maker_side"), [("Buy", "Sell"), ("Sell", "Buy")])
 def test_maker_side_is_the_opposite_of_the_taker_side(taker_side: str, maker_side: str) -> None:
-    fill = dataclasses.replace(FILL, taker_side=taker_side)
+    fill = msgspec.structs.replace(FILL, taker_side=taker_side)
     taker, maker = as_dicts(fill_rows(fill, 1, "f", 1))
     assert (taker["side"], maker["side"]) == (taker_side, maker_side)
 
@@ -114,7 +114,7 @@ def test_rows_are_keyed_by_trade_id_and_wallet() -> None:
 
 
 def test_null_pnl_and_no_builder_stay_null() -> None:
-    fill = dataclasses.replace(
+    fill = msgspec.structs.replace(
         FILL,
         builder_code_address=None,
         builder_code_fee=None,
@@ -155,7 +155,7 @@ def test_rows_from_a_parsed_line_without_accounting() -> None:
 
 # --- self-trades --------------------------------------------------------------------------------
 
-SELF = dataclasses.replace(FILL, maker_wallet=TAKER)
+SELF = msgspec.structs.replace(FILL, maker_wallet=TAKER)
 
 
 def test_self_trade_gives_one_flagged_row() -> None:
@@ -202,7 +202,7 @@ def test_self_trade_keeps_the_builder_code_the_taker_paid() -> None:
 def test_self_trade_pnl_is_the_sum_with_null_as_absent(
     taker_pnl: str | None, maker_pnl: str | None, expected: str | None
 ) -> None:
-    fill = dataclasses.replace(SELF, taker_realized_pnl=taker_pnl, maker_realized_pnl=maker_pnl)
+    fill = msgspec.structs.replace(SELF, taker_realized_pnl=taker_pnl, maker_realized_pnl=maker_pnl)
     (row,) = as_dicts(fill_rows(fill, 1, "f", 1))
     if expected is None:
         assert row["realized_pnl"] is None
@@ -259,7 +259,7 @@ def _scaled(text: str, places: int) -> int:
     ],
 )
 def test_self_trade_sums_are_exact_for_long_decimals(a: str, b: str) -> None:
-    fill = dataclasses.replace(
+    fill = msgspec.structs.replace(
         SELF, taker_fee=a, maker_fee=b, taker_realized_pnl=b, maker_realized_pnl=a
     )
     (row,) = as_dicts(fill_rows(fill, 1, "f", 1))
@@ -271,7 +271,7 @@ def test_self_trade_sums_are_exact_for_long_decimals(a: str, b: str) -> None:
 
 
 def test_thirty_fraction_digits_add_to_the_exact_string() -> None:
-    fill = dataclasses.replace(
+    fill = msgspec.structs.replace(
         SELF,
         taker_fee="0.123456789012345678901234567890",
         maker_fee="0.000000000000000000000000000001",
@@ -281,6 +281,6 @@ def test_thirty_fraction_digits_add_to_the_exact_string() -> None:
 
 
 def test_tiny_self_trade_fees_add_exactly() -> None:
-    fill = dataclasses.replace(SELF, taker_fee="0.0000001", maker_fee="0.0000002")
+    fill = msgspec.structs.replace(SELF, taker_fee="0.0000001", maker_fee="0.0000002")
     (row,) = as_dicts(fill_rows(fill, 1, "f", 1))
     assert Decimal(row["fee"]) == Decimal("0.0000003")
