@@ -1,0 +1,33 @@
+-- Table privileges for competition-pipeline (docs/operations.md, section 4). Run after the tables
+-- exist (created by competition_owner with `competition-pipeline schema`), and again after every
+-- schema change that adds a table:
+--     psql -h DBHOST -U postgres -d competition -v ON_ERROR_STOP=1 -f docs/examples/grants.sql
+-- Idempotent. Each role gets what the statements of the code it runs need, and nothing else
+-- (section 4 lists them); tests/test_asset.py (test_least_privilege_role_records_a_window) records
+-- a window with the first two GRANTs, tests/test_operations_docs.py applies this file.
+SET ROLE competition_owner;
+
+-- The recorder, for competition_fill_events (the asset and its three checks).
+GRANT SELECT, INSERT ON competition_fill_events, competition_fill_rejects,
+      competition_fill_conflicts TO competition_recorder;
+GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder;
+
+-- The recorder, for competition_standings (the asset and standings_refresh_sensor use the same
+-- COMPETITION_DATABASE_URL). Its SELECT ... FOR UPDATE on competitions needs UPDATE there;
+-- nothing updates a competition's row.
+GRANT SELECT, UPDATE ON competitions TO competition_recorder;
+GRANT SELECT ON competition_participants TO competition_recorder;
+GRANT SELECT, INSERT, DELETE ON competition_standings TO competition_recorder;
+
+-- The admin CLI: `competition create`, `competition register` (registering again updates the
+-- username) and `standings` (read; `standings --refresh` needs the recorder's standings grants).
+GRANT SELECT, INSERT ON competitions TO competition_admin;
+GRANT SELECT, INSERT, UPDATE ON competition_participants TO competition_admin;
+GRANT SELECT ON competition_standings TO competition_admin;
+
+-- The analyst reads every table, including the ones the owner creates later.
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO competition_analyst;
+ALTER DEFAULT PRIVILEGES FOR ROLE competition_owner IN SCHEMA public
+    GRANT SELECT ON TABLES TO competition_analyst;
+
+RESET ROLE;
