@@ -17,13 +17,12 @@ import pytest
 from competition_pipeline import dburl
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import HOUR, Window
-from tests.dagster_dev import (  # noqa: F401 (free_port: imported from here elsewhere)
+from tests.dagster_dev import (
     LAUNCH,
     SENSOR_INTERVAL,
     STATUS,
     DagsterDev,
     dagster_dev_env,
-    free_port,
     journal_keys,
     run_dagster_dev,
     stored_keys,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from competition_pipeline.rows import fill_rows
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import Window
 from tests.conftest import REPO
-from tests.test_daemon_e2e import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
+from tests.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -32,6 +33,18 @@ def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
 
 
 def journal_rows(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
@@ -73,6 +86,8 @@ def test_daemon_killed_mid_backfill_ends_exact(
         env,
         log,
     )
+    # The webserver and the daemon load the location once at start: wait until it serves.
+    wait_for_port(grpc_port, code_server, log)
     web = start(
         [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *workspace], env, log
     )

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.conftest import REPO
-from tests.test_daemon_e2e import free_port
+from tests.dagster_dev import free_port
 
 pytestmark = pytest.mark.slow
 
