@@ -35,6 +35,7 @@ from pathlib import Path
 from competition_pipeline import dburl, embedded, simulate
 from competition_pipeline.follow import FollowCursor, plan
 from competition_pipeline.pipeline import WindowReport, parse_window, record_window
+from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.sources import ReadStats
 from competition_pipeline.sources.journal import JournalSource, scan, window_dir
 from competition_pipeline.store import CompetitionStore
@@ -45,8 +46,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
 
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+_log = stderr_log("bench")
 
 
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
@@ -130,24 +130,6 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class Progress:
-    """Prints ``done of total`` at every tenth of the way (long steps must not look hung)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.shown = -1
-        self.started = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        tenth = done * 10 // total if total else 10
-        if tenth > self.shown:
-            self.shown = tenth
-            _log(
-                f"{self.what}: {done:,} of {total:,} ({tenth * 10}%,"
-                f" {time.perf_counter() - self.started:.0f}s)"
-            )
-
-
 def record_in_child(url: str, journal: Path, what: str) -> dict:
     command = [sys.executable, "-m", "competition_pipeline.bench", "--child", url, str(journal)]
     started = time.perf_counter()
@@ -218,7 +200,7 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
         windows = [Window(first.start + i * HOUR) for i in range(days * 24)]
         sim = simulate.FillSimulator(seed=11, trade_id_base=10**15)
         expected_rows = 0
-        progress = Progress("writing the backfill's hours")
+        progress = Progress("writing the backfill's hours", _log)
         for done, window in enumerate(windows, start=1):
             hour = simulate.write_hour(journal, window, fills_per_hour, sim=sim)
             expected_rows += hour.rows_expected
@@ -267,7 +249,7 @@ def run(args: argparse.Namespace) -> dict:
             journal = Path(tmp) / "journal"
             _log(f"writing a journal window of {args.fills:,} fills")
             written = simulate.write_hour(
-                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal")
+                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal", _log)
             )
             _log("a. plain COPY baseline")
             a = plain_copy(url, journal)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import msgspec
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
+from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.sources.journal import JournalSource
 from competition_pipeline.sources.stream import STREAM, SUBJECT_PREFIX, connect
 from competition_pipeline.windows import Window
@@ -75,7 +75,7 @@ async def publish_lines(
     *,
     stream: str = STREAM,
     prefix: str = SUBJECT_PREFIX,
-    progress_every: int = 0,
+    progress: Progress | None = None,
 ) -> Published:
     """Publish each line as one message and wait for the stream's acknowledgement."""
     nc = await connect(url, 5.0)
@@ -88,10 +88,12 @@ async def publish_lines(
             ack = await js.publish(subject, line, stream=stream, headers={"Nats-Msg-Id": msg_id})
             result.messages += 1
             result.duplicates += bool(ack.duplicate)
-            if progress_every and result.messages % progress_every == 0:
-                print(f"published {result.messages:,}", file=sys.stderr, flush=True)
+            if progress is not None:
+                progress(result.messages)
     finally:
         await nc.close()
+    if progress is not None:
+        progress.finish(result.messages)
     return result
 
 
@@ -127,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         lines: Iterable[bytes] = journal_lines(args.root, windows)
     else:
         lines = _live_lines(args.rate, args.duration)
+    progress = Progress("published", stderr_log("publish"))
     result = asyncio.run(
-        publish_lines(args.url, lines, stream=args.stream, prefix=args.prefix, progress_every=1000)
+        publish_lines(args.url, lines, stream=args.stream, prefix=args.prefix, progress=progress)
     )
     print(f"published {result.messages:,} messages ({result.duplicates:,} dropped as duplicates)")
     return 0

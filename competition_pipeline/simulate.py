@@ -27,7 +27,6 @@ import hashlib
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from pathlib import Path
 from random import Random
 from typing import BinaryIO
 
+from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.sources.journal import window_dir
 from competition_pipeline.windows import HOUR, Window
 
@@ -570,8 +570,7 @@ def append_live(
     )
 
 
-def _log(message: str) -> None:
-    print(f"[simulate] {message}", file=sys.stderr, flush=True)
+_log = stderr_log("simulate")
 
 
 def _windows(end: Window, hours: int) -> Iterator[Window]:
@@ -627,7 +626,14 @@ def main(argv: list[str] | None = None) -> int:
             count = args.fills_per_hour * (now_ms - window.start_ms) // HOUR_MS
             until = now_ms
         stats = write_hour(
-            args.journal, window, count, segments=args.segments, sim=sim, until_ms=until
+            args.journal,
+            window,
+            count,
+            segments=args.segments,
+            sim=sim,
+            until_ms=until,
+            # An hour of more than one chunk takes seconds to minutes: show its way through.
+            progress=Progress(window.key, _log) if count > CHUNK_FILLS else None,
         )
         written += 1
         fills += stats.fills
