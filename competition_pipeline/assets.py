@@ -96,9 +96,13 @@ def _record(
         ) from None
 
 
-def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     for name in report.ignored_files:
         context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+
+
+def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+    _warn_ignored(context, report)
     context.log.info(
         f"window {report.window}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
         f"{report.rows_already_present} already present, {report.rejects} rejects, "
@@ -145,8 +149,7 @@ def competition_fill_events(
     started = time.perf_counter()
     rows = 0
     for done, report in enumerate(_record(windows, database, journal, policy), start=1):
-        for name in report.ignored_files:
-            context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+        _warn_ignored(context, report)
         # Yielded, not context.log_event(): logged events are buffered until the next yield,
         # so a failure later in the range would drop the events of windows already committed.
         yield dg.AssetMaterialization(

@@ -284,19 +284,18 @@ def record_windows(
         for window in windows:
             started = time.perf_counter()
             item = next(parsed)
-            before = previous.get(window)
+            report, stats = item.report, item.stats
             if item.unchanged:
-                assert before is not None and before.stored is not None
+                before = previous[window]
+                assert before.stored is not None
                 if session.intact(window, before.stored):
                     report = _unchanged_report(before, time.perf_counter() - started)
                     _check_budget(report, reject_budget)
                     yield report
                     continue
                 # Something was deleted since: read the window in full, here and now.
-                report, stats = item.report, item.stats
                 batches = parse_window(source, window, report, stats)
             else:
-                report, stats = item.report, item.stats
                 batches = _window_batches(item, parsed)
             yield _load(session, window, report, stats, batches, reject_budget, started)
 

@@ -1,6 +1,6 @@
 """PostgreSQL: the competition tables and the bulk, idempotent window load.
 
-One window is one transaction (:meth:`CompetitionStore.window_load`):
+One window is one transaction (:meth:`LoadSession.window`, on a :meth:`CompetitionStore.session`):
 
 1. an advisory lock on the window serializes concurrent loads of the same window;
 2. rows and rejects are COPYed (psycopg 3) into temporary staging tables, batch by batch, so memory
@@ -361,7 +361,6 @@ class WindowLoad:
     def __init__(self, conn: psycopg.Connection, window: Window, *, insert: bool = True) -> None:
         self._conn = conn
         self._window = window
-        self._batches = 0
         self._params = {"window_start": window.start}
         # Rows carry the window that recorded them, so the window's stored rows after this load
         # are these plus the ones it inserts (no count over millions of fresh rows at the end).
@@ -387,8 +386,7 @@ class WindowLoad:
         """
         if not rows:
             return
-        self._batches += 1
-        first = self._batches == 1
+        first = self._rows == 0  # empty batches are never staged
         table = "stage_fills" if first else "stage_batch"
         with self._conn.cursor() as cur, cur.copy(_copy_sql(table, ROW_FIELDS)) as copy:
             for row in rows:
@@ -629,12 +627,6 @@ class CompetitionStore:
             raise self._error("database error in", exc) from None
         finally:
             conn.close()
-
-    @contextmanager
-    def window_load(self, window: Window) -> Iterator[WindowLoad]:
-        """One window, one transaction: commit on a clean exit, roll back on any exception."""
-        with self.session() as session, session.window(window, commit=True) as load:
-            yield load
 
     @contextmanager
     def window_staging(self, window: Window) -> Iterator[WindowLoad]:
