@@ -4,6 +4,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -55,6 +56,8 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
         "conflicts": report.conflicts,
         "incomplete_tails": report.incomplete_tails,
         "segments": report.segments,
+        "bytes_read": report.bytes_read,
+        "incremental": report.incremental,
         "seconds": round(report.seconds, 3),
         "rows_per_second": round(report.rows_per_second, 1),
         "accounting_balanced": report.balanced(),
@@ -64,6 +67,10 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
         metadata["lag_seconds"] = round(time.time() - report.newest_fill_ms / 1000, 1)
     if report.stream_complete is not None:
         metadata["stream_complete"] = report.stream_complete
+    if report.rewritten_segments:
+        metadata["rewritten_segments"] = dg.MetadataValue.md(
+            "\n".join(f"- `{name}`" for name in report.rewritten_segments)
+        )
     if report.ignored_files:
         metadata["ignored_files"] = dg.MetadataValue.md(
             "\n".join(f"- `{name}`" for name in report.ignored_files)
@@ -99,6 +106,11 @@ def _record(
 def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     for name in report.ignored_files:
         context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+    for name in report.rewritten_segments:
+        context.log.warning(
+            f"{name} changed before its committed offset (rewritten or shrunk; segments are"
+            " append-only): the window was read again in full"
+        )
 
 
 def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
@@ -130,6 +142,35 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
     ),
 )
 def competition_fill_events(
+    context: dg.AssetExecutionContext,
+    database: CompetitionDatabase,
+    journal: FillSourceResource,
+    policy: RecordingPolicy,
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+    with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
+        yield from _materialize(context, database, journal, policy)
+
+
+@contextmanager
+def holding_run_lock(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    database: CompetitionDatabase,
+    outcome: str,
+) -> Iterator[None]:
+    """The run's liveness lock, held while the step works: the sensors take a started run that
+    holds it for alive, and one that does not (and logs nothing) for dead (see sensors.py)."""
+    try:
+        with database.store().holding_run_lock(context.run.run_id):
+            yield
+    except StoreError as exc:  # the step's own errors are Failures already (see _record)
+        keys = context.partition_key_range
+        label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+        raise dg.Failure(
+            description=f"window {label} {outcome}: {exc}", allow_retries=exc.retryable
+        ) from None
+
+
+def _materialize(
     context: dg.AssetExecutionContext,
     database: CompetitionDatabase,
     journal: FillSourceResource,

@@ -1,55 +1,81 @@
-"""Which windows to (re)record: the journal sensor's decision, as a pure function over a cursor.
+"""Which windows to (re)record: the sensors' decision, as pure functions.
 
-The cursor is small, readable JSON kept by Dagster in the instance storage (PostgreSQL), so it
-survives restarts of everything:
+**The committed state is the follower's offset.** Each load commits, in the same transaction as
+its rows, what it read (``competition_fill_windows``: per journal segment the complete lines, the
+bytes, the size and mtime it saw; for the stream, the stream position it covered). A window is
+*behind* when the source holds more than that: never recorded, a new segment, a segment whose
+size or mtime differs from what the committed read saw, or (stream) a message newer than the
+committed position. Every tick compares the whole journal scan with the committed state (one
+query), so a window whose run failed, was killed, cancelled or lost with the daemon is requested
+again on the next tick: no run key, cursor or run history can make a window be forgotten.
 
-* ``watermark_ns``: the wall-clock time the previous tick started scanning. A window outside the
-  horizon is requested when its directory or a segment changed at or after it (minus a second of
-  slack for coarse file-system clocks): a late fill in an old hour, a new segment, a grown tail.
-* ``fingerprints``: the data fingerprint (segment names, sizes, mtimes) last requested for each
-  window of the recent horizon (default 48 hours before the newest window). A window is requested
-  when its fingerprint differs, so the open hour is requested as it grows.
-* ``pending``: windows that changed while a run of theirs was queued or in progress; they are
-  decided again on the next tick, whatever their mtimes, so a deferral never loses a change.
-
-Everything older than the horizon leaves the cursor, so its size is bounded by the horizon, not by
-the journal's age. The run key is ``<window>@<fingerprint>``: Dagster never launches the same key
-twice for a sensor, so an unchanged window is never requested twice even if a cursor update is lost.
+The cursor (readable JSON in the instance storage) only paces retries: for each window it asked
+for, the commit token (``recorded_at``) seen then, how many requests in a row ended without a
+commit, and when. A window that keeps failing (a corrupt segment, a missing privilege) is asked
+for again after ``base * 2**(failures-1)`` seconds, capped; any commit resets it. Losing the
+cursor costs at most one early retry, never a request.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 from competition_pipeline.sources.journal import WindowState
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.store import CommittedWindow
+from competition_pipeline.windows import Window
 
-CLOCK_SLACK_NS = 1_000_000_000
-DEFAULT_HORIZON_HOURS = 48
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff for windows whose requests keep ending without a commit."""
+
+    base_seconds: float = 15.0
+    max_seconds: float = 600.0
+
+    def seconds(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        return min(self.max_seconds, self.base_seconds * 2 ** min(failures - 1, 30))
+
+
+@dataclass
+class Attempt:
+    """A window that was asked for: the commit token then, failures in a row, when."""
+
+    failures: int
+    token: str | None
+    requested_ns: int
 
 
 @dataclass
 class FollowCursor:
-    watermark_ns: int | None = None
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    #: Stream sensor: the last stream sequence scanned, and per window the newest sequence seen
+    #: for it that is not known to be committed yet.
+    last_seq: int = 0
+    wanted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str | None) -> FollowCursor:
-        if not text:
-            return cls()
-        data = json.loads(text)
-        return cls(
-            data.get("watermark_ns"), dict(data.get("fingerprints", {})), data.get("pending", [])
-        )
+        """Any earlier cursor form reads as empty where it differs: the cursor only paces."""
+        data = json.loads(text) if text else {}
+        attempts = {
+            key: Attempt(**value)
+            for key, value in data.get("attempts", {}).items()
+            if isinstance(value, dict)
+        }
+        return cls(attempts, int(data.get("last_seq", 0)), dict(data.get("wanted", {})))
 
     def to_json(self) -> str:
         return json.dumps(
             {
-                "watermark_ns": self.watermark_ns,
-                "fingerprints": dict(sorted(self.fingerprints.items())),
-                "pending": sorted(self.pending),
+                "attempts": {k: asdict(v) for k, v in sorted(self.attempts.items())},
+                "last_seq": self.last_seq,
+                "wanted": dict(sorted(self.wanted.items())),
             }
         )
 
@@ -57,64 +83,99 @@ class FollowCursor:
 @dataclass(frozen=True)
 class Request:
     window: Window
-    fingerprint: str
-
-    @property
-    def run_key(self) -> str:
-        return f"{self.window.key}@{self.fingerprint}"
+    reason: str
+    attempt: int  # 1 for a first request; n after n - 1 requests that ended without a commit
 
 
 @dataclass
 class Plan:
     requests: list[Request]
     cursor: FollowCursor
-    deferred: list[str]  # changed, but a run of the window is still queued or in progress
+    behind: dict[str, str]  # every window behind, with the reason
+    deferred: list[str]  # behind, but a live run is recording it
+    backing_off: dict[str, float]  # behind, failing: seconds until the next request
     out_of_range: list[str]  # hour directories outside the partitions (before start, future)
 
 
+def journal_behind(state: WindowState, committed: CommittedWindow | None) -> str | None:
+    """Why the window's journal is ahead of what is committed, or None when it is not."""
+    if committed is None:
+        return "never recorded"
+    positions = committed.positions
+    if positions is None:
+        return "recorded without offsets (an older release)"
+    for segment in state.segments:
+        position = positions.get(segment.relative)
+        if position is None:
+            return f"new segment {segment.relative}"
+        if (segment.size, segment.mtime_ns) != (position["size"], position["mtime_ns"]):
+            grew = segment.size > position["size"]
+            return f"{'grown' if grew else 'changed'} segment {segment.relative}"
+    return None
+
+
+def stream_behind(wanted_seq: int, committed: CommittedWindow | None, origin: str) -> str | None:
+    """Why a stream window is behind: the stream holds a message (``wanted_seq``) beyond the
+    stream position its latest load covered."""
+    covered = committed.extent.get(origin, 0) if committed is not None else 0
+    if covered >= wanted_seq:
+        return None
+    return "never recorded" if committed is None else f"stream seq {wanted_seq} > {covered}"
+
+
 def plan(
-    states: list[WindowState],
+    behind: Mapping[Window, str],
+    committed: Mapping[Window, CommittedWindow],
     cursor: FollowCursor,
     *,
-    scan_started_ns: int,
-    in_progress: set[str],
+    now_ns: int,
+    live: set[str],
     first: Window,
     last: Window,
-    horizon_hours: int = DEFAULT_HORIZON_HOURS,
+    backoff: Backoff,
+    max_requests: int,
 ) -> Plan:
-    """Decide the run requests of one tick and the cursor that follows it."""
-    newest = max((s.window for s in states), default=None)
-    horizon = Window(newest.start - horizon_hours * HOUR) if newest else None
-    pending = set(cursor.pending)
-    requests: list[Request] = []
+    """The run requests of one tick: every behind window inside the partitions that no live run
+    is recording and that is not backing off; the hour in progress first, then the windows that
+    failed least, newest first, at most ``max_requests`` (the rest come on later ticks)."""
+    attempts: dict[str, Attempt] = {}
+    candidates: list[tuple[Window, str, int, str | None]] = []
     deferred: list[str] = []
+    backing_off: dict[str, float] = {}
     out_of_range: list[str] = []
-    fingerprints: dict[str, str] = {}
-    for state in states:
-        key = state.window.key
-        if not first <= state.window <= last:
+    in_range: dict[str, str] = {}
+    for window, reason in sorted(behind.items()):
+        key = window.key
+        if not first <= window <= last:
             out_of_range.append(key)
             continue
-        known = cursor.fingerprints.get(key)
-        if known is not None:
-            changed = known != state.fingerprint
-        else:
-            changed = (
-                cursor.watermark_ns is None
-                or key in pending
-                or state.changed_ns >= cursor.watermark_ns - CLOCK_SLACK_NS
-            )
-        recent = horizon is not None and state.window >= horizon
-        if changed and key in in_progress:
+        in_range[key] = reason
+        previous = cursor.attempts.get(key)
+        record = committed.get(window)
+        token = record.recorded_at if record is not None else None
+        if key in live:
             deferred.append(key)
-            if known is not None and recent:
-                fingerprints[key] = known
+            if previous is not None:
+                attempts[key] = previous
             continue
-        if changed:
-            requests.append(Request(state.window, state.fingerprint))
-            fingerprints[key] = state.fingerprint
-        elif recent or state.changed_ns >= scan_started_ns - CLOCK_SLACK_NS:
-            # Also kept: a window whose mtime would trip the watermark rule on the next tick.
-            fingerprints[key] = state.fingerprint
-    next_cursor = FollowCursor(scan_started_ns, fingerprints, deferred)
-    return Plan(requests, next_cursor, deferred, out_of_range)
+        failures = 0
+        if previous is not None and previous.token == token:
+            # Asked for before, nothing committed since, no run alive: that request failed.
+            failures = previous.failures + 1
+            wait_ns = int(backoff.seconds(failures) * NS)
+            if now_ns < previous.requested_ns + wait_ns:
+                backing_off[key] = (previous.requested_ns + wait_ns - now_ns) / NS
+                attempts[key] = previous
+                continue
+        candidates.append((window, reason, failures, token))
+    candidates.sort(key=lambda c: (c[0] != last, c[2], -c[0].start.timestamp()))
+    requests: list[Request] = []
+    for window, reason, failures, token in candidates:
+        if len(requests) >= max_requests and window != last:
+            if window.key in cursor.attempts:
+                attempts[window.key] = cursor.attempts[window.key]
+            continue
+        requests.append(Request(window, reason, failures + 1))
+        attempts[window.key] = Attempt(failures, token, now_ns)
+    next_cursor = FollowCursor(attempts, cursor.last_seq, dict(cursor.wanted))
+    return Plan(requests, next_cursor, in_range, deferred, backing_off, out_of_range)

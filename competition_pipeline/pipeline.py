@@ -24,9 +24,11 @@ from competition_pipeline.rows import fill_rows
 from competition_pipeline.sources import FillSource, ReadStats
 from competition_pipeline.store import (
     CompetitionStore,
+    LoadCounts,
     LoadSession,
     PreviousLoad,
     Reconciliation,
+    WindowLoad,
 )
 from competition_pipeline.windows import Window
 
@@ -55,6 +57,8 @@ class WindowReport:
     ignored_files: list[str] = field(default_factory=list)
     stream_complete: bool | None = None  # stream only: past the window's end plus lateness
     unchanged: bool = False  # the data and the stored rows were as the latest load left them
+    incremental: bool = False  # read from the committed offsets: only what was appended since
+    rewritten_segments: list[str] = field(default_factory=list)  # changed before their offset
 
     @property
     def rows_per_second(self) -> float:
@@ -132,13 +136,15 @@ def parse_window(
     report: WindowReport,
     stats: ReadStats,
     extent: Mapping[str, int] | None = None,
+    *,
+    since: Mapping[str, dict] | None = None,
 ) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
     """The window's messages as (wallet rows, rejects) per batch; counts go into ``report``."""
     seq = 0
     start_ms, end_ms = window.start_ms, window.end_ms
     check_window = source.files_by_window
     newest = -1
-    for batch in source.read_window(window, stats, extent):
+    for batch in source.read_window(window, stats, extent, since):
         rows: list[tuple] = []
         rejects: list[RejectRow] = []
         origin = batch.origin
@@ -218,15 +224,34 @@ def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
         worker.join()
 
 
-#: Part of every stored digest: bump it when parsing or row building changes what the same bytes
-#: give, so that windows recorded by older code are read again instead of being taken as unchanged.
-RECORDING_VERSION = 1
+#: Kept with every window's committed offsets: bump it when parsing or row building changes what
+#: the same bytes give, so that windows recorded by older code are read again in full.
+RECORDING_VERSION = 2
 #: Rows staged per round at least (a window's last round may be smaller).
 STAGE_ROWS = 20_000
+#: Counts that add up over a window's loads: an incremental load stores the window's totals.
+_ADDITIVE = (
+    "lines_read",
+    "fills_read",
+    "fills_recorded_or_present",
+    "skipped_messages",
+    "rejects",
+    "rejects_new",
+    "conflicts",
+    "conflicts_new",
+    "rows_inserted",
+    "rows_already_present",
+    "bytes_read",
+)
 
 
-def _versioned(digest: str | None) -> str | None:
-    return f"v{RECORDING_VERSION}:{digest}" if digest is not None else None
+def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
+    """The committed offsets a load may continue from: only when the window still holds what
+    that load left (a deleted row sends it down the full path) and the recording version is
+    today's."""
+    if before is None or not before.intact or before.summary.get("version") != RECORDING_VERSION:
+        return None
+    return before.positions
 
 
 @dataclass(slots=True)
@@ -239,23 +264,23 @@ class _Parsed:
     rows: list[tuple] = field(default_factory=list)
     rejects: list[RejectRow] = field(default_factory=list)
     last: bool = False
-    unchanged: bool = False  # the source digest equals the latest load's: nothing was parsed
+    unchanged: bool = False  # the source is as the latest load left it: nothing was parsed
 
 
 def _parse_windows(
     source: FillSource, windows: list[Window], previous: Mapping[Window, PreviousLoad]
 ) -> Iterator[_Parsed]:
-    """Every window's batches in order, then its end marker; windows whose data is unchanged
-    since their latest load are announced without being parsed."""
+    """Every window's batches in order, then its end marker. A window is read from its committed
+    offsets (only what was appended since); one whose data is as its latest load left it is
+    announced without being read."""
     for window in windows:
         report = WindowReport(window=window.key, source=source.describe())
         stats = ReadStats()
-        before = previous.get(window)
-        if before is not None and before.digest is not None:
-            if _versioned(source.content_digest(window)) == before.digest:
-                yield _Parsed(window, report, stats, last=True, unchanged=True)
-                continue
-        for rows, rejects in parse_window(source, window, report, stats):
+        since = _resume_from(previous.get(window))
+        if since is not None and source.unchanged(window, since):
+            yield _Parsed(window, report, stats, last=True, unchanged=True)
+            continue
+        for rows, rejects in parse_window(source, window, report, stats, since=since):
             yield _Parsed(window, report, stats, rows, rejects)
         yield _Parsed(window, report, stats, last=True)
 
@@ -272,9 +297,9 @@ def record_windows(
 
     One connection serves them all, and the parser runs ahead in a thread across window
     boundaries, so a backfill of many small windows pays little more per window than its rows.
-    A window whose data is unchanged since its latest load (same digest) and whose stored rows,
-    rejects and conflicts are as that load left them is not read again: its report repeats the
-    latest load's counts with ``unchanged`` set and nothing is written.
+    A window is read from the offsets its latest load committed (a growing open hour costs what
+    was appended); one whose data and stored rows are as that load left them is not read at all:
+    its report repeats the window's totals with ``unchanged`` set and nothing is written.
     """
     previous = store.previous_loads(windows)
     with (
@@ -284,20 +309,13 @@ def record_windows(
         for window in windows:
             started = time.perf_counter()
             item = next(parsed)
-            report, stats = item.report, item.stats
             if item.unchanged:
-                before = previous[window]
-                assert before.stored is not None
-                if session.intact(window, before.stored):
-                    report = _unchanged_report(before, time.perf_counter() - started)
-                    _check_budget(report, reject_budget)
-                    yield report
-                    continue
-                # Something was deleted since: read the window in full, here and now.
-                batches = parse_window(source, window, report, stats)
-            else:
-                batches = _window_batches(item, parsed)
-            yield _load(session, window, report, stats, batches, reject_budget, started)
+                report = _unchanged_report(previous[window], time.perf_counter() - started)
+                _check_budget(report, reject_budget)
+                yield report
+                continue
+            batches = _window_batches(item, parsed)
+            yield _load(session, item, batches, previous.get(window), reject_budget, started)
 
 
 def _window_batches(
@@ -311,13 +329,13 @@ def _window_batches(
 
 def _load(
     session: LoadSession,
-    window: Window,
-    report: WindowReport,
-    stats: ReadStats,
+    item: _Parsed,
     batches: Iterator[tuple[list[tuple], list[RejectRow]]],
+    before: PreviousLoad | None,
     reject_budget: RejectBudget | None,
     started: float,
 ) -> WindowReport:
+    window, report, stats = item.window, item.report, item.stats
     with session.window(window) as load:
         # Small batches (one per segment of a quiet hour) are staged together: each staging
         # round costs several statements whatever its size.
@@ -341,13 +359,35 @@ def _load(
         report.rows_inserted = counts.rows_inserted
         report.rows_already_present = counts.rows_already_present
         report.rejects_new = counts.rejects_recorded
+        report.incremental = stats.incremental
+        report.rewritten_segments = list(stats.rewritten)
         report.seconds = time.perf_counter() - started
-        summary = report.as_dict()
-        del summary["ignored_files"]
-        summary["digest"] = _versioned(stats.digest)
-        summary["stored"] = load.stored_after(counts).as_dict()
-        load.save_window(report.source, stats.extent, summary)
+        load.save_window(report.source, stats.extent, _summary(report, stats, before, load, counts))
     return report
+
+
+def _summary(
+    report: WindowReport,
+    stats: ReadStats,
+    before: PreviousLoad | None,
+    load: WindowLoad,
+    counts: LoadCounts,
+) -> dict:
+    """The window's row in competition_fill_windows: its totals (an incremental load adds its
+    counts to the previous load's), the committed offsets, and the stored counts."""
+    summary = report.as_dict()
+    for transient in ("ignored_files", "rewritten_segments", "incremental", "seconds"):
+        summary.pop(transient, None)
+    if stats.incremental and before is not None:
+        for key in _ADDITIVE:
+            summary[key] = summary.get(key, 0) + before.summary.get(key, 0)
+        summary["incomplete_tails"] = report.incomplete_tails
+        if report.newest_fill_ms is None:
+            summary["newest_fill_ms"] = before.summary.get("newest_fill_ms")
+    summary["version"] = RECORDING_VERSION
+    summary["positions"] = stats.positions
+    summary["stored"] = load.stored_after(counts).as_dict()
+    return summary
 
 
 def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> None:
@@ -358,11 +398,11 @@ def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> N
 
 
 def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
-    """The latest load's counts, as a re-run that found every row already present reports them."""
+    """The window's totals, as a re-run that found every row already present reports them."""
     known = {f.name for f in fields(WindowReport)}
     report = WindowReport(**{k: v for k, v in before.summary.items() if k in known})
     report.rows_already_present += report.rows_inserted
-    report.rows_inserted = report.rejects_new = report.conflicts_new = 0
+    report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
     report.seconds = seconds
     report.unchanged = True
     return report

@@ -1,11 +1,16 @@
-"""Sensors: follow the journal durably (``fill_journal_sensor``) and report failed runs.
+"""Sensors: follow the journal (``fill_journal_sensor``) or the stream (``fill_stream_sensor``)
+until the competition database has committed all of it, and report failed runs.
 
-``fill_journal_sensor`` scans the journal, decides with :func:`competition_pipeline.follow.plan`
-and returns its cursor through ``SensorResult``, so the position lives in the instance's PostgreSQL
-storage and survives restarts. No pile-up: before deciding, the tick reads the instance's run list
-for queued or in-progress runs of the asset (single windows and backfill ranges); a changed window
-with such a run is deferred (kept in the cursor's ``pending``) and requested on a later tick, after
-that run ends. Run keys ``<window>@<fingerprint>`` make a repeat request of unchanged data a no-op.
+Each tick compares the source with what the database committed (``follow.py``) and requests every
+window that is behind and that no live run is recording, whatever happened to earlier runs. No
+run key: what suppresses a repeat request is a live run of the window, nothing else.
+
+A run is live while it is queued or starting (Dagster's run monitoring bounds those), or started
+and either holding its liveness lock in the competition database (the asset and its checks hold
+it on a connection of their own, so it dies with the worker) or having logged an event within
+``FILL_DEAD_RUN_SECONDS``. A started run with neither is dead (its worker was killed, or its code
+server died with it): the sensor marks it failed, naming why, and its windows are requested
+again. Its pool slot is given back by the daemon (``free_slots_after_run_end_seconds``).
 """
 
 import datetime as dt
@@ -15,7 +20,7 @@ import time
 import urllib.request
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
+from dagster._core.storage.dagster_run import RunRecord, RunsFilter
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -23,42 +28,108 @@ from dagster._core.storage.tags import (
 )
 
 from competition_pipeline.assets import competition_fill_events, fill_partitions
-from competition_pipeline.follow import DEFAULT_HORIZON_HOURS, FollowCursor, plan
+from competition_pipeline.follow import (
+    Backoff,
+    FollowCursor,
+    Plan,
+    journal_behind,
+    plan,
+    stream_behind,
+)
 from competition_pipeline.jobs import fill_events_job
-from competition_pipeline.resources import FillSourceResource
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.sources import SourceError
 from competition_pipeline.sources.journal import scan
 from competition_pipeline.sources.stream import StreamSource, windows_since
+from competition_pipeline.store import CompetitionStore, StoreError
 from competition_pipeline.windows import Window, windows_between
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("FILL_SENSOR_INTERVAL_SECONDS", "30"))
-SENSOR_HORIZON_HOURS = int(os.environ.get("FILL_SENSOR_HORIZON_HOURS", DEFAULT_HORIZON_HOURS))
 # Stopped by default in a deployment (turn it on in the UI); `bin/start` sets it to "running".
 SENSOR_DEFAULT_STATUS = (
     dg.DefaultSensorStatus.RUNNING
     if os.environ.get("FILL_SENSOR_DEFAULT_STATUS", "stopped").lower() == "running"
     else dg.DefaultSensorStatus.STOPPED
 )
-_QUEUED_OR_RUNNING = [*IN_PROGRESS_RUN_STATUSES, dg.DagsterRunStatus.QUEUED]
+#: A started run with no liveness lock and no event for this long is dead.
+DEAD_RUN_SECONDS = float(os.environ.get("FILL_DEAD_RUN_SECONDS", "180"))
+#: Windows whose requests keep failing wait base * 2**(n-1) seconds, capped.
+BACKOFF = Backoff(
+    float(os.environ.get("FILL_RETRY_BACKOFF_SECONDS", "15")),
+    float(os.environ.get("FILL_RETRY_BACKOFF_MAX_SECONDS", "600")),
+)
+#: Run requests per tick at most (the hour in progress always comes first); the rest follow.
+MAX_REQUESTS = int(os.environ.get("FILL_SENSOR_MAX_REQUESTS", "24"))
+_LIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
-def windows_in_progress(instance: dg.DagsterInstance) -> set[str]:
-    """Keys of the windows that a queued or running run of the asset is recording."""
+def run_windows(run: dg.DagsterRun) -> list[str]:
+    """The window keys a run of the asset records (one partition, or a backfill's range)."""
+    tags = run.tags
+    if PARTITION_NAME_TAG in tags:
+        return [tags[PARTITION_NAME_TAG]]
+    if ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
+        first = Window.from_key(tags[ASSET_PARTITION_RANGE_START_TAG])
+        last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
+        return [w.key for w in windows_between(first.start, last.end)]
+    return []
+
+
+def _records_the_asset(run: dg.DagsterRun) -> bool:
+    return run.asset_selection is None or competition_fill_events.key in run.asset_selection
+
+
+def _quiet_seconds(instance: dg.DagsterInstance, record: RunRecord, now: float) -> float:
+    """Seconds since the run's last event (or its start)."""
+    events = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False)
+    last = events.records[0].timestamp if events.records else record.start_time or now
+    return now - max(last, record.start_time or 0)
+
+
+def live_windows(
+    instance: dg.DagsterInstance, store: CompetitionStore, log
+) -> tuple[set[str], list[str]]:
+    """Windows that a live run of the asset is recording, and the dead runs marked failed now."""
+    now = time.time()
+    records = [
+        r
+        for r in instance.get_run_records(RunsFilter(statuses=_LIVE_STATUSES))
+        if _records_the_asset(r.dagster_run)
+    ]
+    suspects = [
+        r
+        for r in records
+        if r.dagster_run.status == dg.DagsterRunStatus.STARTED
+        and now - (r.start_time or now) > DEAD_RUN_SECONDS
+    ]
+    holding = store.runs_holding_lock(r.dagster_run.run_id for r in suspects) if suspects else set()
     keys: set[str] = set()
-    for record in instance.get_run_records(RunsFilter(statuses=_QUEUED_OR_RUNNING)):
+    reaped: list[str] = []
+    for record in records:
         run = record.dagster_run
         if (
-            run.asset_selection is not None
-            and competition_fill_events.key not in run.asset_selection
+            record in suspects
+            and run.run_id not in holding
+            and _quiet_seconds(instance, record, now) > DEAD_RUN_SECONDS
         ):
+            message = (
+                f"run worker lost: run {run.run_id} was STARTED but no live process held its"
+                f" liveness lock and it logged nothing for {DEAD_RUN_SECONDS:.0f} s (its worker"
+                " was killed or its code server died); marked failed by the fill sensor, its"
+                " windows are requested again"
+            )
+            instance.report_run_failed(run, message=message)
+            log.warning(message)
+            reaped.append(run.run_id)
             continue
-        tags = run.tags
-        if PARTITION_NAME_TAG in tags:
-            keys.add(tags[PARTITION_NAME_TAG])
-        elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
-            first = Window.from_key(tags[ASSET_PARTITION_RANGE_START_TAG])
-            last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
-            keys.update(w.key for w in windows_between(first.start, last.end))
-    return keys
+        keys.update(run_windows(run))
+    return keys, reaped
 
 
 def partition_bounds() -> tuple[Window, Window]:
@@ -68,53 +139,95 @@ def partition_bounds() -> tuple[Window, Window]:
     return (Window.from_key(first_key) if first_key else last), last
 
 
+def _decide(
+    context: dg.SensorEvaluationContext,
+    store: CompetitionStore,
+    behind_of,
+    cursor: FollowCursor,
+) -> Plan:
+    """One tick's plan from the committed state, the live runs and ``behind_of(committed)``."""
+    committed = store.committed_positions()
+    live, _ = live_windows(context.instance, store, context.log)
+    first, last = partition_bounds()
+    return plan(
+        behind_of(committed),
+        committed,
+        cursor,
+        now_ns=time.time_ns(),
+        live=live,
+        first=first,
+        last=last,
+        backoff=BACKOFF,
+        max_requests=MAX_REQUESTS,
+    )
+
+
+def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorResult:
+    """Run requests (tagged with why and which attempt) and the cursor; the log says the rest."""
+    if decision.out_of_range:
+        context.log.warning(
+            f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
+        )
+    if decision.deferred:
+        context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
+    if decision.backing_off:
+        failing = {
+            key: f"{decision.cursor.attempts[key].failures} failed, next in {seconds:.0f}s"
+            for key, seconds in list(decision.backing_off.items())[:10]
+        }
+        context.log.warning(f"failing windows, backing off: {failing}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=request.window.key,
+                tags={
+                    "competition/behind": request.reason[:200],
+                    "competition/attempt": str(request.attempt),
+                },
+            )
+            for request in decision.requests
+        ],
+        cursor=decision.cursor.to_json(),
+    )
+
+
 @dg.sensor(
     name="fill_journal_sensor",
     target=fill_events_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=SENSOR_DEFAULT_STATUS,
     description=(
-        "Requests a run for every hourly window whose journal data is new or changed (new hour,"
-        " new segment, grown segment, late fill in an old hour); cursor in the instance storage."
+        "Requests a run for every hourly window whose journal holds more than the competition"
+        " database committed for it (never recorded, new or grown segment, late fill), until"
+        " the table has it all; failing windows back off; dead runs are marked failed."
     ),
 )
 def fill_journal_sensor(
-    context: dg.SensorEvaluationContext, journal: FillSourceResource
+    context: dg.SensorEvaluationContext,
+    journal: FillSourceResource,
+    database: CompetitionDatabase,
 ) -> dg.SensorResult | dg.SkipReason:
     if journal.kind != "journal":
         return dg.SkipReason(f"FILL_SOURCE is {journal.kind}: fill_stream_sensor follows it")
-    started_ns = time.time_ns()
-    cursor = FollowCursor.from_json(context.cursor)
-    states, ignored = scan(journal.root)
-    first, last = partition_bounds()
-    decision = plan(
-        states,
-        cursor,
-        scan_started_ns=started_ns,
-        in_progress=windows_in_progress(context.instance),
-        first=first,
-        last=last,
-        horizon_hours=SENSOR_HORIZON_HOURS,
-    )
+    if not journal.root:
+        return dg.SkipReason("FILL_JOURNAL_DIR is not set")
+    try:
+        states, ignored = scan(journal.root)
+        store = database.store()
+
+        def behind_of(committed):
+            return {
+                s.window: reason
+                for s in states
+                if (reason := journal_behind(s, committed.get(s.window))) is not None
+            }
+
+        decision = _decide(context, store, behind_of, FollowCursor.from_json(context.cursor))
+    except (SourceError, StoreError) as exc:
+        return dg.SkipReason(f"nothing decided this tick: {exc}")
     if ignored:
         context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
-    if decision.out_of_range:
-        context.log.warning(
-            f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
-        )
-    if decision.deferred:
-        context.log.info(f"deferred (a run is queued or in progress): {decision.deferred}")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=request.run_key,
-                partition_key=request.window.key,
-                tags={"competition/fingerprint": request.fingerprint},
-            )
-            for request in decision.requests
-        ],
-        cursor=decision.cursor.to_json(),
-    )
+    return _result(context, decision)
 
 
 @dg.sensor(
@@ -125,32 +238,44 @@ def fill_journal_sensor(
     if os.environ.get("FILL_SOURCE") == "nats"
     else dg.DefaultSensorStatus.STOPPED,
     description=(
-        "With FILL_SOURCE=nats: requests a run for every window that received messages since the"
-        " last stream sequence it saw (its cursor, in the instance storage)."
+        "With FILL_SOURCE=nats: requests a run for every window whose newest stream message is"
+        " beyond the stream position its latest committed load covered."
     ),
 )
 def fill_stream_sensor(
-    context: dg.SensorEvaluationContext, journal: FillSourceResource
+    context: dg.SensorEvaluationContext,
+    journal: FillSourceResource,
+    database: CompetitionDatabase,
 ) -> dg.SensorResult | dg.SkipReason:
     if journal.kind != "nats":
         return dg.SkipReason(f"FILL_SOURCE is {journal.kind}: fill_journal_sensor follows it")
     source = journal.source()
     assert isinstance(source, StreamSource)
-    cursor = json.loads(context.cursor) if context.cursor else {"last_seq": 0, "pending": []}
-    windows, last_seq = windows_since(source, cursor["last_seq"])
-    windows |= {Window.from_key(key) for key in cursor.get("pending", [])}
-    in_progress = windows_in_progress(context.instance)
-    first, last = partition_bounds()
-    wanted = sorted(w for w in windows if first <= w <= last)
-    deferred = [w.key for w in wanted if w.key in in_progress]
-    requests = [
-        dg.RunRequest(run_key=f"{w.key}@seq{last_seq}", partition_key=w.key)
-        for w in wanted
-        if w.key not in in_progress
-    ]
-    return dg.SensorResult(
-        run_requests=requests, cursor=json.dumps({"last_seq": last_seq, "pending": deferred})
-    )
+    cursor = FollowCursor.from_json(context.cursor)
+    try:
+        seen, last_seq = windows_since(source, cursor.last_seq)
+        wanted = dict(cursor.wanted)
+        for window, seq in seen.items():
+            wanted[window.key] = max(wanted.get(window.key, 0), seq)
+        store = database.store()
+
+        def behind_of(committed):
+            behind = {}
+            for key, seq in wanted.items():
+                window = Window.from_key(key)
+                reason = stream_behind(seq, committed.get(window), source.origin)
+                if reason is not None:
+                    behind[window] = reason
+            return behind
+
+        decision = _decide(context, store, behind_of, cursor)
+    except (SourceError, StoreError) as exc:
+        return dg.SkipReason(f"nothing decided this tick: {exc}")
+    # Windows the database has covered leave the cursor; the rest stay until it has.
+    decision.cursor.last_seq = last_seq
+    still = {*decision.behind, *decision.out_of_range}
+    decision.cursor.wanted = {k: v for k, v in wanted.items() if k in still}
+    return _result(context, decision)
 
 
 def failure_line(run: dg.DagsterRun, error: str | None) -> dict:

@@ -44,6 +44,9 @@ FILL_WINDOWS = "competition_fill_windows"
 # pg_advisory lock namespace (first key) for this project: "cp" in ASCII.
 _LOCK_NAMESPACE = 0x6370
 _SCHEMA_LOCK = -1
+# A run's liveness lock (second key: hashtext(run_id), made non-negative): held by the run's
+# worker on its own connection, so PostgreSQL releases it the moment the worker dies.
+_RUN_LOCK_NAMESPACE = 0x6371
 
 metadata = sa.MetaData()
 _tz = sa.TIMESTAMP(timezone=True)
@@ -317,19 +320,36 @@ class StoredCounts:
 
 @dataclass(frozen=True, slots=True)
 class PreviousLoad:
-    """A window's latest committed load: its extent and summary (``competition_fill_windows``)."""
+    """A window's latest committed load (``competition_fill_windows``) and what the window holds
+    now: ``intact`` when its stored rows, rejects and conflicts are what that load left."""
 
     extent: dict[str, int]
     summary: dict
+    now: StoredCounts | None = None
 
     @property
-    def digest(self) -> str | None:
-        return self.summary.get("digest")
+    def positions(self) -> dict[str, dict] | None:
+        """The committed read offsets (journal), or None (never kept: stream, older releases)."""
+        return self.summary.get("positions")
 
     @property
     def stored(self) -> StoredCounts | None:
         stored = self.summary.get("stored")
         return StoredCounts(**stored) if stored else None
+
+    @property
+    def intact(self) -> bool:
+        return self.now is not None and self.now == self.stored
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedWindow:
+    """What a window has durably recorded: journal offsets, its extent (the stream position under
+    ``nats:<stream>``), and when (a token that changes with every commit)."""
+
+    positions: dict[str, dict] | None
+    extent: dict[str, int]
+    recorded_at: str
 
 
 _SQL_STORED_ROWS = f"SELECT count(*) FROM {FILL_EVENTS} WHERE window_start = %(window_start)s"
@@ -562,17 +582,6 @@ class LoadSession:
         except psycopg.Error as exc:
             raise self._store._error("database error in", exc) from None
 
-    def intact(self, window: Window, expected: StoredCounts) -> bool:
-        """Whether the window still holds what its latest load left (nothing deleted since)."""
-        try:
-            with self._conn.transaction():
-                params = {"window_start": window.start}
-                rows = self._conn.execute(_SQL_STORED_ROWS, params).fetchone()[0]  # type: ignore[index]
-                side = self._conn.execute(_SQL_STORED_SIDE_TABLES, params).fetchone()
-        except psycopg.Error as exc:
-            raise self._store._error("database error in", exc) from None
-        return StoredCounts(rows, *side) == expected  # type: ignore[misc]
-
 
 class CompetitionStore:
     """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
@@ -635,14 +644,32 @@ class CompetitionStore:
             yield load
 
     def previous_loads(self, windows: Iterable[Window]) -> dict[Window, PreviousLoad]:
-        """The latest committed load of each of ``windows`` that has one (one query)."""
+        """The latest committed load of each of ``windows`` that has one, with the window's
+        stored counts now (one query; the counts use the ``window_start`` indexes)."""
         by_start = {w.start: w for w in windows}
         rows = self._read(
-            f"SELECT window_start, extent, summary FROM {FILL_WINDOWS}"
-            " WHERE window_start = ANY(%s)",
+            f"SELECT w.window_start, w.extent, w.summary,"
+            f" (SELECT count(*) FROM {FILL_EVENTS} e WHERE e.window_start = w.window_start),"
+            f" (SELECT count(*) FROM {FILL_REJECTS} r WHERE r.window_start = w.window_start),"
+            f" (SELECT count(*) FROM {FILL_CONFLICTS} c WHERE c.window_start = w.window_start)"
+            f" FROM {FILL_WINDOWS} w WHERE w.window_start = ANY(%s)",
             list(by_start),
         )
-        return {by_start[start]: PreviousLoad(extent, summary) for start, extent, summary in rows}
+        return {
+            by_start[start]: PreviousLoad(extent, summary, StoredCounts(*counts))
+            for start, extent, summary, *counts in rows
+        }
+
+    def committed_positions(self) -> dict[Window, CommittedWindow]:
+        """Every recorded window's committed offsets and stream position (one query): what the
+        sensor compares with the journal or the stream to find the windows that are behind."""
+        rows = self._read(
+            f"SELECT window_start, summary->'positions', extent, recorded_at FROM {FILL_WINDOWS}"
+        )
+        return {
+            Window(start): CommittedWindow(positions, extent, recorded_at.isoformat())
+            for start, positions, extent, recorded_at in rows
+        }
 
     def window_extent(self, window: Window) -> dict[str, int] | None:
         """What the window's latest load read, or None if it was never recorded."""
@@ -674,6 +701,37 @@ class CompetitionStore:
             sample,
         )
         return dict(by_kind), samples
+
+    @contextmanager
+    def holding_run_lock(self, run_id: str) -> Iterator[None]:
+        """Hold ``run_id``'s liveness lock while the block runs, on a connection of its own: a
+        run that holds it is alive; a dead worker's lock is gone with its connection."""
+        conn = self.connect()
+        try:
+            conn.autocommit = True
+            conn.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s) & 2147483647)",
+                (_RUN_LOCK_NAMESPACE, run_id),
+            )
+            yield
+        except psycopg.Error as exc:
+            raise self._error("database error in", exc) from None
+        finally:
+            conn.close()
+
+    def runs_holding_lock(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` have a live worker holding their liveness lock (pg_locks only:
+        nothing is locked by asking)."""
+        rows = self._read(
+            "SELECT r FROM unnest(%s::text[]) r WHERE EXISTS ("
+            " SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid = %s AND l.objid = (hashtext(r) & 2147483647)::oid"
+            " AND l.objsubid = 2)",
+            list(run_ids),
+            _RUN_LOCK_NAMESPACE,
+        )
+        return {run_id for (run_id,) in rows}
 
     def _read(self, statement: str, *params: object) -> list[tuple]:
         conn = self.connect()

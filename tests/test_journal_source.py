@@ -254,7 +254,7 @@ def test_missing_journal_root_raises_source_error(tmp_path: Path) -> None:
         read(source)
     assert "nope" in str(caught.value)
     with pytest.raises(SourceError):
-        source.fingerprint(WINDOW)
+        source.segments(WINDOW)
 
 
 def test_journal_root_that_is_a_file_raises_source_error(tmp_path: Path) -> None:
@@ -269,33 +269,7 @@ def test_missing_hour_directory_yields_nothing(tmp_path: Path) -> None:
     source = JournalSource(tmp_path)
     batches, stats = read(source)
     assert batches == []
-    assert stats == ReadStats(digest=source.content_digest(WINDOW))
-
-
-def test_content_digest_equals_the_full_read_and_changes_with_any_byte(tmp_path: Path) -> None:
-    """The digest a read reports is what ``content_digest`` computes without parsing; any change
-    (a grown segment, an incomplete tail, a new segment, a renamed one) gives another digest."""
-    source = JournalSource(tmp_path)
-    directory = hour_dir(tmp_path)
-    write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":2}'])
-    write_gz(directory, "seg-0.jsonl.gz", b'{"z":1}\n{"z":2}')
-    seen = set()
-    for change in (
-        lambda: None,
-        lambda: write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":2}'], tail=b'{"a"'),
-        lambda: write_plain(directory, "seg-1.jsonl", [b'{"a":1}', b'{"a":3}']),
-        lambda: write_plain(directory, "seg-2.jsonl", []),
-        lambda: (directory / "seg-2.jsonl").rename(directory / "seg-3.jsonl"),
-    ):
-        change()
-        _, stats = read(source)
-        assert stats.digest == source.content_digest(WINDOW)
-        assert stats.digest not in seen
-        seen.add(stats.digest)
-    # A partial read (reconciliation, to an earlier extent) describes no state: no digest.
-    partial = ReadStats()
-    list(source.read_window(WINDOW, partial, {f"{PREFIX}/seg-1.jsonl": 1}))
-    assert partial.digest is None and partial.extent == {f"{PREFIX}/seg-1.jsonl": 1}
+    assert stats == ReadStats()
 
 
 def test_empty_hour_directory_yields_nothing(tmp_path: Path) -> None:
@@ -357,64 +331,96 @@ def test_each_batch_has_a_single_origin(tmp_path: Path) -> None:
     assert [batch.origin for batch in batches] == sorted(batch.origin for batch in batches)
 
 
-# --- fingerprint --------------------------------------------------------------------------------
+# --- committed offsets: incremental reads ---------------------------------------------------
 
 
-def test_fingerprint_is_stable_without_changes(tmp_path: Path) -> None:
-    here = hour_dir(tmp_path)
-    write_plain(here, "a.jsonl", lines("a", 3))
-    source = JournalSource(tmp_path)
-    first = source.fingerprint(WINDOW)
-    read(source)
-    assert source.fingerprint(WINDOW) == first
-    assert JournalSource(tmp_path).fingerprint(WINDOW) == first
-    # Entries that are not segments, and other windows, do not change it.
-    (here / "notes.txt").write_text("hello")
-    write_plain(hour_dir(tmp_path, Window.from_key("2026-03-31-15:00")), "x.jsonl", [b"{}"])
-    assert source.fingerprint(WINDOW) == first
+def read_since(source: JournalSource, since: dict) -> tuple[list[RawBatch], ReadStats]:
+    stats = ReadStats()
+    return list(source.read_window(WINDOW, stats, since=since)), stats
 
 
-def test_fingerprint_changes_when_a_segment_grows(tmp_path: Path) -> None:
-    path = write_plain(hour_dir(tmp_path), "a.jsonl", lines("a", 3))
-    source = JournalSource(tmp_path)
-    before = source.fingerprint(WINDOW)
-    with path.open("ab") as handle:
-        handle.write(b'{"partial')
-    grown = source.fingerprint(WINDOW)
-    assert grown != before
-    with path.open("ab") as handle:
-        handle.write(b"}\n")
-    assert source.fingerprint(WINDOW) not in (before, grown)
-
-
-def test_fingerprint_changes_when_a_segment_is_added(tmp_path: Path) -> None:
-    here = hour_dir(tmp_path)
-    write_plain(here, "a.jsonl", lines("a", 3))
-    source = JournalSource(tmp_path)
-    before = source.fingerprint(WINDOW)
-    write_gz(here, "b.jsonl.gz", b"{}\n")
-    assert source.fingerprint(WINDOW) != before
-
-
-def test_fingerprint_changes_when_a_segment_is_rewritten_with_the_same_size(
+def test_a_read_reports_each_segments_offset_and_unchanged_holds_until_it_moves(
     tmp_path: Path,
 ) -> None:
-    path = write_plain(hour_dir(tmp_path), "a.jsonl", [b'{"n":1}'])
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    here = hour_dir(tmp_path)
+    plain = write_plain(here, "b.jsonl", lines("b", 3), tail=b'{"part')
+    write_gz(here, "a.jsonl.gz", b"{}\n{}")
     source = JournalSource(tmp_path)
-    before = source.fingerprint(WINDOW)
-    path.write_bytes(b'{"n":2}\n')
-    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
-    assert source.fingerprint(WINDOW) != before
+    _, stats = read(source)
+    complete = len(b"".join(x + b"\n" for x in lines("b", 3)))
+    assert stats.positions[f"{PREFIX}/b.jsonl"]["lines"] == 3
+    assert stats.positions[f"{PREFIX}/b.jsonl"]["bytes"] == complete
+    assert stats.positions[f"{PREFIX}/b.jsonl"]["size"] == plain.stat().st_size
+    assert stats.positions[f"{PREFIX}/a.jsonl.gz"]["lines"] == 2
+    assert source.unchanged(WINDOW, stats.positions)
+    # Other entries and other windows do not count; a new segment or an append does.
+    (here / "notes.txt").write_text("hello")
+    write_plain(hour_dir(tmp_path, Window.from_key("2026-03-31-15:00")), "x.jsonl", [b"{}"])
+    assert source.unchanged(WINDOW, stats.positions)
+    append = plain.open("ab")
+    append.write(b'"}\n')
+    append.close()
+    assert not source.unchanged(WINDOW, stats.positions)
+    write_plain(here, "c.jsonl", [])
+    assert not source.unchanged(WINDOW, {**stats.positions})
 
 
-def test_fingerprint_of_a_missing_window_equals_an_empty_one(tmp_path: Path) -> None:
+def test_a_grown_segment_is_read_from_its_offset_only(tmp_path: Path) -> None:
+    """N appends cost what was appended: bytes read equal the bytes added, lines keep their
+    numbers, the completed tail is read once."""
+    plain = write_plain(hour_dir(tmp_path), "live.jsonl", lines("a", 2), tail=b'{"type":"Hea')
     source = JournalSource(tmp_path)
-    missing = source.fingerprint(WINDOW)
-    hour_dir(tmp_path)
-    assert source.fingerprint(WINDOW) == missing
-    write_plain(hour_dir(tmp_path), "a.jsonl", [])
-    assert source.fingerprint(WINDOW) != missing
+    _, stats = read(source)
+    positions = stats.positions
+    for n in range(3, 8):
+        added = b'rtbeat"}\n' if n == 3 else f'{{"type":"Heartbeat","n":{n}}}\n'.encode()
+        with plain.open("ab") as handle:
+            handle.write(added)
+        batches, stats = read_since(source, positions)
+        assert stats.incremental and stats.rewritten == []
+        # The unterminated tail is re-read once, from the last complete line's end.
+        assert stats.bytes_read == len(added) + (len(b'{"type":"Hea') if n == 3 else 0)
+        assert [no for _, no, _ in flat(batches)] == [n]
+        assert stats.extent == {f"{PREFIX}/live.jsonl": n}
+        positions = stats.positions
+    assert source.unchanged(WINDOW, positions)
+    batches, stats = read_since(source, positions)
+    assert batches == [] and stats.bytes_read == 0 and stats.extent[f"{PREFIX}/live.jsonl"] == 7
+
+
+def test_only_a_new_segment_is_read_the_others_keep_their_offsets(tmp_path: Path) -> None:
+    here = hour_dir(tmp_path)
+    write_plain(here, "a.jsonl", lines("a", 3))
+    source = JournalSource(tmp_path)
+    _, first = read(source)
+    write_gz(here, "b.jsonl.gz", b"{}\n")
+    batches, stats = read_since(source, first.positions)
+    assert [(origin, no) for origin, no, _ in flat(batches)] == [(f"{PREFIX}/b.jsonl.gz", 1)]
+    assert stats.positions[f"{PREFIX}/a.jsonl"] == first.positions[f"{PREFIX}/a.jsonl"]
+    assert stats.extent == {f"{PREFIX}/a.jsonl": 3, f"{PREFIX}/b.jsonl.gz": 1}
+
+
+@pytest.mark.parametrize("change", ["rewritten", "shrunk", "gz replaced"])
+def test_a_segment_changed_before_its_offset_sends_the_window_to_a_full_read(
+    tmp_path: Path, change: str
+) -> None:
+    here = hour_dir(tmp_path)
+    plain = write_plain(here, "a.jsonl", [b'{"n":1}', b'{"n":2}'])
+    gz = write_gz(here, "z.jsonl.gz", b"{}\n")
+    source = JournalSource(tmp_path)
+    _, first = read(source)
+    if change == "rewritten":  # same size, other bytes, then grown: the guard catches it
+        plain.write_bytes(b'{"n":7}\n{"n":2}\n{"n":3}\n')
+    elif change == "shrunk":
+        plain.write_bytes(b'{"n":1}\n')
+    else:
+        write_gz(here, "z.jsonl.gz", b"{}\n{}\n")
+        os.utime(gz, ns=(5, 5))
+    batches, stats = read_since(source, first.positions)
+    assert stats.incremental is False and stats.rewritten
+    # Read again in full, from line 1 of every segment.
+    numbers = [(origin.rsplit("/", 1)[1], no) for origin, no, _ in flat(batches)]
+    assert ("a.jsonl", 1) in numbers and ("z.jsonl.gz", 1) in numbers
 
 
 def test_describe_names_the_root(tmp_path: Path) -> None:

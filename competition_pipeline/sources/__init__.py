@@ -48,9 +48,16 @@ class ReadStats:
     extent: dict[str, int] = field(default_factory=dict)
     #: Stream only: whether the source has passed the window's end plus the allowed lateness.
     complete: bool | None = None
-    #: A digest of every byte a full read consumed (None where the source cannot give one): a
-    #: later :meth:`FillSource.content_digest` equal to it means the window's data is unchanged.
-    digest: str | None = None
+    #: Journal only: where the read stopped in each segment (complete lines, bytes, the size and
+    #: mtime it saw, a guard hash of the bytes before the offset). Committed with the window's
+    #: rows, it is the follower's offset: a later read starts there (:meth:`FillSource.read_window`
+    #: with ``since``), and the sensor compares it with the journal to find windows behind.
+    positions: dict[str, dict] = field(default_factory=dict)
+    #: True when ``since`` was honoured (only what was appended since was read); False for a full
+    #: read (never recorded, a segment rewritten or shrunk, or a source that always replays).
+    incremental: bool = False
+    #: Segments that changed before their committed offset (rewritten, shrunk): read in full.
+    rewritten: list[str] = field(default_factory=list)
 
 
 class FillSource(Protocol):
@@ -66,13 +73,19 @@ class FillSource(Protocol):
         ...
 
     def read_window(
-        self, window: Window, stats: ReadStats, extent: Mapping[str, int] | None = None
+        self,
+        window: Window,
+        stats: ReadStats,
+        extent: Mapping[str, int] | None = None,
+        since: Mapping[str, dict] | None = None,
     ) -> Iterator[RawBatch]:
         """Yield the window's complete messages in bounded batches, in order; with ``extent``
-        (an earlier read's ``stats.extent``) exactly what that read saw, nothing newer."""
+        (an earlier read's ``stats.extent``) exactly what that read saw, nothing newer; with
+        ``since`` (the committed ``stats.positions``) only what came after it, where the source
+        can tell (the stream replays the window in full)."""
         ...
 
-    def content_digest(self, window: Window) -> str | None:
-        """The digest a full read of the window would report now, without parsing; None where
-        the source cannot tell cheaply (the stream), so every run reads it in full."""
+    def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """Whether the window's data is exactly what ``since`` (committed positions) describes,
+        told without reading it; always False where the source cannot tell cheaply (the stream)."""
         ...

@@ -88,9 +88,9 @@ class StreamSource:
     def describe(self) -> str:
         return f"nats stream {self.stream} at {self.url.split('@')[-1]}"
 
-    def content_digest(self, window: Window) -> None:
-        """None: knowing whether a window changed means replaying it, so every run does."""
-        return None
+    def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """False: knowing whether a window changed means replaying it, so every run does."""
+        return False
 
     # -- connection -------------------------------------------------------------------------
 
@@ -137,8 +137,14 @@ class StreamSource:
     # -- reading ------------------------------------------------------------------------------
 
     def read_window(
-        self, window: Window, stats: ReadStats, extent: Mapping[str, int] | None = None
+        self,
+        window: Window,
+        stats: ReadStats,
+        extent: Mapping[str, int] | None = None,
+        since: Mapping[str, dict] | None = None,
     ) -> Iterator[RawBatch]:
+        """The window replayed from its start time (``since`` is not used: a window's messages
+        are spread over the stream, so there is no offset to resume from)."""
         loop = asyncio.new_event_loop()
         try:
             nc = loop.run_until_complete(self._connect())
@@ -230,21 +236,22 @@ async def connect(url: str, timeout: float):
     )
 
 
-def windows_since(source: StreamSource, after_seq: int) -> tuple[set[Window], int]:
-    """The windows of the messages after stream sequence ``after_seq``, and the last sequence
-    read (the sensor's cursor). Reads up to the last message that exists when it starts."""
+def windows_since(source: StreamSource, after_seq: int) -> tuple[dict[Window, int], int]:
+    """The windows of the messages after stream sequence ``after_seq``, each with the newest
+    sequence seen for it, and the last sequence read (the sensor's scan position). Reads up to
+    the last message that exists when it starts."""
 
-    async def read(nc) -> tuple[set[Window], int]:
+    async def read(nc) -> tuple[dict[Window, int], int]:
         state = await source._state(nc)
         if state.last_seq <= after_seq:
-            return set(), after_seq
+            return {}, after_seq
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(after_seq + 1, 1)
         )
         sub = await nc.jetstream().subscribe(
             source.subjects, stream=source.stream, ordered_consumer=True, config=config
         )
-        windows: set[Window] = set()
+        windows: dict[Window, int] = {}
         last = after_seq
         try:
             while last < state.last_seq:
@@ -259,7 +266,7 @@ def windows_since(source: StreamSource, after_seq: int) -> tuple[set[Window], in
                 timestamp = fill_timestamp(msg.data)
                 if timestamp is None:
                     timestamp = int(msg.metadata.timestamp.timestamp() * 1000)
-                windows.add(Window.containing_ms(timestamp))
+                windows[Window.containing_ms(timestamp)] = seq
         finally:
             await sub.unsubscribe()
         return windows, last
