@@ -33,12 +33,12 @@ import uuid
 from pathlib import Path
 
 from competition_pipeline import dburl, embedded, simulate
-from competition_pipeline.follow import FollowCursor, plan
+from competition_pipeline.follow import Backoff, FollowCursor, journal_behind, plan
 from competition_pipeline.pipeline import WindowReport, parse_window, record_window
 from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.sources import ReadStats
 from competition_pipeline.sources.journal import JournalSource, scan, window_dir
-from competition_pipeline.store import CompetitionStore
+from competition_pipeline.store import CommittedWindow, CompetitionStore
 from competition_pipeline.windows import HOUR, Window
 
 BENCH_WINDOW = Window.from_key("2026-11-20-03:00")
@@ -157,6 +157,8 @@ def record_in_child(url: str, journal: Path, what: str) -> dict:
 
 
 def sensor_tick(directories: int) -> dict:
+    """One tick's decision over ``directories`` hours, every one committed as it is (the common
+    case: the whole journal compared with the committed offsets, nothing behind)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         first = Window.from_key("2025-01-01-00:00")
@@ -165,21 +167,37 @@ def sensor_tick(directories: int) -> dict:
             directory.mkdir(parents=True)
             (directory / "seg-00001.jsonl.gz").write_bytes(b"")
             (directory / "seg-00002.jsonl").write_bytes(b"")
-        cursor = FollowCursor(time.time_ns())
+        committed = {
+            state.window: CommittedWindow(
+                {s.relative: {"size": s.size, "mtime_ns": s.mtime_ns} for s in state.segments},
+                {},
+                "2025-01-01T00:00:00+00:00",
+            )
+            for state in scan(root)[0]
+        }
         started = time.perf_counter()
         states, _ = scan(root)
+        behind = {
+            s.window: reason
+            for s in states
+            if (reason := journal_behind(s, committed.get(s.window))) is not None
+        }
         decision = plan(
-            states,
-            cursor,
-            scan_started_ns=time.time_ns(),
-            in_progress=set(),
+            behind,
+            committed,
+            FollowCursor(),
+            now_ns=time.time_ns(),
+            live=set(),
             first=first,
             last=Window(first.start + directories * HOUR),
+            backoff=Backoff(),
+            max_requests=24,
         )
         seconds = time.perf_counter() - started
     return {
         "directories": directories,
         "seconds": seconds,
+        "behind": len(behind),
         "cursor_bytes": len(decision.cursor.to_json()),
     }
 

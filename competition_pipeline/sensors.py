@@ -85,11 +85,15 @@ def _records_the_asset(run: dg.DagsterRun) -> bool:
     return run.asset_selection is None or competition_fill_events.key in run.asset_selection
 
 
+def _started(record: RunRecord) -> float:
+    return record.start_time or record.create_timestamp.timestamp()
+
+
 def _quiet_seconds(instance: dg.DagsterInstance, record: RunRecord, now: float) -> float:
     """Seconds since the run's last event (or its start)."""
     events = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False)
-    last = events.records[0].timestamp if events.records else record.start_time or now
-    return now - max(last, record.start_time or 0)
+    last = events.records[0].timestamp if events.records else 0.0
+    return now - max(last, _started(record))
 
 
 def live_windows(
@@ -106,7 +110,7 @@ def live_windows(
         r
         for r in records
         if r.dagster_run.status == dg.DagsterRunStatus.STARTED
-        and now - (r.start_time or now) > DEAD_RUN_SECONDS
+        and now - _started(r) > DEAD_RUN_SECONDS
     ]
     holding = store.runs_holding_lock(r.dagster_run.run_id for r in suspects) if suspects else set()
     keys: set[str] = set()
@@ -172,7 +176,7 @@ def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorRes
         context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
     if decision.backing_off:
         failing = {
-            key: f"{decision.cursor.attempts[key].failures} failed, next in {seconds:.0f}s"
+            key: f"{decision.cursor.attempts[key].failures + 1} failed, next in {seconds:.0f}s"
             for key, seconds in list(decision.backing_off.items())[:10]
         }
         context.log.warning(f"failing windows, backing off: {failing}")

@@ -1,4 +1,6 @@
-"""``fill_journal_sensor`` evaluated by Dagster on a real instance with PostgreSQL storage."""
+"""``fill_journal_sensor`` evaluated by Dagster on a real instance with PostgreSQL storage, against
+a real competition database: every window the journal holds beyond what is committed is
+requested, whatever happened to earlier runs, until the table has it."""
 
 from __future__ import annotations
 
@@ -11,23 +13,21 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline.follow import FollowCursor
-from competition_pipeline.resources import FillSourceResource
+from competition_pipeline import sensors
+from competition_pipeline.follow import Attempt, Backoff, FollowCursor, plan
+from competition_pipeline.pipeline import record_window
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.schedules import competition_fill_events_hourly
 from competition_pipeline.sensors import fill_journal_sensor
-from competition_pipeline.sources.journal import scan
+from competition_pipeline.sources.journal import JournalSource, scan
+from competition_pipeline.store import CommittedWindow
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import append, fill, write_segment
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))
 OPEN = NOW  # the hour in progress
 RECENT = Window(NOW.start - 3 * HOUR)
-OLD = Window(NOW.start - 200 * HOUR)  # far outside the sensor's 48-hour horizon
-
-
-def settle() -> None:
-    """Let file times fall out of the sensor's one-second clock slack (see follow.py)."""
-    time.sleep(1.1)
+OLD = Window(NOW.start - 200 * HOUR)
 
 
 @pytest.fixture
@@ -36,14 +36,23 @@ def instance(dagster_home: Path):
         yield instance
 
 
-def tick(instance: dg.DagsterInstance, journal: Path, cursor: str | None) -> dg.SensorResult:
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No backoff unless a test sets one: each tick decides from the committed state alone."""
+    monkeypatch.setattr(sensors, "BACKOFF", Backoff(0, 0))
+
+
+def tick(instance, journal: Path, database_url: str, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"journal": FillSourceResource(root=str(journal))},
+        resources={
+            "journal": FillSourceResource(root=str(journal)),
+            "database": CompetitionDatabase(url=database_url),
+        },
     )
     result = fill_journal_sensor(context)
-    assert isinstance(result, dg.SensorResult)
+    assert isinstance(result, dg.SensorResult), result
     return result
 
 
@@ -51,85 +60,232 @@ def keys(result: dg.SensorResult) -> list[str]:
     return sorted(r.partition_key for r in result.run_requests or [])
 
 
-def test_sensor_follows_the_journal(instance, journal: Path) -> None:
-    # No data: nothing requested, but a cursor is kept.
-    first = tick(instance, journal, None)
-    assert keys(first) == []
-    settle()
-    # A new segment: exactly its window, with a run key derived from its data.
-    write_segment(journal, OLD, "seg-1.jsonl", [fill(1, OLD.start_ms)])
-    live = write_segment(journal, RECENT, "seg-1.jsonl", [fill(2, RECENT.start_ms)])
-    second = tick(instance, journal, first.cursor)
-    assert keys(second) == sorted([OLD.key, RECENT.key])
-    run_keys = {r.partition_key: r.run_key for r in second.run_requests}
-    assert run_keys[RECENT.key].startswith(f"{RECENT.key}@")
-    # The same state again: nothing.
-    settle()
-    third = tick(instance, journal, second.cursor)
-    assert keys(third) == []
-    # The cursor is bounded: the old hour (outside the horizon) is not kept in it.
-    stored = json.loads(third.cursor)
-    assert OLD.key not in stored["fingerprints"] and RECENT.key in stored["fingerprints"]
-    # A plain segment grows: its window again, under a new run key.
-    append(live, json.dumps(fill(3, RECENT.start_ms + 5)) + "\n")
-    fourth = tick(instance, journal, third.cursor)
-    assert keys(fourth) == [RECENT.key]
-    assert fourth.run_requests[0].run_key != run_keys[RECENT.key]
-    # A late fill filed into the old hour (a new segment): that window again.
-    write_segment(journal, OLD, "seg-2.jsonl", [fill(4, OLD.start_ms + 9)])
-    fifth = tick(instance, journal, fourth.cursor)
-    assert keys(fifth) == [OLD.key]
-    # A restart: a fresh context from the stored cursor repeats nothing and misses nothing.
-    settle()
-    restarted = tick(instance, journal, fifth.cursor)
-    assert keys(restarted) == []
-    write_segment(journal, OPEN, "seg-1.jsonl", [fill(5, OPEN.start_ms)])
-    assert keys(tick(instance, journal, restarted.cursor)) == [OPEN.key]
+def commit(journal: Path, database_url: str, window: Window) -> None:
+    """What a successful run does: record the window (the pipeline, without Dagster)."""
+    record_window(JournalSource(journal), CompetitionDatabase(url=database_url).store(), window)
 
 
-def test_the_open_hour_is_requested_as_it_grows(instance, journal: Path) -> None:
-    segment = write_segment(journal, OPEN, "live.jsonl", [fill(1, OPEN.start_ms)])
-    result = tick(instance, journal, None)
-    assert keys(result) == [OPEN.key]
-    for n in range(2, 4):
-        append(segment, json.dumps(fill(n, OPEN.start_ms + n)) + "\n")
-        result = tick(instance, journal, result.cursor)
-        assert keys(result) == [OPEN.key]
-    assert keys(tick(instance, journal, result.cursor)) == []
-
-
-def test_a_window_with_a_run_in_progress_is_not_requested_again(instance, journal: Path) -> None:
-    segment = write_segment(journal, RECENT, "live.jsonl", [fill(1, RECENT.start_ms)])
-    first = tick(instance, journal, None)
-    assert keys(first) == [RECENT.key]
+def add_run(instance, window: Window, status: dg.DagsterRunStatus) -> dg.DagsterRun:
     run = dg.DagsterRun(
         job_name="competition_fill_events_job",
         run_id=str(uuid.uuid4()),
-        status=dg.DagsterRunStatus.STARTED,
-        tags={"dagster/partition": RECENT.key},
+        status=status,
+        tags={"dagster/partition": window.key},
     )
     instance.add_run(run)
-    append(segment, json.dumps(fill(2, RECENT.start_ms + 1)) + "\n")
-    deferred = tick(instance, journal, first.cursor)
-    assert keys(deferred) == []
-    assert json.loads(deferred.cursor)["pending"] == [RECENT.key]
-    instance.report_run_failed(run)
-    assert keys(tick(instance, journal, deferred.cursor)) == [RECENT.key]
+    return run
 
 
-def test_hours_outside_the_partitions_are_not_requested(instance, journal: Path) -> None:
+def test_every_window_behind_is_requested_until_it_is_committed(
+    instance, journal: Path, database_url: str
+) -> None:
+    write_segment(journal, OLD, "seg-1.jsonl", [fill(1, OLD.start_ms)])
+    live = write_segment(journal, RECENT, "seg-1.jsonl", [fill(2, RECENT.start_ms)])
+    write_segment(journal, OPEN, "seg-1.jsonl", [fill(3, OPEN.start_ms)])
+    first = tick(instance, journal, database_url, None)
+    assert keys(first) == sorted([OLD.key, RECENT.key, OPEN.key])
+    assert first.run_requests[0].partition_key == OPEN.key  # the hour in progress first
+    assert all(r.run_key is None for r in first.run_requests)  # nothing can suppress a request
+    assert first.run_requests[0].tags["competition/behind"] == "never recorded"
+    # No run committed anything: every window is asked for again (here without backoff).
+    assert keys(tick(instance, journal, database_url, first.cursor)) == keys(first)
+    for window in (OLD, RECENT, OPEN):
+        commit(journal, database_url, window)
+    settled = tick(instance, journal, database_url, first.cursor)
+    assert keys(settled) == []
+    # A plain segment grows, a late fill lands in an old hour: exactly those windows.
+    append(live, json.dumps(fill(4, RECENT.start_ms + 5)) + "\n")
+    write_segment(journal, OLD, "seg-2.jsonl", [fill(5, OLD.start_ms + 9)])
+    grown = tick(instance, journal, database_url, settled.cursor)
+    assert keys(grown) == sorted([OLD.key, RECENT.key])
+    reasons = {r.partition_key: r.tags["competition/behind"] for r in grown.run_requests}
+    assert reasons[RECENT.key].startswith("grown segment")
+    assert reasons[OLD.key].startswith("new segment")
+    # The cursor lost: the committed state alone decides, the same windows again.
+    assert keys(tick(instance, journal, database_url, None)) == keys(grown)
+
+
+@pytest.mark.parametrize(
+    "status", [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED], ids=str
+)
+def test_a_window_whose_run_failed_or_was_cancelled_is_requested_again(
+    instance, journal: Path, database_url: str, status: dg.DagsterRunStatus
+) -> None:
+    write_segment(journal, RECENT, "seg-1.jsonl", [fill(1, RECENT.start_ms)])
+    first = tick(instance, journal, database_url, None)
+    assert keys(first) == [RECENT.key]
+    add_run(instance, RECENT, status)
+    again = tick(instance, journal, database_url, first.cursor)
+    assert keys(again) == [RECENT.key]
+    assert again.run_requests[0].tags["competition/attempt"] == "2"
+
+
+def test_a_started_run_with_no_worker_is_marked_failed_and_its_window_requested(
+    instance, journal: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STARTED, no process holds its liveness lock, no event for DEAD_RUN_SECONDS: dead. A
+    started run whose worker holds the lock is alive, and its window is left to it."""
+    monkeypatch.setattr(sensors, "DEAD_RUN_SECONDS", 0.5)
+    write_segment(journal, RECENT, "seg-1.jsonl", [fill(1, RECENT.start_ms)])
+    write_segment(journal, OLD, "seg-1.jsonl", [fill(2, OLD.start_ms)])
+    dead = add_run(instance, RECENT, dg.DagsterRunStatus.STARTED)
+    alive = add_run(instance, OLD, dg.DagsterRunStatus.STARTED)
+    store = CompetitionDatabase(url=database_url).store()
+    with store.holding_run_lock(alive.run_id):
+        time.sleep(1.0)
+        result = tick(instance, journal, database_url, None)
+    assert keys(result) == [RECENT.key]
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+    failure = instance.get_records_for_run(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "run worker lost" in failure.records[0].event_log_entry.dagster_event.message
+
+
+def test_a_window_with_a_live_run_is_not_requested_twice(
+    instance, journal: Path, database_url: str
+) -> None:
+    write_segment(journal, RECENT, "seg-1.jsonl", [fill(1, RECENT.start_ms)])
+    queued = add_run(instance, RECENT, dg.DagsterRunStatus.NOT_STARTED)
+    assert keys(tick(instance, journal, database_url, None)) == []
+    instance.report_run_failed(queued)
+    assert keys(tick(instance, journal, database_url, None)) == [RECENT.key]
+
+
+def test_a_window_that_keeps_failing_backs_off_and_does_not_hold_up_the_others(
+    instance, journal: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sensors, "BACKOFF", Backoff(1.0, 60.0))
+    bad = write_segment(journal, OLD, "seg-1.jsonl", [fill(1, OLD.start_ms)]).with_suffix(".gz")
+    bad.write_bytes(b"not gzip")  # OLD's runs fail (a corrupt closed segment)
+    write_segment(journal, OPEN, "live.jsonl", [fill(2, OPEN.start_ms)])
+    first = tick(instance, journal, database_url, None)
+    assert keys(first) == sorted([OLD.key, OPEN.key])
+    commit(journal, database_url, OPEN)  # the open hour's run commits; OLD's fails
+    second = tick(instance, journal, database_url, first.cursor)
+    assert keys(second) == []  # OLD waits 1 s
+    time.sleep(1.1)
+    append(
+        journal / f"date={OPEN.start:%Y-%m-%d}" / f"hour={OPEN.start:%H}" / "live.jsonl",
+        json.dumps(fill(3, OPEN.start_ms + 1)) + "\n",
+    )
+    third = tick(instance, journal, database_url, second.cursor)
+    assert keys(third) == sorted([OLD.key, OPEN.key])  # the open hour never waits for it
+    attempts = {r.partition_key: r.tags["competition/attempt"] for r in third.run_requests}
+    assert attempts == {OLD.key: "2", OPEN.key: "1"}
+    commit(journal, database_url, OPEN)
+    fourth = tick(instance, journal, database_url, third.cursor)
+    assert keys(fourth) == []  # OLD now waits 2 s
+    time.sleep(1.1)
+    assert keys(tick(instance, journal, database_url, fourth.cursor)) == []
+    time.sleep(1.0)
+    fifth = tick(instance, journal, database_url, fourth.cursor)
+    assert [(r.partition_key, r.tags["competition/attempt"]) for r in fifth.run_requests] == [
+        (OLD.key, "3")
+    ]
+
+
+def test_backoff_grows_and_a_commit_resets_it() -> None:
+    """The pure decision: n requests in a row without a commit wait base * 2**(n-1), capped."""
+    window = Window(NOW.start - 5 * HOUR)
+    behind = {window: "never recorded"}
+    backoff = Backoff(10, 60)
+    waits, cursor, now = [], FollowCursor(), 0
+    for _ in range(6):
+        decision = plan(
+            behind,
+            {},
+            cursor,
+            now_ns=now,
+            live=set(),
+            first=window,
+            last=NOW,
+            backoff=backoff,
+            max_requests=10,
+        )
+        if decision.requests:
+            waits.append(now // 10**9)
+            cursor = decision.cursor
+        now += 5 * 10**9
+        while True:  # advance to the tick that requests it again
+            decision = plan(
+                behind,
+                {},
+                cursor,
+                now_ns=now,
+                live=set(),
+                first=window,
+                last=NOW,
+                backoff=backoff,
+                max_requests=10,
+            )
+            if decision.requests:
+                break
+            now += 5 * 10**9
+    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    assert gaps == [10, 20, 40, 60, 60]
+    committed = {window: CommittedWindow({}, {}, "2026-12-01T00:00:00+00:00")}
+    reset = plan(
+        behind,
+        committed,
+        cursor,
+        now_ns=now + 1,
+        live=set(),
+        first=window,
+        last=NOW,
+        backoff=backoff,
+        max_requests=10,
+    )
+    assert [r.attempt for r in reset.requests] == [1]
+
+
+def test_at_most_max_requests_a_tick_the_open_hour_always_included() -> None:
+    windows = [Window(NOW.start - i * HOUR) for i in range(1, 40)]
+    behind = {w: "never recorded" for w in [*windows, NOW]}
+    decision = plan(
+        behind,
+        {},
+        FollowCursor(),
+        now_ns=0,
+        live=set(),
+        first=windows[-1],
+        last=NOW,
+        backoff=Backoff(),
+        max_requests=5,
+    )
+    assert [r.window for r in decision.requests] == [NOW, *windows[:4]]
+
+
+def test_hours_outside_the_partitions_are_not_requested(
+    instance, journal: Path, database_url: str
+) -> None:
     future = Window(NOW.start + 5 * HOUR)
     before_start = Window.from_key("2025-06-01-00:00")
     write_segment(journal, future, "s.jsonl", [fill(1, future.start_ms)])
     write_segment(journal, before_start, "s.jsonl", [fill(2, before_start.start_ms)])
     (journal / "README.txt").write_text("not part of the layout")
-    assert keys(tick(instance, journal, None)) == []
+    assert keys(tick(instance, journal, database_url, None)) == []
 
 
-def test_cursor_round_trips() -> None:
-    cursor = FollowCursor(123, {"2026-11-20-03:00": "abc"}, ["2026-11-20-04:00"])
+def test_an_unreachable_database_decides_nothing_and_says_why(instance, journal: Path) -> None:
+    write_segment(journal, RECENT, "seg-1.jsonl", [fill(1, RECENT.start_ms)])
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={
+            "journal": FillSourceResource(root=str(journal)),
+            "database": CompetitionDatabase(url="postgresql://u:pw-xyz@127.0.0.1:1/competition"),
+        },
+    )
+    result = fill_journal_sensor(context)
+    assert isinstance(result, dg.SkipReason)
+    assert "cannot connect" in result.skip_message and "pw-xyz" not in result.skip_message
+
+
+def test_cursor_round_trips_and_an_old_cursor_reads_as_empty() -> None:
+    cursor = FollowCursor({"2026-11-20-03:00": Attempt(2, "t", 5)}, 7, {"2026-11-20-04:00": 9})
     assert FollowCursor.from_json(cursor.to_json()) == cursor
     assert FollowCursor.from_json(None) == FollowCursor()
+    old = json.dumps({"watermark_ns": 1, "fingerprints": {"a": "b"}, "pending": ["x"]})
+    assert FollowCursor.from_json(old) == FollowCursor()
 
 
 def test_scan_reports_entries_outside_the_layout(journal: Path) -> None:

@@ -148,25 +148,39 @@ def test_an_unreachable_stream_fails_the_run_with_a_clear_message(database_url: 
     assert "cannot reach the fill stream at nats://127.0.0.1:1" in text and f"window {KEY}" in text
 
 
-def test_the_stream_sensor_requests_exactly_the_windows_with_messages(stream) -> None:
+def test_the_stream_sensor_requests_every_window_until_its_stream_position_is_committed(
+    stream, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window stays requested until a committed load covers the newest message the stream
+    holds for it: a failed or lost run does not make it forgotten, a late message reopens it."""
+    from competition_pipeline import sensors
+    from competition_pipeline.follow import Backoff
+
+    monkeypatch.setattr(sensors, "BACKOFF", Backoff(0, 0))
     now = Window.containing_ms(int(time.time() * 1000))
     older = Window(now.start - 3 * HOUR)
     publish(stream, [fill(20, older.start_ms + 5), fill(21, now.start_ms + 5)])
+    resources = {"journal": stream, "database": CompetitionDatabase(url=database_url)}
+
+    def tick(instance, cursor):
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        result = fill_stream_sensor(context)
+        return sorted(r.partition_key for r in result.run_requests), result.cursor
+
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"journal": stream})
-        first = fill_stream_sensor(context)
-        assert sorted(r.partition_key for r in first.run_requests) == sorted([older.key, now.key])
-        # A restart with the stored cursor: nothing again.
-        context = dg.build_sensor_context(
-            instance=instance, cursor=first.cursor, resources={"journal": stream}
-        )
-        second = fill_stream_sensor(context)
-        assert second.run_requests == []
+        requested, cursor = tick(instance, None)
+        assert requested == sorted([older.key, now.key])
+        # Only the older window's run commits; the other's run "failed": asked for again.
+        run(database_url, stream, key=older.key)
+        requested, cursor = tick(instance, cursor)
+        assert requested == [now.key]
+        run(database_url, stream, key=now.key)
+        assert tick(instance, cursor)[0] == []
         publish(stream, [fill(22, older.start_ms + 9)])  # a late fill for the older hour
-        context = dg.build_sensor_context(
-            instance=instance, cursor=second.cursor, resources={"journal": stream}
-        )
-        assert [r.partition_key for r in fill_stream_sensor(context).run_requests] == [older.key]
+        requested, cursor = tick(instance, cursor)
+        assert requested == [older.key]
+        # The cursor lost: the stream is scanned again, the committed state decides.
+        assert tick(instance, None)[0] == [older.key]
 
 
 def test_a_window_older_than_the_retention_fails_and_says_so(stream, database_url: str) -> None:
