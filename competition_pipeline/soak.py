@@ -320,7 +320,7 @@ class Soak:
         getattr(self, "_" + kind.replace("-", "_"))()
         self.injected[kind] += 1
 
-    def _wait_for_run_worker(self, timeout: float = 30) -> list[int]:
+    def _wait_for_run_worker(self, timeout: float = 60) -> list[int]:
         deadline = time.monotonic() + timeout
         while not (pids := run_workers(self.home)) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -328,13 +328,15 @@ class Soak:
 
     def _kill_run(self) -> None:
         pids = self._wait_for_run_worker()
+        if not pids:
+            _log("no run in flight to kill")
         for pid in pids[:1]:
             os.kill(pid, signal.SIGKILL)
 
     def _db_stop(self) -> None:
         self.cluster.stop()
         self._late_segment(count=False)  # the engine goes on filing late fills meanwhile
-        time.sleep(self.random.uniform(20, 35))  # longer than the retry budget (2 x 2 s, exp)
+        time.sleep(self.random.uniform(15, 25))  # longer than the retry budget (2 x 2 s, exp)
         self.cluster.start()
 
     def _kill_daemon(self) -> None:
@@ -389,7 +391,7 @@ class Soak:
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
         while time.monotonic() < deadline:
-            time.sleep(self.random.uniform(8, 20))
+            time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
                 break
             kind = plan.pop() if plan else self.random.choice(self.faults)
