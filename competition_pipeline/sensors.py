@@ -5,12 +5,13 @@ Each tick compares the source with what the database committed (``follow.py``) a
 window that is behind and that no live run is recording, whatever happened to earlier runs. No
 run key: what suppresses a repeat request is a live run of the window, nothing else.
 
-A run is live while it is queued or starting (Dagster's run monitoring bounds those), or started
-and either holding its liveness lock in the competition database (the asset and its checks hold
-it on a connection of their own, so it dies with the worker) or having logged an event within
-``FILL_DEAD_RUN_SECONDS``. A started run with neither is dead (its worker was killed, or its code
-server died with it): the sensor marks it failed, naming why, and its windows are requested
-again. Its pool slot is given back by the daemon (``free_slots_after_run_end_seconds``).
+A run is live while it is queued (waiting for the daemon), or launched (not started, starting,
+started) and either holding its liveness lock in the competition database (the asset and its
+checks hold it on a connection of their own, so it dies with the worker) or having logged an
+event within ``FILL_DEAD_RUN_SECONDS``. A launched run with neither is dead (its worker was
+killed, its code server died, or the daemon died while launching it): the sensor marks it failed,
+naming why, and its windows are requested again. Its pool slot is given back by the daemon
+(``free_slots_after_run_end_seconds``).
 """
 
 import datetime as dt
@@ -60,6 +61,13 @@ BACKOFF = Backoff(
 )
 #: Run requests per tick at most (the hour in progress always comes first); the rest follow.
 MAX_REQUESTS = int(os.environ.get("FILL_SENSOR_MAX_REQUESTS", "24"))
+#: Handed to a worker (or about to be): alive only while the worker shows it. A run the daemon
+#: was launching when it died stays NOT_STARTED or STARTING with no worker at all.
+_LAUNCHED = {
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+}
 _LIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -109,8 +117,7 @@ def live_windows(
     suspects = [
         r
         for r in records
-        if r.dagster_run.status == dg.DagsterRunStatus.STARTED
-        and now - _started(r) > DEAD_RUN_SECONDS
+        if r.dagster_run.status in _LAUNCHED and now - _started(r) > DEAD_RUN_SECONDS
     ]
     holding = store.runs_holding_lock(r.dagster_run.run_id for r in suspects) if suspects else set()
     keys: set[str] = set()
@@ -123,10 +130,10 @@ def live_windows(
             and _quiet_seconds(instance, record, now) > DEAD_RUN_SECONDS
         ):
             message = (
-                f"run worker lost: run {run.run_id} was STARTED but no live process held its"
-                f" liveness lock and it logged nothing for {DEAD_RUN_SECONDS:.0f} s (its worker"
-                " was killed or its code server died); marked failed by the fill sensor, its"
-                " windows are requested again"
+                f"run worker lost: run {run.run_id} was {run.status.value} but no live process"
+                f" held its liveness lock and it logged nothing for {DEAD_RUN_SECONDS:.0f} s (its"
+                " worker was killed, or its code server or the daemon launching it died); marked"
+                " failed by the fill sensor, its windows are requested again"
             )
             instance.report_run_failed(run, message=message)
             log.warning(message)

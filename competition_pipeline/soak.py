@@ -386,11 +386,11 @@ class Soak:
 
     # -- the run -----------------------------------------------------------------------------
 
-    def run(self, duration: float, timeout: float) -> dict:
+    def run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and sum(self.injected[f] for f in FAULTS) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
                 break
@@ -413,7 +413,15 @@ class Soak:
             if (missing == 0 and extra == 0) or waited > timeout:
                 break
             time.sleep(3)
+        runs = self._runs_by_status()
+        settle = time.monotonic() + 90  # the runs in flight when it converged end on their own
+        while set(runs) & {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
+            if time.monotonic() > settle:
+                break
+            time.sleep(3)
+            runs = self._runs_by_status()
         return {
+            "runs": runs,
             "faults": dict(self.injected),
             "windows": windows,
             "rows_expected": len(expected),
@@ -423,6 +431,14 @@ class Soak:
             "seconds_to_converge": round(waited, 1) if missing == extra == 0 else None,
             "converged": missing == 0 and extra == 0,
         }
+
+    def _runs_by_status(self) -> dict[str, int]:
+        """The instance's runs by status at the end (none may be left QUEUED or STARTED)."""
+        try:
+            with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                return dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status"))
+        except psycopg.Error:
+            return {}
 
     def close(self) -> None:
         self.stop_sim.set()
@@ -494,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds to wait for convergence afterwards"
     )
+    parser.add_argument("--max-faults", type=int, help="stop injecting after this many faults")
     parser.add_argument("--fills-per-hour", type=int, default=2000, help="sample closed hours")
     parser.add_argument("--hours", type=int, default=3, help="closed sample hours")
     parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
@@ -509,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _log(f"setting up in {workdir}")
         soak.setup(args.hours, args.fills_per_hour)
-        result = soak.run(args.duration, args.timeout)
+        result = soak.run(args.duration, args.timeout, args.max_faults)
     finally:
         soak.close()
     print(render(result))
