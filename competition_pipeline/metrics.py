@@ -1,0 +1,295 @@
+"""Prometheus metrics, computed at scrape time: ``competition-pipeline metrics --port 9464``.
+
+Nothing is counted in a process that could forget it: every value is read, when Prometheus
+scrapes, from where the truth is kept (the competition database's window summaries, the journal's
+directory listing, the Dagster instance). So the exporter can be restarted, or run twice, and its
+counters never go back. What one scrape costs, at any table size:
+
+* ``competition_fill_windows`` (one row per recorded hour, ~8,800 a year): one aggregate over its
+  summaries gives fills, rows and conflicts; one narrow read of the extents feeds windows-behind.
+* ``competition_fill_events``: ``max(fill_ts)`` only, one probe of its ``fill_ts`` index (never a
+  ``count(*)``).
+* ``competition_fill_rejects``: rejects by rule, a ``GROUP BY`` over the quarantine table (it is
+  small; the one read here that grows with a table).
+* the journal: one directory listing per hour and one ``stat`` per segment (as a sensor tick, about
+  0.3 s per 10,000 hours) plus the last 64 KiB of the newest segment.
+* the Dagster instance: the sensors' stored state (a handful of rows), one ``count`` per run status
+  over the runs table's status index (bounded by the run-history pruning job), and the failed
+  runs (kept by the pruning job, few).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from competition_pipeline import dburl
+from competition_pipeline.contract import Fill, parse_line
+from competition_pipeline.sources.journal import JournalSource, Segment, scan
+
+DEFAULT_PORT = 9464
+TAIL_BYTES = 64 * 1024
+FILL_ASSET = "competition_fill_events"
+FILL_SENSORS = ("fill_journal_sensor", "fill_stream_sensor")
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What the competition database has committed for one window (``competition_fill_windows``)."""
+
+    extent: Mapping[str, int]  # lines read per segment
+    bytes_read: int | None
+    recorded_at: dt.datetime
+    offsets: Mapping[str, int] | None = None  # bytes per segment, where the load saved them
+
+
+def window_behind(segments: Sequence[Segment], committed: Committed | None) -> bool:
+    """The journal holds data for the window that the database has not committed.
+
+    A stand-in for the convergence rule of issue 13 (swap this function for it): behind when the
+    window was never committed, when its segment names differ from the committed extent, or when
+    its segments are larger than what was read (per segment where the load saved byte offsets;
+    otherwise all bytes of plain segments against the load's ``bytes_read``, and for windows with
+    a closed ``.gz`` segment, whose ``bytes_read`` counts decompressed bytes, a plain segment
+    modified after the commit).
+    """
+    if committed is None:
+        return bool(segments)
+    if {s.relative for s in segments} != set(committed.extent):
+        return True
+    if committed.offsets is not None:
+        return any(s.size != committed.offsets.get(s.relative) for s in segments)
+    if not any(s.closed for s in segments) and committed.bytes_read is not None:
+        return sum(s.size for s in segments) != committed.bytes_read
+    recorded_ns = int(committed.recorded_at.timestamp() * 1e9)
+    return any(not s.closed and s.mtime_ns > recorded_ns for s in segments)
+
+
+def _tail_lines(segment: Segment, tail: int) -> list[bytes]:
+    """The complete lines among the last ``tail`` bytes of a segment (decompressed for .gz)."""
+    if segment.closed:
+        data = b""
+        with gzip.open(segment.path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                data = (data + chunk)[-tail:]
+        lines = data.split(b"\n")
+        return lines[1:] if len(data) == tail else lines
+    with open(segment.path, "rb") as handle:
+        start = max(0, segment.size - tail)
+        handle.seek(start)
+        lines = handle.read(segment.size - start).split(b"\n")
+    lines.pop()  # unterminated (or empty after the last "\n")
+    return lines[1:] if start else lines
+
+
+def newest_journal_fill_ms(segments: Sequence[Segment], tail: int = TAIL_BYTES) -> int | None:
+    """The newest fill timestamp among the last lines of the newest segment that has a fill
+    (the journal is written in time order, so its tail holds the newest fills)."""
+    for segment in reversed(segments):
+        stamps = [
+            result.timestamp_ms
+            for line in _tail_lines(segment, tail)
+            if type(result := parse_line(line)) is Fill
+        ]
+        if stamps:
+            return max(stamps)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalState:
+    windows_behind: int
+    newest_fill_ms: int | None
+
+
+def journal_state(root: Path, committed: Mapping[dt.datetime, Committed]) -> JournalState:
+    """Windows behind and the newest fill, from one listing of the journal."""
+    source = JournalSource(root)
+    states, _ = scan(root)
+    behind, newest_segments = 0, []
+    for state in states:
+        segments, _ = source.segments(state.window)
+        behind += window_behind(segments, committed.get(state.window.start))
+        if segments:
+            newest_segments = segments
+    return JournalState(behind, newest_journal_fill_ms(newest_segments))
+
+
+def _committed(conn: psycopg.Connection) -> dict[dt.datetime, Committed]:
+    rows = conn.execute(
+        "SELECT window_start, extent, (summary->>'bytes_read')::bigint, recorded_at,"
+        " summary->'offsets' FROM competition_fill_windows"
+    ).fetchall()
+    return {start: Committed(extent, read, at, offs) for start, extent, read, at, offs in rows}
+
+
+class FillMetricsCollector(Collector):
+    """A custom collector: every scrape reads the database, the journal and the instance."""
+
+    def __init__(
+        self,
+        database_url: str,
+        journal_root: str | None,
+        instance: Callable[[], object] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._url = database_url
+        self._journal = Path(journal_root) if journal_root else None
+        self._instance = instance
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._now()
+        with psycopg.connect(dburl.libpq(self._url), connect_timeout=10) as conn:
+            yield from self._database_metrics(conn, now)
+        if self._instance is not None:
+            yield from instance_metrics(self._instance(), now)
+
+    def _database_metrics(self, conn: psycopg.Connection, now: float) -> Iterator[Metric]:
+        fills, rows, conflicts = conn.execute(
+            "SELECT coalesce(sum((summary->>'fills_recorded_or_present')::bigint), 0),"
+            " coalesce(sum((summary->'stored'->>'rows')::bigint), 0),"
+            " coalesce(sum((summary->'stored'->>'conflicts')::bigint), 0)"
+            " FROM competition_fill_windows"
+        ).fetchone()
+        yield _counter("competition_fills_recorded", "Fills recorded (messages).", fills)
+        yield _counter("competition_fill_rows", "Rows in competition_fill_events.", rows)
+        yield _counter("competition_fill_conflicts", "Conflicting duplicates recorded.", conflicts)
+        rejects = CounterMetricFamily(
+            "competition_fill_rejects", "Lines quarantined, by rule.", labels=["reason"]
+        )
+        for reason, count in conn.execute(
+            "SELECT split_part(reason, ':', 1), count(*) FROM competition_fill_rejects GROUP BY 1"
+        ):
+            rejects.add_metric([reason], count)
+        yield rejects
+        (newest,) = conn.execute("SELECT max(fill_ts) FROM competition_fill_events").fetchone()
+        newest_s = newest.timestamp() if newest is not None else None
+        if newest_s is not None:
+            yield _gauge(
+                "competition_fill_staleness_seconds",
+                "Now minus the newest recorded fill.",
+                now - newest_s,
+            )
+        if self._journal is None or not self._journal.is_dir():
+            return
+        state = journal_state(self._journal, _committed(conn))
+        yield _gauge(
+            "competition_fill_windows_behind",
+            "Windows whose journal is ahead of what the database committed.",
+            state.windows_behind,
+        )
+        if state.newest_fill_ms is not None:
+            recorded = newest_s if newest_s is not None else 0.0
+            yield _gauge(
+                "competition_fill_lag_seconds",
+                "Newest fill in the journal minus the newest recorded fill.",
+                max(0.0, state.newest_fill_ms / 1000 - recorded),
+            )
+
+
+def instance_metrics(instance, now: float) -> Iterator[Metric]:
+    """Failed window recordings, sensor tick age and runs by status, from the Dagster instance."""
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+    from dagster._core.storage.dagster_run import RunsFilter
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+
+    # A failed run of the asset is one failed window recording (a backfill range stops at the
+    # window that failed): a partitioned run (only the fill asset is) that selected it or all.
+    key = dg.AssetKey(FILL_ASSET)
+    failures = 0
+    for record in instance.get_run_records(RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
+        run = record.dagster_run
+        partitioned = PARTITION_NAME_TAG in run.tags or ASSET_PARTITION_RANGE_START_TAG in run.tags
+        failures += partitioned and (not run.asset_selection or key in run.asset_selection)
+    yield _counter(
+        "competition_fill_record_failures",
+        "Failed window recordings (failed runs of competition_fill_events).",
+        failures,
+    )
+    age = GaugeMetricFamily(
+        "competition_sensor_last_tick_age_seconds",
+        "Seconds since the sensor last ticked.",
+        labels=["sensor"],
+    )
+    running = GaugeMetricFamily(
+        "competition_sensor_running", "1 when the sensor is running.", labels=["sensor"]
+    )
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        running.add_metric([state.instigator_name], 1.0 if state.is_running else 0.0)
+        data = state.instigator_data
+        last = getattr(data, "last_tick_timestamp", None)
+        if last:
+            age.add_metric([state.instigator_name], now - last)
+    yield age
+    yield running
+    runs = GaugeMetricFamily(
+        "competition_dagster_runs", "Runs in the instance, by status.", labels=["status"]
+    )
+    for status in dg.DagsterRunStatus:
+        runs.add_metric([status.value], instance.get_runs_count(RunsFilter(statuses=[status])))
+    yield runs
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def registry(
+    database_url: str, journal_root: str | None, instance: Callable[[], object] | None
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FillMetricsCollector(database_url, journal_root, instance))
+    return registry
+
+
+def serve(host: str, port: int, *, use_instance: bool = True) -> tuple[object, object]:
+    """Start the exporter's HTTP server in a thread; the Dagster instance is ``DAGSTER_HOME``'s.
+    Returns the server and its thread (``server.shutdown()`` stops it)."""
+    from prometheus_client import start_http_server
+
+    url = os.environ.get("COMPETITION_DATABASE_URL")
+    if not url:
+        raise SystemExit("COMPETITION_DATABASE_URL is not set")
+    instance_factory = None
+    if use_instance:
+        import dagster as dg
+
+        cached: list = []
+
+        def instance_factory():  # one instance for the exporter's life, opened on first scrape
+            if not cached:
+                cached.append(dg.DagsterInstance.get())
+            return cached[0]
+
+    return start_http_server(
+        port,
+        addr=host,
+        registry=registry(url, os.environ.get("FILL_JOURNAL_DIR"), instance_factory),
+    )
+
+
+def samples(text: str) -> dict[str, float]:
+    """Parse an exposition into ``{'name{labels}': value}`` (for tests and operators' scripts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
