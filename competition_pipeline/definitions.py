@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from competition_pipeline.alerts import competition_alerts
 from competition_pipeline.assets import competition_fill_events
 from competition_pipeline.checks import (
     no_conflicting_duplicates,
@@ -11,11 +12,7 @@ from competition_pipeline.checks import (
 from competition_pipeline.jobs import fill_events_job
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import (
-    competition_run_failure_alert,
-    fill_journal_sensor,
-    fill_stream_sensor,
-)
+from competition_pipeline.sensors import fill_journal_sensor, fill_stream_sensor
 from competition_pipeline.standings_assets import (
     competition_standings,
     standings_job,
@@ -29,7 +26,7 @@ defs = dg.Definitions(
     sensors=[
         fill_journal_sensor,
         fill_stream_sensor,
-        competition_run_failure_alert,
+        competition_alerts,
         standings_refresh_sensor,
     ],
     schedules=[competition_fill_events_hourly],
