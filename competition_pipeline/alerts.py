@@ -141,7 +141,8 @@ class AlertCursor:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def _records_fill_asset(run: dg.DagsterRun) -> bool:
+def records_fill_asset(run: dg.DagsterRun) -> bool:
+    """A partitioned run (only the fill asset is partitioned) that selected the asset or all."""
     partitioned = PARTITION_NAME_TAG in run.tags or ASSET_PARTITION_RANGE_START_TAG in run.tags
     selection = run.asset_selection
     return partitioned and (not selection or competition_fill_events.key in selection)
@@ -169,7 +170,7 @@ def collect_run_failures(instance: dg.DagsterInstance, cursor: AlertCursor, now:
         seen.add(run.run_id)
         cursor.seen_runs.append(run.run_id)
         cursor.runs_after = max(cursor.runs_after, record.update_timestamp.timestamp())
-        if run.tags.get(WILL_RETRY_TAG) == "true" or not _records_fill_asset(run):
+        if run.tags.get(WILL_RETRY_TAG) == "true" or not records_fill_asset(run):
             continue
         error = run_error(instance, run.run_id)
         if error and error.startswith(_CHECK_FAILED):

@@ -202,16 +202,15 @@ def instance_metrics(instance, now: float) -> Iterator[Metric]:
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
     from dagster._core.storage.dagster_run import RunsFilter
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+
+    from competition_pipeline.alerts import records_fill_asset
 
     # A failed run of the asset is one failed window recording (a backfill range stops at the
-    # window that failed): a partitioned run (only the fill asset is) that selected it or all.
-    key = dg.AssetKey(FILL_ASSET)
-    failures = 0
-    for record in instance.get_run_records(RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
-        run = record.dagster_run
-        partitioned = PARTITION_NAME_TAG in run.tags or ASSET_PARTITION_RANGE_START_TAG in run.tags
-        failures += partitioned and (not run.asset_selection or key in run.asset_selection)
+    # window that failed).
+    failures = sum(
+        records_fill_asset(record.dagster_run)
+        for record in instance.get_run_records(RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    )
     yield _counter(
         "competition_fill_record_failures",
         "Failed window recordings (failed runs of competition_fill_events).",
