@@ -127,8 +127,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.metrics_port:
             from competition_pipeline import metrics
 
-            metrics.serve(args.host, args.metrics_port)
-            _log(f"metrics: http://{args.host}:{args.metrics_port}/metrics")
+            try:  # the product runs without its exporter rather than not at all
+                metrics.serve(args.host, args.metrics_port)
+                _log(f"metrics: http://{args.host}:{args.metrics_port}/metrics")
+            except OSError as exc:
+                _log(f"metrics exporter not started on port {args.metrics_port}: {exc}")
         command = [
             str(Path(sys.executable).with_name("dagster")),
             "dev",

@@ -108,20 +108,33 @@ def newest_journal_fill_ms(segments: Sequence[Segment], tail: int = TAIL_BYTES) 
 @dataclass(frozen=True, slots=True)
 class JournalState:
     windows_behind: int
+    behind_seconds: float  # the longest a behind window has gone without a commit
     newest_fill_ms: int | None
 
 
-def journal_state(root: Path, committed: Mapping[dt.datetime, Committed]) -> JournalState:
-    """Windows behind and the newest fill, from one listing of the journal."""
+def journal_state(
+    root: Path, committed: Mapping[dt.datetime, Committed], now: float
+) -> JournalState:
+    """Windows behind, how long the worst has gone uncommitted, and the newest fill, from one
+    listing of the journal. A window behind has gone without a commit since its last commit, or,
+    never committed, since its oldest segment was last written."""
     source = JournalSource(root)
     states, _ = scan(root)
-    behind, newest_segments = 0, []
+    behind, behind_seconds, newest_segments = 0, 0.0, []
     for state in states:
         segments, _ = source.segments(state.window)
-        behind += window_behind(segments, committed.get(state.window.start))
+        last = committed.get(state.window.start)
+        if window_behind(segments, last):
+            behind += 1
+            since = (
+                last.recorded_at.timestamp()
+                if last is not None
+                else min(s.mtime_ns for s in segments) / 1e9
+            )
+            behind_seconds = max(behind_seconds, now - since)
         if segments:
             newest_segments = segments
-    return JournalState(behind, newest_journal_fill_ms(newest_segments))
+    return JournalState(behind, behind_seconds, newest_journal_fill_ms(newest_segments))
 
 
 def _committed(conn: psycopg.Connection) -> dict[dt.datetime, Committed]:
@@ -182,11 +195,16 @@ class FillMetricsCollector(Collector):
             )
         if self._journal is None or not self._journal.is_dir():
             return
-        state = journal_state(self._journal, _committed(conn))
+        state = journal_state(self._journal, _committed(conn), now)
         yield _gauge(
             "competition_fill_windows_behind",
             "Windows whose journal is ahead of what the database committed.",
             state.windows_behind,
+        )
+        yield _gauge(
+            "competition_fill_behind_seconds",
+            "The longest a window behind has gone without a commit (0: none behind).",
+            state.behind_seconds,
         )
         if state.newest_fill_ms is not None:
             recorded = newest_s if newest_s is not None else 0.0

@@ -95,6 +95,7 @@ def test_counters_equal_the_tables_and_lag_follows_the_journal(
     assert got['competition_dagster_runs{status="SUCCESS"}'] == 2
     assert got['competition_dagster_runs{status="FAILURE"}'] == 1
     assert got["competition_fill_windows_behind"] == 0
+    assert got["competition_fill_behind_seconds"] == 0
     assert got["competition_fill_lag_seconds"] == 0
     newest = (TB + 20) / 1000
     assert before - newest <= got["competition_fill_staleness_seconds"] <= after - newest
@@ -105,8 +106,16 @@ def test_counters_equal_the_tables_and_lag_follows_the_journal(
     append(window_dir(journal, WINDOW) / "seg-0002.jsonl", line(fill(6, T0 + 6)) + "\n")
     append(window_dir(journal, WB) / "b.jsonl", line(fill(12, TB + 30)) + "\n")
     write_segment(journal, WC, "c.jsonl", [fill(20, TC + 500), {"type": "Heartbeat"}])
+    ((first_commit,),) = query(
+        database_url, "SELECT extract(epoch FROM min(recorded_at)) FROM competition_fill_windows"
+    )
+    before = time.time()
     got = scrape(exporter)
+    after = time.time()
     assert got["competition_fill_windows_behind"] == 3
+    # The worst behind window has gone without a commit since A's commit.
+    behind = got["competition_fill_behind_seconds"]
+    assert before - float(first_commit) <= behind <= after - float(first_commit)
     assert got["competition_fill_lag_seconds"] == pytest.approx((TC + 500 - TB - 20) / 1000)
 
     # Recording catches up: nothing behind, no lag, and the counters moved with the tables.
