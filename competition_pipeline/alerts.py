@@ -283,6 +283,8 @@ def slack_sender(token: str, channel: str) -> Callable[[dict], None]:
     from dagster_slack import SlackResource
 
     client = SlackResource(token=token).get_client()
+    if api_url := os.environ.get("SLACK_API_URL"):  # a Slack-compatible endpoint (and tests)
+        client.base_url = api_url
 
     def send(body: dict) -> None:
         client.chat_postMessage(channel=channel, text=f":rotating_light: {body['summary']}")

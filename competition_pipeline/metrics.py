@@ -269,9 +269,10 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 def registry(
     database_url: str, journal_root: str | None, instance: Callable[[], object] | None
 ) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FillMetricsCollector(database_url, journal_root, instance))
-    return registry
+    """A registry with only the pipeline's collector (no process or platform metrics)."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(FillMetricsCollector(database_url, journal_root, instance))
+    return collectors
 
 
 def serve(host: str, port: int, *, use_instance: bool = True) -> tuple[object, object]:

@@ -143,3 +143,47 @@ def test_a_conflict_and_a_failing_reconciliation_each_alert_once(
         ("competition_check_failed", "reconciles_with_journal"),
     ]
     assert all(b["windows"] == [KEY] for b in webhook.received)
+
+
+def test_slack_gets_the_alert_through_dagster_slack(
+    journal: Path, dagster_home: Path, webhook: Webhook, monkeypatch
+) -> None:
+    """Slack's Web API played by a local server (SLACK_API_URL): chat.postMessage with the
+    channel and the alert's summary; the webhook gets the same alert."""
+    posts: list[dict] = []
+
+    class SlackApi(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, **json.loads(body)})
+            answer = json.dumps({"ok": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    slack = HTTPServer(("127.0.0.1", 0), SlackApi)
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("SLACK_ALERT_CHANNEL", "#competition-alerts")
+    monkeypatch.setenv("SLACK_API_URL", f"http://127.0.0.1:{slack.server_port}/api/")
+    webhook.refuse = 0
+    try:
+        instance = dg.DagsterInstance.get()
+        tick = Ticks(instance)
+        tick()
+        write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0)])
+        assert not materialize(DOWN, journal, instance=instance, raise_on_error=False).success
+        for _ in range(3):
+            tick()
+    finally:
+        slack.shutdown()
+    (post,) = posts
+    assert post["path"] == "/api/chat.postMessage" and post["channel"] == "#competition-alerts"
+    assert KEY in post["text"] and "hunter2-secret" not in post["text"]
+    (body,) = webhook.received
+    assert body["windows"] == [KEY]
