@@ -38,8 +38,6 @@ from competition_pipeline.sources.journal import JournalSource, Segment, scan
 
 DEFAULT_PORT = 9464
 TAIL_BYTES = 64 * 1024
-FILL_ASSET = "competition_fill_events"
-FILL_SENSORS = ("fill_journal_sensor", "fill_stream_sensor")
 
 
 @dataclass(frozen=True, slots=True)
