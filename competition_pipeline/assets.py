@@ -1,5 +1,6 @@
 """The ``competition_fill_events`` asset: one hourly window of fills recorded per partition."""
 
+import datetime as dt
 import os
 import time
 import warnings
@@ -37,6 +38,17 @@ fill_retry_policy = dg.RetryPolicy(
     delay=float(os.environ.get("FILL_RETRY_DELAY_SECONDS", "10")),
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
+)
+
+
+# Fresh (green in the UI) while some window was recorded within the last
+# FILL_FRESHNESS_FAIL_MINUTES; stale (failed) past it, which the alerts sensor reports. The sensor
+# re-records the open hour as the journal grows, so a healthy pipeline materializes every tick.
+_FAIL_MINUTES = float(os.environ.get("FILL_FRESHNESS_FAIL_MINUTES", "10"))
+_WARN_MINUTES = float(os.environ.get("FILL_FRESHNESS_WARN_MINUTES", "5"))
+fill_freshness_policy = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(minutes=_FAIL_MINUTES),
+    warn_window=dt.timedelta(minutes=_WARN_MINUTES) if 1 <= _WARN_MINUTES < _FAIL_MINUTES else None,
 )
 
 
@@ -131,6 +143,7 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
     backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=fill_retry_policy,
     pool=DATABASE_POOL,
+    freshness_policy=fill_freshness_policy,
     group_name="competition",
     kinds={"postgres"},
     # Ranged runs report each window as its own materialization event instead of one output.

@@ -124,6 +124,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         _log(f"instance storage:     {dburl.redacted(os.environ['DAGSTER_POSTGRES_URL'])}")
         _log(f"journal: {journal}   DAGSTER_HOME: {home}")
         _log(f"UI: http://{args.host}:{args.port}")
+        if args.metrics_port:
+            from competition_pipeline import metrics
+
+            try:  # the product runs without its exporter rather than not at all
+                metrics.serve(args.host, args.metrics_port)
+                _log(f"metrics: http://{args.host}:{args.metrics_port}/metrics")
+            except OSError as exc:
+                _log(f"metrics exporter not started on port {args.metrics_port}: {exc}")
         command = [
             str(Path(sys.executable).with_name("dagster")),
             "dev",
@@ -257,6 +265,19 @@ def cmd_standings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from competition_pipeline import metrics
+
+    server, thread = metrics.serve(args.host, args.port)
+    _log(f"metrics on http://{args.host}:{args.port}/metrics")
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="competition-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -269,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--no-simulate", dest="simulate", action="store_false", help="do not append live fills"
     )
+    up.add_argument("--metrics-port", type=int, default=9464, help="Prometheus exporter (0: off)")
     up.set_defaults(func=cmd_up)
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics (scrape /metrics)")
+    metrics.add_argument("--host", default="127.0.0.1")
+    metrics.add_argument("--port", type=int, default=9464)
+    metrics.set_defaults(func=cmd_metrics)
     schema = commands.add_parser("schema", help="create the competition tables (idempotent)")
     schema.set_defaults(func=cmd_schema)
     competition = commands.add_parser("competition", help="create competitions, register wallets")

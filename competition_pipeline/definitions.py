@@ -2,20 +2,18 @@
 
 import dagster as dg
 
+from competition_pipeline.alerts import competition_alerts
 from competition_pipeline.assets import competition_fill_events
 from competition_pipeline.checks import (
     no_conflicting_duplicates,
     reconciles_with_journal,
     rejects_within_budget,
 )
+from competition_pipeline.history import prune_run_history_job, prune_run_history_schedule
 from competition_pipeline.jobs import fill_events_job
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import (
-    competition_run_failure_alert,
-    fill_journal_sensor,
-    fill_stream_sensor,
-)
+from competition_pipeline.sensors import fill_journal_sensor, fill_stream_sensor
 from competition_pipeline.standings_assets import (
     competition_standings,
     standings_job,
@@ -25,14 +23,14 @@ from competition_pipeline.standings_assets import (
 defs = dg.Definitions(
     assets=[competition_fill_events, competition_standings],
     asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
-    jobs=[fill_events_job, standings_job],
+    jobs=[fill_events_job, standings_job, prune_run_history_job],
     sensors=[
         fill_journal_sensor,
         fill_stream_sensor,
-        competition_run_failure_alert,
+        competition_alerts,
         standings_refresh_sensor,
     ],
-    schedules=[competition_fill_events_hourly],
+    schedules=[competition_fill_events_hourly, prune_run_history_schedule],
     # One process per run: the asset and its checks run one after the other anyway, and a
     # subprocess per step would add seconds to every window the sensor requests.
     executor=dg.in_process_executor,

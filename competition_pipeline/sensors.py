@@ -1,5 +1,5 @@
 """Sensors: follow the journal (``fill_journal_sensor``) or the stream (``fill_stream_sensor``)
-until the competition database has committed all of it, and report failed runs.
+until the competition database has committed all of it (alerts: alerts.py).
 
 Each tick compares the source with what the database committed (``follow.py``) and requests every
 window that is behind and that no live run is recording, whatever happened to earlier runs. No
@@ -15,10 +15,8 @@ naming why, and its windows are requested again. Its pool slot is given back by 
 """
 
 import datetime as dt
-import json
 import os
 import time
-import urllib.request
 
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord, RunsFilter
@@ -287,65 +285,3 @@ def fill_stream_sensor(
     still = {*decision.behind, *decision.out_of_range}
     decision.cursor.wanted = {k: v for k, v in wanted.items() if k in still}
     return _result(context, decision)
-
-
-def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
-    """One structured record of a failed run: its window(s), the error class and message."""
-    tags = run.tags
-    windows = tags.get(PARTITION_NAME_TAG) or (
-        f"{tags.get(ASSET_PARTITION_RANGE_START_TAG)}..{tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
-        if ASSET_PARTITION_RANGE_START_TAG in tags
-        else None
-    )
-    error_class, _, message = (error or "").partition(": ")
-    return {
-        "event": "competition_run_failed",
-        "run_id": run.run_id,
-        "job": run.job_name,
-        "windows": windows,
-        "error_class": error_class or None,
-        "message": message or error,
-    }
-
-
-_WRAPPERS = {
-    "DagsterMaxRetriesExceededError",
-    "RetryRequestedFromPolicy",
-    "DagsterExecutionStepExecutionError",
-}
-
-
-def _cause(error):
-    """The error that says why: past Dagster's retry and step-execution wrappers."""
-    while error.cls_name in _WRAPPERS and (error.cause or error.context):
-        error = error.cause or error.context
-    return error
-
-
-@dg.run_failure_sensor(
-    name="competition_run_failure_alert",
-    monitored_jobs=None,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-)
-def competition_run_failure_alert(context: dg.RunFailureSensorContext) -> None:
-    """Logs one JSON line per failed run; posts it to ``ALERT_WEBHOOK_URL`` when that is set."""
-    error = None
-    for event in context.get_step_failure_events():
-        failure = event.step_failure_data.error if event.step_failure_data else None
-        if failure is not None:
-            cause = _cause(failure)
-            error = f"{cause.cls_name}: {cause.message.strip()}"
-            break
-    if error is None and context.failure_event.message:
-        error = f"RunFailure: {context.failure_event.message}"
-    record = failure_line(context.dagster_run, error)
-    line = json.dumps(record, sort_keys=True)
-    context.log.error(line)
-    webhook = os.environ.get("ALERT_WEBHOOK_URL")
-    if webhook:
-        request = urllib.request.Request(
-            webhook, data=line.encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (operator-configured URL)
-            pass

@@ -1,53 +1,189 @@
-"""competition_run_failure_alert: one structured line per failed run, POSTed to the webhook."""
+"""``competition_alerts``: evaluated on a real instance (PostgreSQL storage) against a local webhook
+that refuses its first requests; every alert arrives once it accepts, none is sent twice."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from competition_pipeline.sensors import competition_run_failure_alert
+from competition_pipeline import alerts
+from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import fill, write_segment
-from tests.test_asset import KEY, T0, WINDOW, materialize
+from tests.test_asset import KEY, T0, WINDOW, materialize, query
+
+DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
 
 
-def test_a_failed_run_is_alerted_once_with_its_window(journal: Path, monkeypatch) -> None:
-    received: list[dict] = []
+class Webhook:
+    """A local webhook that answers 503 to its first ``refuse`` requests, then 204."""
 
-    class Hook(BaseHTTPRequestHandler):
+    def __init__(self, refuse: int) -> None:
+        self.refuse, self.requests, self.received = refuse, 0, []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.requests += 1
+                if hook.requests <= hook.refuse:
+                    self.send_response(503)
+                else:
+                    hook.received.append(body)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook(monkeypatch) -> Iterator[Webhook]:
+    hook = Webhook(refuse=3)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", hook.url)
+    monkeypatch.setattr(alerts, "BACKOFF_SECONDS", 0.0)  # drive time: retry at the next tick
+    yield hook
+    hook.server.shutdown()
+
+
+class Ticks:
+    """Evaluate the alerts sensor tick after tick on the instance, carrying its cursor."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance, self.cursor = instance, None
+
+    def __call__(self) -> alerts.AlertCursor:
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor)
+        result = alerts.competition_alerts(context)
+        self.cursor = result.cursor
+        return alerts.AlertCursor.from_json(self.cursor)
+
+
+def test_an_outage_of_ten_windows_is_one_alert_delivered_after_refusals(
+    journal: Path, dagster_home: Path, webhook: Webhook
+) -> None:
+    instance = dg.DagsterInstance.get()
+    tick = Ticks(instance)
+    tick()  # the first tick sets the watermarks
+    windows = [Window(WINDOW.start + i * HOUR) for i in range(10)]
+    for window in windows:
+        write_segment(journal, window, "s.jsonl", [fill(1000 + window.start.hour, window.start_ms)])
+        result = materialize(DOWN, journal, window.key, instance=instance, raise_on_error=False)
+        assert not result.success
+    # A run Dagster will retry (the run-retry daemon tags it) does not alert.
+    retried = Window(WINDOW.start + 20 * HOUR)
+    assert not materialize(
+        DOWN,
+        journal,
+        retried.key,
+        instance=instance,
+        raise_on_error=False,
+        tags={"dagster/will_retry": "true"},
+    ).success
+
+    cursor = tick()  # collected and stored, not yet sent
+    (alert,) = cursor.outbox
+    assert webhook.requests == 0
+    assert (
+        sorted(alert.windows) == sorted(w.key for w in windows) and retried.key not in alert.windows
+    )
+    for refused in range(1, 4):
+        cursor = tick()
+        assert webhook.requests == refused and cursor.outbox[0].attempts == refused
+    cursor = tick()
+    assert cursor.outbox == [] and webhook.requests == 4
+    for _ in range(3):
+        tick()
+    (body,) = webhook.received
+    assert body["event"] == "competition_run_failed" and body["id"] == alert.id
+    assert sorted(body["windows"]) == sorted(w.key for w in windows)
+    first = body["details"][0]
+    assert first["error_class"] and "cannot connect to" in first["message"]
+    assert "hunter2-secret" not in json.dumps(body)
+
+
+def test_a_conflict_and_a_failing_reconciliation_each_alert_once(
+    database_url: str, journal: Path, dagster_home: Path, webhook: Webhook
+) -> None:
+    instance = dg.DagsterInstance.get()
+    tick = Ticks(instance)
+    tick()
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0 + 1), fill(1, T0 + 1, price="9")])
+    assert materialize(database_url, journal, checks=True, instance=instance).success
+    # A row no journal line gives, stored behind the recorder's back: the blocking
+    # reconciliation of the next recording names it as unexpected and fails.
+    query(
+        database_url,
+        "INSERT INTO competition_fill_events SELECT (jsonb_populate_record("
+        "NULL::competition_fill_events, to_jsonb(e) || '{\"trade_id\": 999}')).*"
+        " FROM competition_fill_events e LIMIT 1 RETURNING 1",
+    )
+    rerun = materialize(database_url, journal, checks=True, instance=instance, raise_on_error=False)
+    failed = [e for e in rerun.get_asset_check_evaluations() if not e.passed]
+    assert {e.check_name for e in failed} >= {"reconciles_with_journal"}
+    webhook.refuse = 0
+    for _ in range(3):
+        tick()
+    # The same conflict found again by a later recording is not a new alert.
+    materialize(database_url, journal, checks=True, instance=instance, raise_on_error=False)
+    for _ in range(3):
+        tick()
+    events = sorted((b["event"], b["details"][0]["check"]) for b in webhook.received)
+    assert events == [
+        ("competition_check_failed", "no_conflicting_duplicates"),
+        ("competition_check_failed", "reconciles_with_journal"),
+    ]
+    assert all(b["windows"] == [KEY] for b in webhook.received)
+
+
+def test_slack_gets_the_alert_through_dagster_slack(
+    journal: Path, dagster_home: Path, webhook: Webhook, monkeypatch
+) -> None:
+    """Slack's Web API played by a local server (SLACK_API_URL): chat.postMessage with the
+    channel and the alert's summary; the webhook gets the same alert."""
+    posts: list[dict] = []
+
+    class SlackApi(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, **json.loads(body)})
+            answer = json.dumps({"ok": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *args) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
-    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0)])
+    slack = HTTPServer(("127.0.0.1", 0), SlackApi)
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("SLACK_ALERT_CHANNEL", "#competition-alerts")
+    monkeypatch.setenv("SLACK_API_URL", f"http://127.0.0.1:{slack.server_port}/api/")
+    webhook.refuse = 0
     try:
-        with dg.instance_for_test() as instance:
-            url = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
-            result = materialize(url, journal, instance=instance, raise_on_error=False)
-            assert not result.success
-            run = instance.get_run_by_id(result.run_id)
-            (entry,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            failure = entry.dagster_event
-            context = dg.build_run_status_sensor_context(
-                sensor_name="competition_run_failure_alert",
-                dagster_event=failure,
-                dagster_instance=instance,
-                dagster_run=run,
-            ).for_run_failure()
-            competition_run_failure_alert(context)
+        instance = dg.DagsterInstance.get()
+        tick = Ticks(instance)
+        tick()
+        write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0)])
+        assert not materialize(DOWN, journal, instance=instance, raise_on_error=False).success
+        for _ in range(3):
+            tick()
     finally:
-        server.shutdown()
-    (alert,) = received
-    assert alert["event"] == "competition_run_failed" and alert["windows"] == KEY
-    assert alert["run_id"] == result.run_id and alert["error_class"]
-    assert "cannot connect to" in alert["message"] and "hunter2-secret" not in json.dumps(alert)
+        slack.shutdown()
+    (post,) = posts
+    assert post["path"] == "/api/chat.postMessage" and post["channel"] == "#competition-alerts"
+    assert KEY in post["text"] and "hunter2-secret" not in post["text"]
+    (body,) = webhook.received
+    assert body["windows"] == [KEY]

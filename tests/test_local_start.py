@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from competition_pipeline import metrics
 from tests.conftest import REPO
 from tests.dagster_dev import free_port
 
@@ -46,7 +47,7 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -61,6 +62,7 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
     env.update(COMPETITION_STATE_DIR=str(tmp_path / "state"), FILL_SENSOR_INTERVAL_SECONDS="3")
     command = [str(Path(sys.executable).with_name("competition-pipeline")), "up"]
     command += ["--port", str(port), "--hours", "2", "--fills-per-hour", "200", "--rate", "20"]
+    command += ["--metrics-port", str(metrics_port)]
     log = (tmp_path / "up.log").open("w")
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -83,8 +85,13 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
                 break
             time.sleep(2)
         assert recorded >= 3, (tmp_path / "up.log").read_text()[-4000:]
-        # The webserver listens on loopback only.
+        # The webserver and the metrics exporter listen on loopback only.
         assert listening_addresses(port) == {"127.0.0.1"}
+        assert listening_addresses(metrics_port) == {"127.0.0.1"}
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            scraped = metrics.samples(response.read().decode())
+        assert scraped["competition_fill_rows_total"] > 0
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=90)

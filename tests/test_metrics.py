@@ -1,0 +1,137 @@
+"""The Prometheus exporter, scraped over HTTP after recording a journal whose answers are known."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from competition_pipeline import metrics
+from competition_pipeline.sources.journal import window_dir
+from competition_pipeline.windows import HOUR, Window
+from tests.dagster_dev import free_port
+from tests.journal_helpers import W3, append, fill, line, write_segment
+from tests.test_asset import KEY, T0, WINDOW, materialize, query
+
+WB = Window(WINDOW.start + HOUR)
+WC = Window(WINDOW.start + 2 * HOUR)
+TB, TC = WB.start_ms, WC.start_ms
+
+
+def known_journal(journal: Path) -> None:
+    """Window A: a closed and a plain segment with a self-trade, a conflict and two rejects;
+    window B: two fills. Fills 1, 2, 5, 10, 11; rows 2 + 1 + 2 + 2 + 2 = 9."""
+    write_segment(
+        journal,
+        WINDOW,
+        "seg-0001.jsonl.gz",
+        [
+            fill(1, T0 + 1),
+            {"type": "Heartbeat"},
+            fill(2, T0 + 2, taker_wallet_address=W3, maker_wallet_address=W3),
+            fill(3, T0 + 3, price=1520.5),  # reject: a JSON number
+        ],
+    )
+    write_segment(
+        journal,
+        WINDOW,
+        "seg-0002.jsonl",
+        [fill(1, T0 + 1, price="1600"), "not json", fill(5, T0 + 5)],  # conflict, reject, fill
+    )
+    write_segment(journal, WB, "b.jsonl", [fill(10, TB + 10), fill(11, TB + 20)])
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        return metrics.samples(response.read().decode())
+
+
+@pytest.fixture
+def exporter(database_url: str, journal: Path, dagster_home: Path, monkeypatch) -> int:
+    monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
+    monkeypatch.setenv("FILL_JOURNAL_DIR", str(journal))
+    port = free_port()
+    server, _ = metrics.serve("127.0.0.1", port)
+    yield port
+    server.shutdown()
+
+
+def test_counters_equal_the_tables_and_lag_follows_the_journal(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int
+) -> None:
+    known_journal(journal)
+    instance = dg.DagsterInstance.get()
+    for key in (KEY, WB.key):
+        assert materialize(database_url, journal, key, instance=instance).success
+    bad = "postgresql://recorder:secret@127.0.0.1:1/competition"
+    assert not materialize(bad, journal, WC.key, instance=instance, raise_on_error=False).success
+
+    before = time.time()
+    got = scrape(exporter)
+    after = time.time()
+    (fills, rows), (conflicts,) = (
+        query(
+            database_url, "SELECT count(DISTINCT trade_id), count(*) FROM competition_fill_events"
+        )[0],
+        query(database_url, "SELECT count(*) FROM competition_fill_conflicts")[0],
+    )
+    assert (fills, rows, conflicts) == (5, 9, 2)  # the known answer (a conflict: both wallets)
+    assert got["competition_fills_recorded_total"] == fills
+    assert got["competition_fill_rows_total"] == rows
+    assert got["competition_fill_conflicts_total"] == conflicts
+    rejects = {k: v for k, v in got.items() if k.startswith("competition_fill_rejects_total")}
+    assert (
+        sum(rejects.values())
+        == 2
+        == query(database_url, "SELECT count(*) FROM competition_fill_rejects")[0][0]
+    )
+    assert 'competition_fill_rejects_total{reason="invalid JSON"}' in rejects
+    failed = len(instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])))
+    assert failed == 1
+    assert got["competition_fill_record_failures_total"] == failed
+    assert got['competition_dagster_runs{status="SUCCESS"}'] == 2
+    assert got['competition_dagster_runs{status="FAILURE"}'] == 1
+    assert got["competition_fill_windows_behind"] == 0
+    assert got["competition_fill_behind_seconds"] == 0
+    assert got["competition_fill_lag_seconds"] == 0
+    newest = (TB + 20) / 1000
+    assert before - newest <= got["competition_fill_staleness_seconds"] <= after - newest
+
+    # The journal grows while nothing records it: a plain segment grows in A, B gets a fill,
+    # a new hour C begins. Three windows are behind; the lag is the journal's newest fill minus
+    # the newest recorded one.
+    append(window_dir(journal, WINDOW) / "seg-0002.jsonl", line(fill(6, T0 + 6)) + "\n")
+    append(window_dir(journal, WB) / "b.jsonl", line(fill(12, TB + 30)) + "\n")
+    write_segment(journal, WC, "c.jsonl", [fill(20, TC + 500), {"type": "Heartbeat"}])
+    ((first_commit,),) = query(
+        database_url, "SELECT extract(epoch FROM min(recorded_at)) FROM competition_fill_windows"
+    )
+    before = time.time()
+    got = scrape(exporter)
+    after = time.time()
+    assert got["competition_fill_windows_behind"] == 3
+    # The worst behind window has gone without a commit since A's commit.
+    behind = got["competition_fill_behind_seconds"]
+    assert before - float(first_commit) <= behind <= after - float(first_commit)
+    assert got["competition_fill_lag_seconds"] == pytest.approx((TC + 500 - TB - 20) / 1000)
+
+    # Recording catches up: nothing behind, no lag, and the counters moved with the tables.
+    for key in (KEY, WB.key, WC.key):
+        assert materialize(database_url, journal, key, instance=instance).success
+    got = scrape(exporter)
+    assert got["competition_fill_windows_behind"] == 0
+    assert got["competition_fill_lag_seconds"] == 0
+    ((fills, rows),) = query(
+        database_url, "SELECT count(DISTINCT trade_id), count(*) FROM competition_fill_events"
+    )
+    assert (
+        (got["competition_fills_recorded_total"], got["competition_fill_rows_total"])
+        == (
+            fills,
+            rows,
+        )
+        == (8, 15)
+    )
