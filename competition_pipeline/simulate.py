@@ -186,7 +186,9 @@ class FillSimulator:
         self.self_trade_share = self_trade_share
         self.other_share = other_share
         population = Random(population_seed)
-        self.wallets = [_checksum_case(f"{population.getrandbits(160):040x}") for _ in range(wallets)]
+        self.wallets = [
+            _checksum_case(f"{population.getrandbits(160):040x}") for _ in range(wallets)
+        ]
         self.builders = [
             _checksum_case(f"{population.getrandbits(160):040x}") for _ in range(builders)
         ]
