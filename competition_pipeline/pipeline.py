@@ -55,6 +55,7 @@ class WindowReport:
     ignored_files: list[str] = field(default_factory=list)
     stream_complete: bool | None = None  # stream only: past the window's end plus lateness
     unchanged: bool = False  # the data and the stored rows were as the latest load left them
+    rows_stored: int | None = None  # rows the window holds once this load committed
 
     @property
     def rows_per_second(self) -> float:
@@ -342,10 +343,12 @@ def _load(
         report.rows_already_present = counts.rows_already_present
         report.rejects_new = counts.rejects_recorded
         report.seconds = time.perf_counter() - started
+        stored = load.stored_after(counts)
+        report.rows_stored = stored.rows
         summary = report.as_dict()
         del summary["ignored_files"]
         summary["digest"] = _versioned(stats.digest)
-        summary["stored"] = load.stored_after(counts).as_dict()
+        summary["stored"] = stored.as_dict()
         load.save_window(report.source, stats.extent, summary)
     return report
 
@@ -365,6 +368,7 @@ def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
     report.rows_inserted = report.rejects_new = report.conflicts_new = 0
     report.seconds = seconds
     report.unchanged = True
+    report.rows_stored = before.stored.rows if before.stored else None
     return report
 
 

@@ -400,7 +400,7 @@ def test_materializing_one_window_from_the_ui_shows_its_metadata(
     assert metadata_value(page, "rows_inserted") == "6"  # 3 fills, taker and maker rows
     assert metadata_value(page, "rejects") == "1"  # the "not json" line
     assert metadata_value(page, "lines_read") == "4"
-    assert float(metadata_value(page, "lag_seconds")) > 0
+    assert float(metadata_value(page, "rows_per_second")) > 0  # rows inserted by this run
     shot("metadata")
     assert window in recorded_windows(site.database_url)
     assert stored_keys(site.database_url) >= journal_keys(site.journal, [window])
