@@ -297,12 +297,30 @@ def _run_dagster_dev(args: argparse.Namespace, home: Path) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if stop_requested and time.monotonic() - stop_requested[0] > 30:
+                    os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        _end_group(process.pid)
+
+
+def _end_group(pgid: int, grace: float = 10.0) -> None:
+    """End what dagster dev left in its process group (its code server can outlive it by its
+    45 s heartbeat timeout) before the embedded PostgreSQL it uses is stopped."""
+    deadline = time.monotonic() + grace
+    sent = signal.SIGTERM
     while True:
         try:
-            return process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            if stop_requested and time.monotonic() - stop_requested[0] > 30:
-                os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(pgid, sent)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            sent = signal.SIGKILL
+        time.sleep(0.2)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

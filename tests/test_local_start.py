@@ -45,6 +45,19 @@ def listening_addresses(port: int) -> set[str]:
     return addresses
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that mention ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if proc.name.isdigit() and text in cmdline:
+            found.append(cmdline[:200])
+    return found
+
+
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """The CLI in a separate process, as a user's second shell runs it."""
     command = [str(Path(sys.executable).with_name("competition-pipeline")), *args]
@@ -140,7 +153,9 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=90)
     assert code == 0
-    # The embedded PostgreSQL was stopped with it, and the CLI no longer points at it.
+    # Nothing it started is left (the code server included), the embedded PostgreSQL was stopped
+    # with it, and the CLI no longer points at it.
+    assert processes_mentioning(str(state)) == []
     assert not (state / "pg" / "postmaster.pid").exists()
     assert not (state / "local.json").exists()
     gone = cli("standings", "demo", env=env)
