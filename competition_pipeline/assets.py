@@ -137,16 +137,30 @@ def _record(
 def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     for name in report.ignored_files:
         context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
-    if _journal_data(report) is False and not _open(report, time.time()):
+
+
+def _missing_from_journal(report: WindowReport) -> bool:
+    """A closed hour without any segment (the open hour may simply have none yet)."""
+    return _journal_data(report) is False and not _open(report, time.time())
+
+
+def _warn_missing(context: dg.AssetExecutionContext, windows: list[str]) -> None:
+    if windows:
+        which = (
+            ", ".join(windows)
+            if len(windows) <= 5
+            else f"{len(windows)} windows from {windows[0]} to {windows[-1]}"
+        )
         context.log.warning(
-            f"window {report.window}: no journal data (no segment in its date=/hour= directory):"
-            " the hour is missing from the journal, which is not the same as an hour without"
-            " trades; recorded as 0 rows, re-run it once the journal has it"
+            f"no journal data for {which} (no segment in the date=/hour= directory): missing from"
+            " the journal, which is not the same as an hour without trades; recorded as 0 rows,"
+            " re-run once the journal has it"
         )
 
 
 def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     _warn_ignored(context, report)
+    _warn_missing(context, [report.window] if _missing_from_journal(report) else [])
     context.log.info(
         f"window {report.window}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
         f"{report.rows_already_present} already present, {report.rejects} rejects, "
@@ -194,8 +208,11 @@ def competition_fill_events(
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     started = time.perf_counter()
     rows = 0
+    missing: list[str] = []  # warned about with the progress line, not one line per window
     for done, report in enumerate(_record(windows, database, journal, policy), start=1):
         _warn_ignored(context, report)
+        if _missing_from_journal(report):
+            missing.append(report.window)
         # Yielded, not context.log_event(): logged events are buffered until the next yield,
         # so a failure later in the range would drop the events of windows already committed.
         yield dg.AssetMaterialization(
@@ -209,3 +226,5 @@ def competition_fill_events(
                 f"{done}/{len(windows)} windows recorded (up to {report.window}),"
                 f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
             )
+            _warn_missing(context, missing)
+            missing.clear()

@@ -522,3 +522,22 @@ def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
     assert {c.name for c in schema.columns if not c.constraints.nullable} >= {"trade_id", "wallet"}
     assert spec.owners == ["team:trading-competition"]
     assert "dagster/code_references" in spec.metadata
+
+
+def test_a_range_warns_once_about_its_hours_missing_from_the_journal(
+    database_url: str, journal: Path
+) -> None:
+    windows = [Window(WINDOW.start + i * HOUR) for i in range(4)]
+    write_segment(journal, windows[1], "seg.jsonl", [fill(100, windows[1].start_ms)])
+    tags = {
+        "dagster/asset_partition_range_start": windows[0].key,
+        "dagster/asset_partition_range_end": windows[-1].key,
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(database_url, journal, key=None, tags=tags, instance=instance)
+    data = {
+        e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert [data[w.key]["journal_data"].value for w in windows] == [False, True, False, False]
+    (warning,) = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]
+    assert f"{windows[0].key}, {windows[2].key}, {windows[3].key} (no segment" in warning
