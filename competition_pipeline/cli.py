@@ -329,10 +329,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     # The local product follows the journal by itself: the sensor starts in the running state.
     os.environ.setdefault("FILL_SENSOR_DEFAULT_STATUS", "running")
+    # The demo competition belongs to the sample journal: never added to a journal (and database)
+    # the user brought.
+    demo = args.demo and not os.environ.get("FILL_JOURNAL_DIR")
     with contextlib.ExitStack() as stack:
         _prepare_databases(state, stack)
         journal = _prepare_journal(state, args.hours, args.fills_per_hour)
-        _prepare_demo_competition(journal)
+        if demo:
+            _prepare_demo_competition(journal)
         _start_appender(args, journal, stack)
         home = _prepare_home(state)
         state_file = _write_local_state(
@@ -532,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--rate", type=float, default=5.0, help="live fills per second")
     up.add_argument(
         "--no-simulate", dest="simulate", action="store_false", help="do not append live fills"
+    )
+    up.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="do not create the demo competition (never created when FILL_JOURNAL_DIR is set)",
     )
     up.add_argument(
         "--dagster-log-level",

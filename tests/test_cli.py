@@ -3,17 +3,28 @@ is nothing to show yet. Against a real PostgreSQL; the state file is the one ``u
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from competition_pipeline import cli
+from competition_pipeline import cli, dburl
+from competition_pipeline.windows import Window
 from tests.conftest import REPO
 from tests.journal_helpers import W1, W2
+
+WINDOW = Window.from_key("2026-11-20-03:00")
+
+
+def _lines(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    return (gzip.decompress(data) if path.name.endswith(".gz") else data).splitlines()
 
 
 @pytest.fixture
@@ -145,3 +156,47 @@ def test_help_is_plain_text_and_every_argument_is_explained() -> None:
     register = help_of("competition", "register")
     assert "the competition's id" in register and "0x + 40 hex digits" in register
     assert "list" in help_of("competition")
+
+
+def test_the_local_start_begins_its_partitions_where_its_journal_begins(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from competition_pipeline.windows import HOUR, Window
+
+    monkeypatch.delenv("FILL_JOURNAL_DIR", raising=False)
+    monkeypatch.delenv("FILL_PARTITIONS_START", raising=False)
+    journal = cli._prepare_journal(state, hours=2, fills_per_hour=20)
+    first = Window(Window.containing(dt.datetime.now(dt.UTC)).start - 2 * HOUR)
+    assert [w.key for w in cli.journal_hours(journal)][:1] == [first.key]
+    assert os.environ["FILL_PARTITIONS_START"] == first.key
+    # A deployment's own start is kept.
+    monkeypatch.setenv("FILL_PARTITIONS_START", "2026-01-01-00:00")
+    cli._prepare_journal(state, hours=2, fills_per_hour=20)
+    assert os.environ["FILL_PARTITIONS_START"] == "2026-01-01-00:00"
+
+
+def test_the_demo_competition_registers_wallets_that_trade_in_the_sample(
+    state: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from competition_pipeline import simulate
+    from competition_pipeline.standings import Competitions
+    from competition_pipeline.store import CompetitionStore
+
+    monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
+    journal = state / "journal"
+    simulate.write_hour(journal, WINDOW, 300)
+    cli._prepare_demo_competition(journal)
+    cli._prepare_demo_competition(journal)  # a restart keeps it
+    (demo,) = Competitions(CompetitionStore(database_url)).summaries()
+    assert (demo.id, demo.start_ts, demo.participants) == ("demo", WINDOW.start, 12)
+    assert demo.end_ts - demo.start_ts == dt.timedelta(days=7)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        registered = {w for (w,) in conn.execute("SELECT wallet FROM competition_participants")}
+    traded = {
+        m["fill"][side].lower()
+        for raw in journal.rglob("*.jsonl*")
+        for m in map(json.loads, _lines(raw))
+        if m.get("type") == "OrderFilled"
+        for side in ("taker_wallet_address", "maker_wallet_address")
+    }
+    assert len(registered & traded) >= 10
