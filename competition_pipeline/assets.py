@@ -13,7 +13,7 @@ import dagster as dg
 from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, record_windows
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources import SourceError
-from competition_pipeline.store import StoreError
+from competition_pipeline.store import FILL_EVENTS, StoreError, fill_events
 from competition_pipeline.windows import Window, windows_between
 
 # BackfillPolicy is beta in Dagster 1.13; it is used on purpose (a backfill is one run).
@@ -52,9 +52,40 @@ fill_freshness_policy = dg.FreshnessPolicy.time_window(
 )
 
 
-def report_metadata(report: WindowReport) -> dict[str, Any]:
-    """Per-window materialization metadata; numbers are plain ints/floats so the UI plots them."""
+# The table's columns, from the store's own table definition (shown in the asset's Columns tab).
+FILL_EVENTS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(
+            name=column.name,
+            type=str(column.type),
+            constraints=dg.TableColumnConstraints(nullable=column.nullable is not False),
+        )
+        for column in fill_events.columns
+    ],
+    constraints=dg.TableConstraints(other=["primary key (trade_id, wallet)"]),
+)
+
+
+def _journal_data(report: WindowReport) -> bool | None:
+    """Whether the journal holds any segment for the window (None for the stream): an hour that is
+    missing from the journal is not an hour with no trades."""
+    return report.segments > 0 if report.stream_complete is None else None
+
+
+def _open(report: WindowReport, now: float) -> bool:
+    return Window.from_key(report.window).end.timestamp() > now
+
+
+def report_metadata(report: WindowReport, now: float | None = None) -> dict[str, Any]:
+    """Per-window materialization metadata; numbers are plain ints/floats so the UI plots them.
+
+    A number is present only where it means what its name says: ``rows_per_second`` only when
+    this run inserted rows (an unchanged re-run is not a spike), ``lag_seconds`` only for the hour
+    in progress (a closed hour's newest fill is hours old by design).
+    """
+    now = time.time() if now is None else now
     metadata: dict[str, Any] = {
+        "dagster/table_name": FILL_EVENTS,
         "window": report.window,
         "source": report.source,
         "lines_read": report.lines_read,
@@ -71,12 +102,19 @@ def report_metadata(report: WindowReport) -> dict[str, Any]:
         "bytes_read": report.bytes_read,
         "incremental": report.incremental,
         "seconds": round(report.seconds, 3),
-        "rows_per_second": round(report.rows_per_second, 1),
         "accounting_balanced": report.balanced(),
         "unchanged": report.unchanged,
+        "open_hour": _open(report, now),
     }
-    if report.newest_fill_ms is not None:
-        metadata["lag_seconds"] = round(time.time() - report.newest_fill_ms / 1000, 1)
+    if report.rows_stored is not None:  # the window's rows in the table (Dagster's row count)
+        metadata["dagster/partition_row_count"] = report.rows_stored
+    if report.rows_inserted > 0 and report.seconds > 0:
+        metadata["rows_per_second"] = round(report.rows_inserted / report.seconds, 1)
+    if report.newest_fill_ms is not None and metadata["open_hour"]:
+        metadata["lag_seconds"] = round(now - report.newest_fill_ms / 1000, 1)
+    journal_data = _journal_data(report)
+    if journal_data is not None:
+        metadata["journal_data"] = journal_data
     if report.stream_complete is not None:
         metadata["stream_complete"] = report.stream_complete
     if report.rewritten_segments:
@@ -125,8 +163,28 @@ def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> No
         )
 
 
+def _missing_from_journal(report: WindowReport) -> bool:
+    """A closed hour without any segment (the open hour may simply have none yet)."""
+    return _journal_data(report) is False and not _open(report, time.time())
+
+
+def _warn_missing(context: dg.AssetExecutionContext, windows: list[str]) -> None:
+    if windows:
+        which = (
+            ", ".join(windows)
+            if len(windows) <= 5
+            else f"{len(windows)} windows from {windows[0]} to {windows[-1]}"
+        )
+        context.log.warning(
+            f"no journal data for {which} (no segment in the date=/hour= directory): missing from"
+            " the journal, which is not the same as an hour without trades; recorded as 0 rows,"
+            " re-run once the journal has it"
+        )
+
+
 def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     _warn_ignored(context, report)
+    _warn_missing(context, [report.window] if _missing_from_journal(report) else [])
     context.log.info(
         f"window {report.window}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
         f"{report.rows_already_present} already present, {report.rejects} rejects, "
@@ -146,6 +204,8 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
     freshness_policy=fill_freshness_policy,
     group_name="competition",
     kinds={"postgres"},
+    owners=["team:trading-competition"],
+    metadata={"dagster/table_name": FILL_EVENTS, "dagster/column_schema": FILL_EVENTS_SCHEMA},
     # Ranged runs report each window as its own materialization event instead of one output.
     output_required=False,
     description=(
@@ -202,8 +262,11 @@ def _materialize(
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     started = time.perf_counter()
     rows = 0
+    missing: list[str] = []  # warned about with the progress line, not one line per window
     for done, report in enumerate(_record(windows, database, journal, policy), start=1):
         _warn_ignored(context, report)
+        if _missing_from_journal(report):
+            missing.append(report.window)
         # Yielded, not context.log_event(): logged events are buffered until the next yield,
         # so a failure later in the range would drop the events of windows already committed.
         yield dg.AssetMaterialization(
@@ -217,3 +280,5 @@ def _materialize(
                 f"{done}/{len(windows)} windows recorded (up to {report.window}),"
                 f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
             )
+            _warn_missing(context, missing)
+            missing.clear()

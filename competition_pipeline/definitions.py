@@ -1,5 +1,7 @@
 """The code location: ``dagster dev -m competition_pipeline.definitions``."""
 
+import warnings
+
 import dagster as dg
 
 from competition_pipeline.alerts import competition_alerts
@@ -20,8 +22,17 @@ from competition_pipeline.standings_assets import (
     standings_refresh_sensor,
 )
 
+# Code references are beta in Dagster 1.13; used on purpose (the UI links an asset to its source).
+warnings.filterwarnings(
+    "ignore",
+    message="(Class|Function) `(with_source_code_references|LocalFileCodeReference"
+    "|CodeReferencesMetadataValue)`",
+    category=dg.BetaWarning,
+)
+
 defs = dg.Definitions(
-    assets=[competition_fill_events, competition_standings],
+    # Code references: the UI links each asset to its source.
+    assets=dg.with_source_code_references([competition_fill_events, competition_standings]),
     asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
     jobs=[fill_events_job, standings_job, prune_run_history_job],
     sensors=[

@@ -24,11 +24,10 @@ from competition_pipeline.rows import fill_rows
 from competition_pipeline.sources import FillSource, ReadStats
 from competition_pipeline.store import (
     CompetitionStore,
-    LoadCounts,
     LoadSession,
     PreviousLoad,
     Reconciliation,
-    WindowLoad,
+    StoredCounts,
 )
 from competition_pipeline.windows import Window
 
@@ -59,6 +58,7 @@ class WindowReport:
     unchanged: bool = False  # the data and the stored rows were as the latest load left them
     incremental: bool = False  # read from the committed offsets: only what was appended since
     rewritten_segments: list[str] = field(default_factory=list)  # changed before their offset
+    rows_stored: int | None = None  # rows the window holds once this load committed
 
     @property
     def rows_per_second(self) -> float:
@@ -362,22 +362,21 @@ def _load(
         report.incremental = stats.incremental
         report.rewritten_segments = list(stats.rewritten)
         report.seconds = time.perf_counter() - started
-        load.save_window(report.source, stats.extent, _summary(report, stats, before, load, counts))
+        stored = load.stored_after(counts)
+        report.rows_stored = stored.rows
+        load.save_window(report.source, stats.extent, _summary(report, stats, before, stored))
     return report
 
 
 def _summary(
-    report: WindowReport,
-    stats: ReadStats,
-    before: PreviousLoad | None,
-    load: WindowLoad,
-    counts: LoadCounts,
+    report: WindowReport, stats: ReadStats, before: PreviousLoad | None, stored: StoredCounts
 ) -> dict:
     """The window's row in competition_fill_windows: its totals (an incremental load adds its
     counts to the previous load's), the committed offsets, and the stored counts."""
     summary = report.as_dict()
     for transient in ("ignored_files", "rewritten_segments", "incremental", "seconds"):
         summary.pop(transient, None)
+    summary.pop("rows_stored", None)  # kept as "stored" below
     if stats.incremental and before is not None:
         for key in _ADDITIVE:
             summary[key] = summary.get(key, 0) + before.summary.get(key, 0)
@@ -386,7 +385,7 @@ def _summary(
             summary["newest_fill_ms"] = before.summary.get("newest_fill_ms")
     summary["version"] = RECORDING_VERSION
     summary["positions"] = stats.positions
-    summary["stored"] = load.stored_after(counts).as_dict()
+    summary["stored"] = stored.as_dict()
     return summary
 
 
@@ -405,6 +404,7 @@ def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
     report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
     report.seconds = seconds
     report.unchanged = True
+    report.rows_stored = before.stored.rows if before.stored else None
     return report
 
 

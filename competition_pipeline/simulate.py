@@ -131,6 +131,9 @@ def _fixed(value: int, places: int) -> str:
     return sign + "0." + digits.rjust(places, "0")
 
 
+POPULATION_SEED = 20_261_201  # the exchange's traders: the same wallets in every simulated hour
+
+
 def _checksum_case(hex40: str) -> str:
     """Mixed-case hex like an EIP-55 checksum (sha3-256, not keccak: it only has to look real)."""
     digest = hashlib.sha3_256(hex40.encode()).hexdigest()
@@ -156,7 +159,9 @@ class FillSimulator:
     """Engine messages, deterministic for a seed, with strictly increasing trade ids.
 
     One simulator is one engine: its trade ids and order ids only grow over its life, so several
-    hours written with the same simulator never share a trade id.
+    hours written with the same simulator never share a trade id. The wallets and builders come
+    from ``population_seed``, not ``seed``: one exchange has one set of traders, so hours written
+    by differently seeded simulators share their wallets (a competition spans hours).
     """
 
     def __init__(
@@ -168,6 +173,7 @@ class FillSimulator:
         builders: int = 4,
         self_trade_share: float = SELF_TRADE_SHARE,
         other_share: float = OTHER_SHARE,
+        population_seed: int = POPULATION_SEED,
     ) -> None:
         if not 1 <= trade_id_base < 2**63 - 1:
             raise ValueError(f"trade_id_base must be in 1..2^63-2, got {trade_id_base}")
@@ -179,9 +185,12 @@ class FillSimulator:
         self.next_order_id = 1_000 + self.rng.randrange(1_000_000)
         self.self_trade_share = self_trade_share
         self.other_share = other_share
-        self.wallets = [_checksum_case(f"{self.rng.getrandbits(160):040x}") for _ in range(wallets)]
+        population = Random(population_seed)
+        self.wallets = [
+            _checksum_case(f"{population.getrandbits(160):040x}") for _ in range(wallets)
+        ]
         self.builders = [
-            _checksum_case(f"{self.rng.getrandbits(160):040x}") for _ in range(builders)
+            _checksum_case(f"{population.getrandbits(160):040x}") for _ in range(builders)
         ]
         # A few wallets trade much more than the rest, as on a real leaderboard (Zipf-like).
         self._wallet_table = _weighted_table(

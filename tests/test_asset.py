@@ -456,3 +456,90 @@ def test_least_privilege_role_records_a_window(database_url: str, journal: Path)
         with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+# --- metadata that means what it says (issue 14, items 5 and 6) ---------------------------------
+
+
+def test_metadata_names_the_table_and_counts_only_this_runs_inserts(
+    database_url: str, journal: Path
+) -> None:
+    hand_journal(journal)
+    first = metadata(materialize(database_url, journal))
+    assert first["dagster/table_name"] == "competition_fill_events"
+    assert first["dagster/partition_row_count"] == 5  # rows the window holds, duplicates once
+    assert first["rows_per_second"] > 0
+    assert first["journal_data"] is True and first["open_hour"] is False
+    assert "lag_seconds" not in first  # a closed hour's newest fill is old by design
+    for _ in range(2):  # a re-run inserts nothing: no rate to plot, the same row count
+        again = metadata(materialize(database_url, journal))
+        assert again["rows_inserted"] == 0 and "rows_per_second" not in again
+        assert again["dagster/partition_row_count"] == 5
+
+
+def test_a_missing_hour_is_told_apart_from_an_hour_without_trades(
+    database_url: str, journal: Path
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    missing = materialize(database_url, journal, instance=instance)
+    assert missing.success
+    meta = metadata(missing)
+    assert meta["journal_data"] is False and meta["segments"] == 0
+    assert meta["dagster/partition_row_count"] == 0
+    warnings = [
+        e.user_message
+        for e in instance.all_logs(missing.run_id)
+        if e.level == 30 and "no journal data" in e.user_message
+    ]
+    assert len(warnings) == 1 and KEY in warnings[0]
+
+    write_segment(journal, WINDOW, "seg-0001.jsonl.gz", [{"type": "Heartbeat"}])
+    quiet = materialize(database_url, journal, instance=instance)
+    meta = metadata(quiet)
+    assert meta["journal_data"] is True and meta["segments"] == 1 and meta["fills_read"] == 0
+    assert not [e for e in instance.all_logs(quiet.run_id) if e.level == 30]
+
+
+def test_lag_is_reported_for_the_open_hour_only() -> None:
+    from competition_pipeline.assets import report_metadata
+    from competition_pipeline.pipeline import WindowReport
+
+    now = WINDOW.start.timestamp() + 1800  # half way through the window: it is open
+    report = WindowReport(window=KEY, source="journal", newest_fill_ms=int(now * 1000) - 4000)
+    assert report_metadata(report, now=now)["lag_seconds"] == 4.0
+    closed = report_metadata(report, now=WINDOW.end.timestamp() + 3600)
+    assert "lag_seconds" not in closed and closed["open_hour"] is False
+
+
+def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
+    from competition_pipeline.definitions import defs
+    from competition_pipeline.store import fill_events
+
+    spec = defs.resolve_assets_def("competition_fill_events").specs_by_key[
+        dg.AssetKey("competition_fill_events")
+    ]
+    schema = spec.metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    assert [c.name for c in schema.columns] == [c.name for c in fill_events.columns]
+    assert {c.name for c in schema.columns if not c.constraints.nullable} >= {"trade_id", "wallet"}
+    assert spec.owners == ["team:trading-competition"]
+    assert "dagster/code_references" in spec.metadata
+
+
+def test_a_range_warns_once_about_its_hours_missing_from_the_journal(
+    database_url: str, journal: Path
+) -> None:
+    windows = [Window(WINDOW.start + i * HOUR) for i in range(4)]
+    write_segment(journal, windows[1], "seg.jsonl", [fill(100, windows[1].start_ms)])
+    tags = {
+        "dagster/asset_partition_range_start": windows[0].key,
+        "dagster/asset_partition_range_end": windows[-1].key,
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(database_url, journal, key=None, tags=tags, instance=instance)
+    data = {
+        e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert [data[w.key]["journal_data"].value for w in windows] == [False, True, False, False]
+    (warning,) = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]
+    assert f"{windows[0].key}, {windows[2].key}, {windows[3].key} (no segment" in warning

@@ -46,6 +46,34 @@ def listening_addresses(port: int) -> set[str]:
     return addresses
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that mention ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if proc.name.isdigit() and text in cmdline:
+            found.append(cmdline[:200])
+    return found
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CLI in a separate process, as a user's second shell runs it."""
+    command = [str(Path(sys.executable).with_name("competition-pipeline")), *args]
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def partition_keys(port: int) -> list[str]:
+    data = graphql(
+        port,
+        """{ assetNodes(assetKeys: [{path: ["competition_fill_events"]}]) {
+              partitionKeysByDimension { partitionKeys } } }""",
+    )
+    return data["assetNodes"][0]["partitionKeysByDimension"][0]["partitionKeys"]
+
+
 def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     env = {
@@ -57,20 +85,23 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
             "DAGSTER_POSTGRES_URL",
             "DAGSTER_HOME",
             "FILL_JOURNAL_DIR",
+            "FILL_PARTITIONS_START",
         )
     }
-    env.update(COMPETITION_STATE_DIR=str(tmp_path / "state"), FILL_SENSOR_INTERVAL_SECONDS="3")
+    state = tmp_path / "state"
+    env.update(COMPETITION_STATE_DIR=str(state), FILL_SENSOR_INTERVAL_SECONDS="3")
     command = [str(Path(sys.executable).with_name("competition-pipeline")), "up"]
     command += ["--port", str(port), "--hours", "2", "--fills-per-hour", "200", "--rate", "20"]
     command += ["--metrics-port", str(metrics_port)]
-    log = (tmp_path / "up.log").open("w")
+    log_path = tmp_path / "up.log"
+    log = log_path.open("w")
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        recorded = 0
-        socket_dir = tmp_path / "state" / "pg"
+        deadline = time.monotonic() + 240
+        recorded = ranked = 0
+        socket_dir = state / "pg"
         while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            assert process.poll() is None, log_path.read_text()[-3000:]
             try:
                 assert graphql(port, "{ version }")["version"]
                 with psycopg.connect(
@@ -79,12 +110,17 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
                     recorded = c.execute(
                         "SELECT count(DISTINCT window_start) FROM competition_fill_events"
                     ).fetchone()[0]
+                    ranked = c.execute(
+                        "SELECT count(*) FROM competition_standings"
+                        " WHERE competition_id = 'demo' AND trades > 0"
+                    ).fetchone()[0]
             except (OSError, psycopg.Error):
                 pass
-            if recorded >= 3:  # two sample hours and the open hour, by the running sensor
+            # Two sample hours and the open hour, by the running sensor; then the standings.
+            if recorded >= 3 and ranked > 0:
                 break
             time.sleep(2)
-        assert recorded >= 3, (tmp_path / "up.log").read_text()[-4000:]
+        assert recorded >= 3 and ranked > 0, log_path.read_text()[-4000:]
         # The webserver and the metrics exporter listen on loopback only.
         assert listening_addresses(port) == {"127.0.0.1"}
         assert listening_addresses(metrics_port) == {"127.0.0.1"}
@@ -92,9 +128,47 @@ def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_p
         with urllib.request.urlopen(url, timeout=30) as response:
             scraped = metrics.samples(response.read().decode())
         assert scraped["competition_fill_rows_total"] > 0
+
+        # Partitions begin at the sample's first hour: the two closed hours and the open one.
+        keys = partition_keys(port)
+        sample = sorted(p.parent.name[5:] + "-" + p.name[5:] for p in state.glob("journal/*/*"))
+        assert len(keys) == 3 and keys[0] == f"{sample[0]}:00", (keys, sample)
+
+        # The demo's registered wallets trade in more than one hour.
+        with psycopg.connect(host=str(socket_dir), dbname="competition", user="postgres") as c:
+            across = c.execute(
+                "SELECT count(*) FROM (SELECT f.wallet FROM competition_fill_events f"
+                " JOIN competition_participants p ON p.wallet = f.wallet"
+                " WHERE p.competition_id = 'demo' GROUP BY f.wallet"
+                " HAVING count(DISTINCT f.window_start) >= 2) w"
+            ).fetchone()[0]
+        assert across >= 2
+
+        # A second shell: no URL in its environment, the CLI finds the running instance.
+        assert json.loads((state / "local.json").read_text())["ui"] == f"http://127.0.0.1:{port}"
+        listed = cli("competition", "list", env=env)
+        assert listed.returncode == 0 and "demo" in listed.stdout, listed
+        standings = cli("standings", "demo", "--json", env=env)
+        assert standings.returncode == 0, standings
+        assert json.loads(standings.stdout)[0]["rank"] == 1
+        printed = cli("psql", "--print", env=env)
+        assert printed.returncode == 0 and "***" not in printed.stdout
+        assert printed.stdout.startswith("psql 'postgresql://postgres@/competition?host=")
+        count = cli("psql", "--", "-tAc", "SELECT count(*) FROM competitions", env=env)
+        assert count.returncode == 0 and count.stdout.strip() == "1", count
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=90)
     assert code == 0
-    # The embedded PostgreSQL was stopped with it.
-    assert not (tmp_path / "state" / "pg" / "postmaster.pid").exists()
+    # Nothing it started is left (the code server included), the embedded PostgreSQL was stopped
+    # with it, and the CLI no longer points at it.
+    assert processes_mentioning(str(state)) == []
+    assert not (state / "pg" / "postmaster.pid").exists()
+    assert not (state / "local.json").exists()
+    gone = cli("standings", "demo", env=env)
+    assert gone.returncode != 0 and "COMPETITION_DATABASE_URL" in gone.stderr
+    assert "bin/start" in gone.stderr
+    # Quiet by default: no DEBUG event lines, one INFO line per recorded window from the runs.
+    output = log_path.read_text()
+    assert " - DEBUG - " not in output
+    assert "rows inserted" in output

@@ -167,6 +167,21 @@ def test_a_second_write_adds_segments_and_hours_never_share_trade_ids(tmp_path: 
     assert len(a) == len(b) == 400 and not a & b
 
 
+def test_hours_share_one_wallet_population_so_wallets_trade_across_hours(tmp_path: Path) -> None:
+    later = Window(WINDOW.start + HOUR)
+    simulate.write_hour(tmp_path, WINDOW, 300)
+    simulate.write_hour(tmp_path, later, 300)
+
+    def wallets(window: Window) -> set[str]:
+        fills = parsed(hour_lines(tmp_path, window))[0]
+        return {f.taker_wallet for f in fills} | {f.maker_wallet for f in fills}
+
+    assert len(wallets(WINDOW) & wallets(later)) >= 10
+    # Another population is other traders; the trades of a seed stay its own.
+    other = simulate.FillSimulator(seed=1, population_seed=7).wallets
+    assert not set(other) & set(simulate.FillSimulator(seed=1).wallets)
+
+
 def test_until_keeps_the_open_hour_in_the_past(tmp_path: Path) -> None:
     until = WINDOW.start_ms + 600_000
     stats = simulate.write_hour(tmp_path, WINDOW, 1_000, until_ms=until)

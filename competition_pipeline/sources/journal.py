@@ -93,12 +93,12 @@ class JournalSource:
         for segment in segments:
             if extent is not None and segment.relative not in extent:
                 continue  # written after the read that ``extent`` describes
+            stats.segments += 1  # the window's segments, read or not (bytes_read says what)
             start = starts.get(segment.relative, (0, 0))
             if start is None:  # unchanged since its committed offset: nothing to read
                 stats.positions[segment.relative] = dict(since[segment.relative])  # type: ignore[index]
                 stats.extent[segment.relative] = since[segment.relative]["lines"]  # type: ignore[index]
                 continue
-            stats.segments += 1
             limit = extent[segment.relative] if extent is not None else None
             yield from self._read_segment(segment, stats, limit, start)
 
