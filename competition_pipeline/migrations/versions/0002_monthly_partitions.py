@@ -135,12 +135,22 @@ def upgrade() -> None:
     populated = x("SELECT EXISTS (SELECT 1 FROM competition_fill_events)").scalar()
     cutover: dt.datetime | None = None
     if populated:
-        # Every recorded key (the online preparation may have registered most already).
-        x(
+        # Every recorded key. After the online preparation (docs/examples/partitioning.sql),
+        # only those of windows recorded since its mark: the rest are registered already.
+        mark = x(
+            "SELECT substring(obj_description('competition_fill_keys'::regclass, 'pg_class')"
+            " FROM '^prefilled: windows recorded before (.+)$')::timestamptz"
+        ).scalar()
+        register = (
             "INSERT INTO competition_fill_keys (trade_id, wallet, fill_ts)"
             " SELECT trade_id, wallet, fill_ts FROM competition_fill_events"
-            " ON CONFLICT (trade_id, wallet) DO NOTHING"
         )
+        if mark is not None:
+            register += (
+                " WHERE window_start IN (SELECT window_start FROM competition_fill_windows"
+                " WHERE recorded_at >= :mark)"
+            )
+        x(register + " ON CONFLICT (trade_id, wallet) DO NOTHING", mark=mark)
         # The parent's indexes on the old table (no-ops when built CONCURRENTLY beforehand).
         x(
             "CREATE UNIQUE INDEX IF NOT EXISTS competition_fill_events_hist_pkey"
