@@ -120,6 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             appender.start()
             _log(f"simulator appending {args.rate} fills/s to the open hour")
         home = _prepare_home(state)
+        _schema_upgrade(os.environ["COMPETITION_DATABASE_URL"])  # migrations before any run
         _log(f"competition database: {dburl.redacted(os.environ['COMPETITION_DATABASE_URL'])}")
         _log(f"instance storage:     {dburl.redacted(os.environ['DAGSTER_POSTGRES_URL'])}")
         _log(f"journal: {journal}   DAGSTER_HOME: {home}")
@@ -169,16 +170,24 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
-    from competition_pipeline.store import CompetitionStore
-
     url = os.environ.get("COMPETITION_DATABASE_URL")
     if not url:
         _log("COMPETITION_DATABASE_URL is not set")
         return 2
-    store = CompetitionStore(url)
-    store.ensure_schema()
-    _log(f"tables ready in {store.display_url}")
+    _schema_upgrade(url)
     return 0
+
+
+def _schema_upgrade(url: str) -> None:
+    """Alembic ``upgrade head`` (competition_pipeline.schema), saying what it applied."""
+    from competition_pipeline import schema
+    from competition_pipeline.store import CompetitionStore
+
+    store = CompetitionStore(url)
+    applied = store.ensure_schema()
+    for revision in applied:
+        _log(f"applied migration {revision}")
+    _log(f"schema at revision {schema.head()} in {store.display_url}")
 
 
 def _competitions():
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-simulate", dest="simulate", action="store_false", help="do not append live fills"
     )
     up.set_defaults(func=cmd_up)
-    schema = commands.add_parser("schema", help="create the competition tables (idempotent)")
+    schema = commands.add_parser("schema", help="migrate the tables to this release (idempotent)")
     schema.set_defaults(func=cmd_schema)
     competition = commands.add_parser("competition", help="create competitions, register wallets")
     actions = competition.add_subparsers(dest="action", required=True)
