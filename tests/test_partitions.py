@@ -351,3 +351,27 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     assert (meta["rows_inserted"], meta["conflicts"]) == (2, 1)
     assert "competition_fill_events_2026_05" in partitions(database_url)
     assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
+
+
+def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
+    from competition_pipeline.maintenance import (
+        competition_fill_retention_job,
+        competition_months_job,
+    )
+    from competition_pipeline.resources import CompetitionDatabase
+
+    database = CompetitionDatabase(url=database_url)
+    assert competition_months_job.execute_in_process(resources={"database": database}).success
+    this_month = months.first_day(dt.datetime.now(dt.UTC).date())
+    assert f"competition_fill_events_{months.first_day(this_month, 2):%Y_%m}" in partitions(
+        database_url
+    )
+    write_segment(journal, OCT, "a.jsonl", [fill(1, OCT.start_ms)])
+    materialize(database_url, journal, OCT.key)
+    config = {"ops": {"retire_old_months": {"config": {"older_than_months": 3}}}}
+    result = competition_fill_retention_job.execute_in_process(
+        run_config=config, resources={"owner_database": database}
+    )
+    assert result.success
+    assert "competition_fill_events_2026_03" not in partitions(database_url)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
