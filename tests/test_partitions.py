@@ -375,3 +375,37 @@ def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) 
     assert result.success
     assert "competition_fill_events_2026_03" not in partitions(database_url)
     assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
+
+
+def test_two_loads_creating_the_same_missing_month_both_succeed(database_url: str) -> None:
+    import threading
+
+    CompetitionStore(database_url).ensure_schema()
+    results: list[bool] = []
+    with psycopg.connect(dburl.libpq(database_url)) as first:
+        assert first.execute("SELECT competition_create_month('2026-02-01')").fetchone() == (True,)
+
+        def second() -> None:
+            with psycopg.connect(dburl.libpq(database_url)) as conn:
+                results.append(
+                    conn.execute("SELECT competition_create_month('2026-02-01')").fetchone()[0]
+                )
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second waits for the first, uncommitted creation (on the month lock).
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as watch:
+            for _ in range(600):
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND d.datname = current_database()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+        assert waiting == 1 and thread.is_alive()
+        first.commit()
+        thread.join(timeout=60)
+    assert results == [False]
+    assert "competition_fill_events_2026_02" in partitions(database_url)

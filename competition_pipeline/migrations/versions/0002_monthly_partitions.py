@@ -60,7 +60,7 @@ CREATE TABLE competition_fill_events_parted (
 # SECURITY DEFINER: runs as the tables' owner, so the recorder (no DDL rights) can create the month
 # it is about to load. It can do nothing else: one partition of this table, month-aligned, named by
 # the month. The advisory lock (the project's namespace 0x6370, key -2) serializes two loads that
-# find the same month missing.
+# find the same month missing; the second gets duplicate_table and returns false.
 _CREATE_MONTH = """
 CREATE OR REPLACE FUNCTION competition_create_month(first_day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -86,11 +86,14 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM pg_advisory_xact_lock(25456, -2);
-    IF to_regclass(name) IS NOT NULL THEN
+    BEGIN
+        EXECUTE format('CREATE TABLE %I PARTITION OF competition_fill_events'
+                       ' FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    EXCEPTION WHEN duplicate_table THEN
+        -- Created by a concurrent call we waited for (an advisory lock does not refresh this
+        -- session's catalog cache, so a second to_regclass here could still miss it).
         RETURN false;
-    END IF;
-    EXECUTE format('CREATE TABLE %I PARTITION OF competition_fill_events'
-                   ' FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    END;
     -- Written for a few weeks (late fills, replays), then only read: vacuum it early and often.
     EXECUTE format('ALTER TABLE %I SET (autovacuum_vacuum_insert_scale_factor = 0.02,'
                    ' autovacuum_analyze_scale_factor = 0.02)', name);
