@@ -318,6 +318,11 @@ WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c
 # The fast path's batch: its keys registered first, in the same savepoint, so a key recorded
 # before (in any month) or repeated raises UniqueViolation in the registry, exactly as the
 # unpartitioned table's primary key did, and sends the window down the careful path.
+# MERGE NOTE: every statement that writes competition_fill_events must register the same keys in
+# competition_fill_keys in the same savepoint, before it: the partitioned table's own key contains
+# fill_ts, so only the registry refuses a second version of a fill. A fast path that COPYs rows
+# straight into competition_fill_events must also COPY (trade_id, wallet, fill_ts) into
+# competition_fill_keys first (a UniqueViolation there means: take the careful path).
 _SQL_REGISTER_BATCH = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
 SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM {{table}} s"""
