@@ -12,7 +12,11 @@ b. the first recording of one window of N fills through the asset's code path
 c. recording the unchanged window again;
 d. the peak RSS of the child process that ran (b);
 e. one sensor tick (scan + decision) over a journal of 10,000 hour directories;
-f. a 30-day hourly backfill as one Dagster run (``materialize`` over the partition range).
+f. a 30-day hourly backfill as one Dagster run (``materialize`` over the partition range);
+g. with ``--stored-rows N``: the first recording of a window of ``--fills`` fills into an empty
+   table, then of another such window once N rows are stored in the months before it (own
+   database; the rows generated server-side, untimed): the ratio shows whether the load rate
+   stays flat as the table grows.
 
 Without ``--database-url`` it runs on a throwaway embedded PostgreSQL; with one, it creates and
 drops a database of its own there (the role needs CREATEDB) and never touches existing tables.
@@ -31,6 +35,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import psycopg
 
 from competition_pipeline import dburl, embedded, simulate
 from competition_pipeline.follow import Backoff, FollowCursor, journal_behind, plan
@@ -115,9 +121,9 @@ def plain_copy(url: str, journal: Path) -> dict:
     }
 
 
-def _child_record(url: str, journal: str) -> None:
+def _child_record(url: str, journal: str, window: Window = BENCH_WINDOW) -> None:
     """Runs in a child process, so that its peak RSS is the recording's own."""
-    report = record_window(JournalSource(journal), CompetitionStore(url), BENCH_WINDOW)
+    report = record_window(JournalSource(journal), CompetitionStore(url), window)
     print(json.dumps({"report": report.as_dict(), "peak_rss_mib": _peak_rss_mib()}))
 
 
@@ -130,8 +136,9 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def record_in_child(url: str, journal: Path, what: str) -> dict:
+def record_in_child(url: str, journal: Path, what: str, window: Window = BENCH_WINDOW) -> dict:
     command = [sys.executable, "-m", "competition_pipeline.bench", "--child", url, str(journal)]
+    command += [window.key]
     started = time.perf_counter()
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -251,6 +258,107 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
     }
 
 
+G_EMPTY = Window.from_key("2026-11-21-03:00")
+G_STORED = Window.from_key("2026-11-21-04:00")
+G_STORED_DAYS = 60  # the stored rows are spread over the days before G_STORED (3 partitions)
+_G_BATCH = 1_000_000
+
+# N rows, as the pipeline stores them: two per fill (taker, maker), trade ids below every window's
+# (ids grow with time, as the exchange's do), 50 wallets, fill times spread evenly over the days
+# before the measured window; each key registered in competition_fill_keys in the same statement.
+_G_FILL = """
+WITH r AS (
+    SELECT i / 2 + 1 AS trade_id,
+           '0x' || lpad(to_hex(((i / 2) * 7 + (i %% 2) * 13) %% 50), 40, '0') AS wallet,
+           CASE WHEN i %% 2 = 0 THEN 'taker' ELSE 'maker' END AS role,
+           %(start)s::timestamptz + (i / 2) * %(step)s * interval '1 microsecond' AS fill_ts
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) i
+), k AS (
+    INSERT INTO competition_fill_keys (trade_id, wallet, fill_ts)
+    SELECT trade_id, wallet, fill_ts FROM r
+)
+INSERT INTO competition_fill_events (trade_id, wallet, role, side, counterparty, is_self_trade,
+    symbol, price, size, notional, fee, source_type, taker_order_id, maker_order_id, fill_ts,
+    window_start)
+SELECT trade_id, wallet, role, 'Buy', '0x' || repeat('e', 40), false, 'BTC-20270326-100000-C',
+       1520.5, 0.25, 380.125, 0.38, 'orderbook', trade_id * 2, trade_id * 2 + 1, fill_ts,
+       date_trunc('hour', fill_ts)
+FROM r"""
+
+
+def _fill_stored(url: str, stored_rows: int) -> None:
+    """Store ``stored_rows`` rows in the months before G_STORED (untimed), then VACUUM ANALYZE."""
+    start = G_STORED.start - dt.timedelta(days=G_STORED_DAYS)
+    step = int(G_STORED_DAYS * 86_400 * 1e6 / max(stored_rows // 2, 1))
+    progress = Progress("g. storing rows", _log)
+    with CompetitionStore(url).connect() as conn:
+        conn.autocommit = True
+        day = start.date().replace(day=1)
+        while day <= G_STORED.start.date():
+            conn.execute("SELECT competition_create_month(%s)", (day,))
+            day = (day + dt.timedelta(days=32)).replace(day=1)
+        for lo in range(0, stored_rows, _G_BATCH):
+            hi = min(lo + _G_BATCH, stored_rows) - 1
+            conn.execute(_G_FILL, {"start": start, "step": step, "lo": lo, "hi": hi})
+            progress(hi + 1, stored_rows)
+        conn.execute("VACUUM ANALYZE competition_fill_events")
+        conn.execute("VACUUM ANALYZE competition_fill_keys")
+        try:  # no checkpoint of the fill's writes in the middle of the timed recording
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            _log("g: no CHECKPOINT privilege (pg_checkpoint); a checkpoint may fall into g")
+
+
+def stored_growth(admin: str | None, fills: int, stored_rows: int) -> dict:
+    """(g) First recording into an empty table vs into one of ``stored_rows`` rows, one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        if not admin:
+            server = embedded.start(Path(tmp) / "pg", databases=())
+            admin = server.url("postgres")
+        name = f"competition_bench_g_{uuid.uuid4().hex[:8]}"
+        embedded.create_database(admin, name)
+        url = embedded.database_url(admin, name)
+        try:
+            CompetitionStore(url).ensure_schema()
+            journal = Path(tmp) / "journal"
+            # A first, small recording warms the new database (its first COPY is ~2x slower).
+            warm = Window(G_EMPTY.start - HOUR)
+            simulate.write_hour(journal, warm, min(fills, 10_000))
+            record_in_child(url, journal, "g warm-up", warm)
+            for window in (G_EMPTY, G_STORED):
+                simulate.write_hour(journal, window, fills)
+            _log("g. first recording into an empty table")
+            empty = record_in_child(url, journal, "g empty", G_EMPTY)
+            _log(f"g. storing {stored_rows:,} rows")
+            _fill_stored(url, stored_rows)
+            _log(f"g. first recording at {stored_rows:,} stored rows")
+            stored = record_in_child(url, journal, "g stored", G_STORED)
+        finally:
+            embedded.drop_database(admin, name)
+            if server is not None:
+                server.stop()
+    return {
+        "stored_rows": stored_rows,
+        "empty": empty,
+        "stored": stored,
+        "ratio_rows_per_second": stored["rows_per_second"] / empty["rows_per_second"],
+    }
+
+
+def g_table(g: dict) -> str:
+    return "\n".join(
+        [
+            f"{'g. first recording, empty table':<44} {g['empty']['rows']:>10,} "
+            f"{g['empty']['seconds']:>9.2f} {g['empty']['rows_per_second']:>10,.0f}",
+            f"{'g. first recording, ' + format(g['stored_rows'], ',') + ' rows stored':<44} "
+            f"{g['stored']['rows']:>10,} {g['stored']['seconds']:>9.2f} "
+            f"{g['stored']['rows_per_second']:>10,.0f}",
+            f"g stored/empty rows/s {g['ratio_rows_per_second']:.2f}",
+        ]
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = None
@@ -344,7 +452,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        _child_record(argv[1], argv[2])
+        _child_record(argv[1], argv[2], Window.from_key(argv[3]))
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -354,10 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-days", type=int, default=30)
     parser.add_argument("--backfill-fills-per-hour", type=int, default=500)
     parser.add_argument("--database-url", help="a server where the bench may create a database")
+    parser.add_argument(
+        "--stored-rows", type=int, default=0, help="g: stored rows before the second recording"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     result = run(args)
     print(table(result))
+    if args.stored_rows:  # figure g, in its own database
+        result["g_stored_rows"] = stored_growth(args.database_url, args.fills, args.stored_rows)
+        print(g_table(result["g_stored_rows"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     return 0

@@ -339,6 +339,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             _prepare_demo_competition(journal)
         _start_appender(args, journal, stack)
         home = _prepare_home(state)
+        _schema_upgrade(os.environ["COMPETITION_DATABASE_URL"])  # migrations before any run
         state_file = _write_local_state(
             state,
             ui=f"http://{args.host}:{args.port}",
@@ -380,9 +381,20 @@ def _store():
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
-    store = _store()
-    _log(f"tables ready in {store.display_url}")
+    _schema_upgrade(database_url())
     return 0
+
+
+def _schema_upgrade(url: str) -> None:
+    """Alembic ``upgrade head`` (competition_pipeline.schema), saying what it applied."""
+    from competition_pipeline import schema
+    from competition_pipeline.store import CompetitionStore
+
+    store = CompetitionStore(url)
+    applied = store.ensure_schema()
+    for revision in applied:
+        _log(f"applied migration {revision}")
+    _log(f"schema at revision {schema.head()} in {store.display_url}")
 
 
 def _psql_binary() -> str | None:
@@ -582,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--host", default="127.0.0.1", help="address to listen on")
     metrics.add_argument("--port", type=int, default=9464, help="port to listen on")
     metrics.set_defaults(func=cmd_metrics)
-    schema = _parser("schema", commands, "create the competition tables (idempotent)")
+    schema = _parser("schema", commands, "migrate the tables to this release (idempotent)")
     schema.set_defaults(func=cmd_schema)
     psql = _parser(
         "psql",

@@ -13,6 +13,13 @@ from competition_pipeline.checks import (
 )
 from competition_pipeline.history import prune_run_history_job, prune_run_history_schedule
 from competition_pipeline.jobs import fill_events_job
+from competition_pipeline.maintenance import (
+    competition_fill_retention_job,
+    competition_fill_retention_monthly,
+    competition_months_daily,
+    competition_months_job,
+    owner_database,
+)
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
 from competition_pipeline.sensors import fill_journal_sensor, fill_stream_sensor
@@ -34,19 +41,32 @@ defs = dg.Definitions(
     # Code references: the UI links each asset to its source.
     assets=dg.with_source_code_references([competition_fill_events, competition_standings]),
     asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
-    jobs=[fill_events_job, standings_job, prune_run_history_job],
+    jobs=[
+        fill_events_job,
+        standings_job,
+        prune_run_history_job,
+        competition_months_job,
+        competition_fill_retention_job,
+    ],
     sensors=[
         fill_journal_sensor,
         fill_stream_sensor,
         competition_alerts,
         standings_refresh_sensor,
     ],
-    schedules=[competition_fill_events_hourly, prune_run_history_schedule],
+    schedules=[
+        competition_fill_events_hourly,
+        prune_run_history_schedule,
+        competition_months_daily,
+        competition_fill_retention_monthly,
+    ],
     # One process per run: the asset and its checks run one after the other anyway, and a
     # subprocess per step would add seconds to every window the sensor requests.
     executor=dg.in_process_executor,
     resources={
         "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
+        # Month retention needs DDL: COMPETITION_OWNER_DATABASE_URL when set (maintenance.py).
+        "owner_database": owner_database(),
         "journal": FillSourceResource.from_environment(),
         "policy": RecordingPolicy.from_environment(),
     },

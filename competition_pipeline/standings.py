@@ -65,9 +65,12 @@ WITH stats AS (
            COALESCE(sum(e.fee), 0) AS fees
     FROM competition_participants p
     JOIN competitions c ON c.id = p.competition_id
+    -- The period also as parameters: constants let the planner prune competition_fill_events
+    -- (monthly partitions) to the competition's months when it plans the statement.
     LEFT JOIN competition_fill_events e
            ON e.wallet = p.wallet AND NOT e.is_self_trade
           AND e.fill_ts >= c.start_ts AND e.fill_ts < c.end_ts
+          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
     WHERE p.competition_id = %(id)s
     GROUP BY p.wallet
 ), ranked AS (
@@ -182,7 +185,13 @@ class Competitions:
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
                 conn.execute(
-                    _REPLACE, {"id": competition_id, "win": competition.primary_win_condition}
+                    _REPLACE,
+                    {
+                        "id": competition_id,
+                        "win": competition.primary_win_condition,
+                        "start": competition.start_ts,
+                        "end": competition.end_ts,
+                    },
                 )
         return self.standings(competition_id)
 

@@ -9,12 +9,18 @@ One window is one transaction (:meth:`LoadSession.window`, on a :meth:`Competiti
    with other content, or (for a key not recorded yet) differs from the key's first staged
    occurrence. A message with a conflicting row is recorded in ``competition_fill_conflicts`` and
    none of its rows is written, so the first version always stands;
-4. ``INSERT ... SELECT ... ON CONFLICT (trade_id, wallet) DO NOTHING`` records the rest, and the
-   rejects go to ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing.
+4. the rest is recorded: each new key is registered in ``competition_fill_keys`` (``ON CONFLICT
+   DO NOTHING``) and only the rows whose keys it registered are inserted; the rejects go to
+   ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing.
 
-A crash anywhere before COMMIT leaves the window untouched. Tables are created idempotently from the
-SQLAlchemy metadata below (``create_all`` under an advisory lock, so concurrent first runs do not
-race); a schema change will move to Alembic migrations.
+``competition_fill_events`` is partitioned by month on ``fill_ts`` (docs/operations.md, section 7):
+its key ``(trade_id, wallet, fill_ts)`` contains the partition key, as PostgreSQL requires, and the
+key registry ``competition_fill_keys`` keeps ``(trade_id, wallet)`` unique across all months. Every
+statement that inserts fills writes the registry first; per-window reads name the window's
+``fill_ts`` range so the planner reads one partition.
+
+A crash anywhere before COMMIT leaves the window untouched. The schema is managed by Alembic
+(:mod:`competition_pipeline.schema`); the metadata below describes the head revision.
 
 No Dagster here. Every statement is parameterized; the few SQL fragments built in Python come from
 the column constants of this module, never from data.
@@ -41,9 +47,9 @@ FILL_EVENTS = "competition_fill_events"
 FILL_REJECTS = "competition_fill_rejects"
 FILL_CONFLICTS = "competition_fill_conflicts"
 FILL_WINDOWS = "competition_fill_windows"
+FILL_KEYS = "competition_fill_keys"
 # pg_advisory lock namespace (first key) for this project: "cp" in ASCII.
 _LOCK_NAMESPACE = 0x6370
-_SCHEMA_LOCK = -1
 # A run's liveness lock (second key: hashtext(run_id), made non-negative): held by the run's
 # worker on its own connection, so PostgreSQL releases it the moment the worker dies.
 _RUN_LOCK_NAMESPACE = 0x6371
@@ -72,13 +78,26 @@ fill_events = sa.Table(
     sa.Column("taker_order_id", sa.BigInteger, nullable=False),
     sa.Column("maker_order_id", sa.BigInteger, nullable=False),
     sa.Column("underlying_notional", sa.Numeric),
-    sa.Column("fill_ts", _tz, nullable=False),
+    # Part of the key: a partitioned table's unique key must contain the partition key.
+    sa.Column("fill_ts", _tz, primary_key=True),
     sa.Column("window_start", _tz, nullable=False),
     sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
     sa.CheckConstraint("role IN ('taker', 'maker', 'self')", name="fill_events_role"),
     sa.CheckConstraint("side IN ('Buy', 'Sell')", name="fill_events_side"),
     sa.Index("ix_competition_fill_events_window_start", "window_start"),
-    sa.Index("ix_competition_fill_events_fill_ts", "fill_ts"),
+    sa.Index("ix_competition_fill_events_wallet_fill_ts", "wallet", "fill_ts"),
+    postgresql_partition_by="RANGE (fill_ts)",
+)
+
+# One row per (trade_id, wallet) ever recorded, with the first version's fill time: the global
+# uniqueness the partitioned table cannot enforce, and the way to the one partition holding a key.
+fill_keys = sa.Table(
+    FILL_KEYS,
+    metadata,
+    sa.Column("trade_id", sa.BigInteger, primary_key=True),
+    sa.Column("wallet", sa.Text, primary_key=True),
+    sa.Column("fill_ts", _tz, nullable=False),
+    postgresql_partition_by="HASH (trade_id)",
 )
 
 fill_rejects = sa.Table(
@@ -223,6 +242,10 @@ _INSERT_VALUES = [
     for c in _INSERT_COLUMNS
 ]
 
+_CAND_VALUES = ", ".join(
+    f"{v} AS {c}" for v, c in zip(_INSERT_VALUES, _INSERT_COLUMNS, strict=True)
+)
+
 # Created once per connection (a load session records many windows); emptied at every commit or
 # rollback, so each window's transaction starts with empty staging tables.
 _SQL_STAGE = (
@@ -246,11 +269,14 @@ CREATE TEMP TABLE stage_conflicts ON COMMIT DROP AS
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
        'recorded row'::text AS conflicts_with, {_REF_FIELDS} AS differing_fields
 FROM stage_fills s
--- One primary-key probe per staged row (LIMIT 1 keeps the planner from turning this into a hash
--- join that scans the whole, ever-growing table for every window).
+-- One registry probe per staged row, then the recorded row in the one partition its fill_ts names
+-- (run-time pruning; LIMIT 1 keeps the planner from turning this into a hash join that scans the
+-- whole, ever-growing table for every window).
 CROSS JOIN LATERAL (
-    SELECT * FROM {FILL_EVENTS} e0
-    WHERE e0.trade_id = s.trade_id AND e0.wallet = s.wallet
+    SELECT e0.* FROM {FILL_KEYS} k
+    JOIN {FILL_EVENTS} e0
+      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
+    WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet
     LIMIT 1
 ) e
 WHERE {_REF_DISTINCT}
@@ -261,14 +287,48 @@ FROM stage_fills s
 JOIN stage_firsts sf ON sf.trade_id = s.trade_id AND sf.wallet = s.wallet AND sf.seq <> s.seq
 WHERE {_DUP_DISTINCT}
   AND NOT EXISTS (
-      SELECT 1 FROM {FILL_EVENTS} e WHERE e.trade_id = s.trade_id AND e.wallet = s.wallet)"""
-_SQL_INSERT = """
-INSERT INTO {table} ({columns})
-SELECT {distinct} {values}
-FROM stage_fills s
-WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
-{order}
-ON CONFLICT (trade_id, wallet) DO NOTHING"""
+      SELECT 1 FROM {FILL_KEYS} k
+      JOIN {FILL_EVENTS} e
+        ON e.trade_id = k.trade_id AND e.wallet = k.wallet AND e.fill_ts = k.fill_ts
+      WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet)"""
+# The careful path's insert (partitioned table: no ON CONFLICT (trade_id, wallet) is possible on
+# the parent). ``cand`` is the window's rows minus conflicts (first occurrence of a repeated key);
+# ``reg`` registers their keys, returning only the keys registered now; a row is inserted when its
+# key was registered now, or when its key was registered before with this very fill_ts but the row
+# is missing (deleted by hand: a re-run repairs it, as before). The main query does not see
+# ``reg``'s own inserts (one snapshot), so the two cases do not overlap.
+_SQL_INSERT = f"""
+WITH cand AS (
+    SELECT {{distinct}} {{values}}
+    FROM stage_fills s
+    WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
+    {{order}}
+), reg AS (
+    INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
+    SELECT trade_id, wallet, fill_ts FROM cand
+    ON CONFLICT (trade_id, wallet) DO NOTHING
+    RETURNING trade_id, wallet
+)
+INSERT INTO {{table}} ({{columns}})
+SELECT {{columns}} FROM cand c
+WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c.wallet)
+   OR EXISTS (
+       SELECT 1 FROM {FILL_KEYS} k
+       WHERE k.trade_id = c.trade_id AND k.wallet = c.wallet AND k.fill_ts = c.fill_ts
+         AND NOT EXISTS (
+             SELECT 1 FROM {FILL_EVENTS} e
+             WHERE e.trade_id = c.trade_id AND e.wallet = c.wallet AND e.fill_ts = c.fill_ts))"""
+# The fast path's batch: its keys registered first, in the same savepoint, so a key recorded
+# before (in any month) or repeated raises UniqueViolation in the registry, exactly as the
+# unpartitioned table's primary key did, and sends the window down the careful path.
+# MERGE NOTE: every statement that writes competition_fill_events must register the same keys in
+# competition_fill_keys in the same savepoint, before it: the partitioned table's own key contains
+# fill_ts, so only the registry refuses a second version of a fill. A fast path that COPYs rows
+# straight into competition_fill_events must also COPY (trade_id, wallet, fill_ts) into
+# competition_fill_keys first (a UniqueViolation there means: take the careful path).
+_SQL_REGISTER_BATCH = f"""
+INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
+SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM {{table}} s"""
 _SQL_INSERT_BATCH = f"""
 INSERT INTO {FILL_EVENTS} ({", ".join(_INSERT_COLUMNS)})
 SELECT {", ".join(_INSERT_VALUES)} FROM {{table}} s"""
@@ -352,7 +412,12 @@ class CommittedWindow:
     recorded_at: str
 
 
-_SQL_STORED_ROWS = f"SELECT count(*) FROM {FILL_EVENTS} WHERE window_start = %(window_start)s"
+# Every per-window read of the fills names the window's fill_ts range too (a recorded fill's
+# fill_ts is always inside its window): the planner then reads one month's partition.
+_WINDOW_ROWS = (
+    "window_start = %(window_start)s AND fill_ts >= %(window_start)s AND fill_ts < %(window_end)s"
+)
+_SQL_STORED_ROWS = f"SELECT count(*) FROM {FILL_EVENTS} WHERE {_WINDOW_ROWS}"
 _SQL_STORED_SIDE_TABLES = (
     f"SELECT (SELECT count(*) FROM {FILL_REJECTS} WHERE window_start = %(window_start)s),"
     f" (SELECT count(*) FROM {FILL_CONFLICTS} WHERE window_start = %(window_start)s)"
@@ -381,7 +446,7 @@ class WindowLoad:
     def __init__(self, conn: psycopg.Connection, window: Window, *, insert: bool = True) -> None:
         self._conn = conn
         self._window = window
-        self._params = {"window_start": window.start}
+        self._params = {"window_start": window.start, "window_end": window.end}
         # Rows carry the window that recorded them, so the window's stored rows after this load
         # are these plus the ones it inserts (no count over millions of fresh rows at the end).
         self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]
@@ -417,6 +482,7 @@ class WindowLoad:
         if self._fast_path:
             try:
                 with self._conn.transaction():  # a savepoint for this batch
+                    self._conn.execute(_SQL_REGISTER_BATCH.format(table=table))
                     insert = _SQL_INSERT_BATCH.format(table=table)
                     self._fast_inserted += self._conn.execute(insert, self._params).rowcount
             except psycopg.errors.UniqueViolation:
@@ -434,7 +500,7 @@ class WindowLoad:
                 self._rejects += 1
 
     def finish(self) -> LoadCounts:
-        params = {"window_start": self._window.start}
+        params = self._params
         cur = self._conn.cursor()
         if self._fast_path:
             cur.execute(_SQL_RECORD_REJECTS, params)
@@ -466,7 +532,7 @@ class WindowLoad:
         insert = _SQL_INSERT.format(
             table=FILL_EVENTS,
             columns=", ".join(_INSERT_COLUMNS),
-            values=", ".join(_INSERT_VALUES),
+            values=_CAND_VALUES,
             distinct="DISTINCT ON (s.trade_id, s.wallet)" if has_duplicates else "",
             order="ORDER BY s.trade_id, s.wallet, s.seq" if has_duplicates else "",
         )
@@ -505,7 +571,7 @@ class WindowLoad:
 
     def reconcile(self, sample: int = 10) -> Reconciliation:
         """Staged rows (minus recorded conflicts) against the stored rows of the window."""
-        params = {"window_start": self._window.start}
+        params = self._params
         cur = self._conn.cursor()
         cur.execute(_SQL_RECONCILE, params)
         cur.execute("SELECT side, count(*) FROM reconcile_diff GROUP BY side")
@@ -520,7 +586,7 @@ class WindowLoad:
             samples[side] = [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
         cur.execute(
             f"SELECT (SELECT count(*) FROM (SELECT DISTINCT trade_id, wallet FROM stage_fills) k),"
-            f" (SELECT count(*) FROM {FILL_EVENTS} WHERE window_start = %(window_start)s)",
+            f" (SELECT count(*) FROM {FILL_EVENTS} WHERE {_WINDOW_ROWS})",
             params,
         )
         expected, stored = cur.fetchone()  # type: ignore[misc]
@@ -543,7 +609,7 @@ WITH expected AS (
         WHERE c.window_start = %(window_start)s
           AND c.source_file = s.source_file AND c.line_no = s.line_no)
 ), stored AS (
-    SELECT trade_id, wallet FROM {FILL_EVENTS} WHERE window_start = %(window_start)s
+    SELECT trade_id, wallet FROM {FILL_EVENTS} WHERE {_WINDOW_ROWS}
 )
 SELECT 'missing' AS side, * FROM (SELECT * FROM expected EXCEPT SELECT * FROM stored) m
 UNION ALL
@@ -573,6 +639,8 @@ class LoadSession:
         comparison: rows are staged but never inserted, and everything is rolled back."""
         conn = self._conn
         try:
+            if commit:
+                self._store.ensure_month(conn, window)
             with conn.transaction() as transaction:
                 hour = window.start_ms // 3_600_000
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, hour))
@@ -609,19 +677,25 @@ class CompetitionStore:
         """A SQLAlchemy engine over the same connections (for schema work and ad-hoc reads)."""
         return sa.create_engine("postgresql+psycopg://", creator=self.connect, poolclass=NullPool)
 
-    def ensure_schema(self) -> None:
-        """Create the project's tables and indexes if they are missing (idempotent, race-free)."""
-        engine = self.engine()
+    def ensure_schema(self) -> list[str]:
+        """Bring the tables to the head revision (Alembic ``upgrade head`` under the schema lock;
+        idempotent, race-free); returns the revisions applied."""
+        from competition_pipeline import schema
+
         try:
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.select(sa.func.pg_advisory_xact_lock(_LOCK_NAMESPACE, _SCHEMA_LOCK))
-                )
-                metadata.create_all(conn)
+            return schema.upgrade(self)
+        except schema.SchemaError as exc:
+            raise StoreError(dburl.scrub(str(exc), self._url), retryable=False) from None
         except sa.exc.DBAPIError as exc:
-            raise self._error("cannot create the schema in", exc.orig) from None
-        finally:
-            engine.dispose()
+            raise self._error("cannot migrate the schema in", exc.orig) from None
+
+    def ensure_month(self, conn: psycopg.Connection, window: Window) -> None:
+        """Create the month partition of ``window`` if it is missing, in its own short transaction
+        before the window's: creating a partition locks the whole table, which must not be held
+        for a window load. One function call (no DDL rights needed) when the month exists."""
+        with conn.transaction():
+            first_day = window.start.date().replace(day=1)
+            conn.execute("SELECT competition_create_month(%s)", (first_day,))
 
     @contextmanager
     def session(self) -> Iterator[LoadSession]:
@@ -649,7 +723,8 @@ class CompetitionStore:
         by_start = {w.start: w for w in windows}
         rows = self._read(
             f"SELECT w.window_start, w.extent, w.summary,"
-            f" (SELECT count(*) FROM {FILL_EVENTS} e WHERE e.window_start = w.window_start),"
+            f" (SELECT count(*) FROM {FILL_EVENTS} e WHERE e.window_start = w.window_start"
+            f"  AND e.fill_ts >= w.window_start AND e.fill_ts < w.window_start + interval '1h'),"
             f" (SELECT count(*) FROM {FILL_REJECTS} r WHERE r.window_start = w.window_start),"
             f" (SELECT count(*) FROM {FILL_CONFLICTS} c WHERE c.window_start = w.window_start)"
             f" FROM {FILL_WINDOWS} w WHERE w.window_start = ANY(%s)",

@@ -422,7 +422,7 @@ README_GRANTS = """
 GRANT CONNECT ON DATABASE {db} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 GRANT TEMPORARY ON DATABASE {db} TO {role};
-GRANT SELECT, INSERT ON competition_fill_events, competition_fill_rejects,
+GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO {role};
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO {role};
 """

@@ -36,3 +36,12 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     printed = capsys.readouterr().out
     assert "a. plain COPY (baseline)" in printed and "b/a rows/s" in printed
     assert "a'. plain COPY of server-formatted text" in printed and "b/a' rows/s" in printed
+
+
+def test_bench_figure_g_records_into_an_empty_and_a_filled_table(pg_admin_url: str) -> None:
+    g = bench.stored_growth(pg_admin_url, 2_000, 50_000)
+    assert g["stored_rows"] == 50_000
+    for side in ("empty", "stored"):  # every row a first recording, on the fast path
+        assert g[side]["rows_inserted"] == g[side]["rows"] > 3_000
+    assert g["ratio_rows_per_second"] > 0
+    assert "50,000 rows stored" in bench.g_table(g)

@@ -25,7 +25,12 @@ from tests.conftest import REPO
 
 EXAMPLES = REPO / "docs" / "examples"
 ROLES = ("owner", "recorder", "admin", "analyst")
-FILL_TABLES = ("competition_fill_events", "competition_fill_rejects", "competition_fill_conflicts")
+FILL_TABLES = (
+    "competition_fill_events",
+    "competition_fill_keys",
+    "competition_fill_rejects",
+    "competition_fill_conflicts",
+)
 
 
 def test_production_dagster_yaml_loads_as_an_instance(
@@ -275,62 +280,84 @@ def test_grants_apply_to_a_fresh_schema_and_give_each_role_what_the_guide_says(
             conn.execute("DELETE FROM competition_fill_events")
 
 
-def test_partitioning_sql_turns_the_recorded_table_into_monthly_partitions(
+def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
     cluster: Cluster,
 ) -> None:
+    """The previous release's table (schema at the baseline revision), prepared online with
+    partitioning.sql, then upgraded by `competition-pipeline schema`: nothing rebuilt or lost."""
+    from alembic import command
+
+    from competition_pipeline import schema
     from competition_pipeline.store import CompetitionStore
 
     c = cluster
     owner_url = c.url(c.competition_db, c.role("owner"))
-    CompetitionStore(owner_url).ensure_schema()
-    assert c.run(EXAMPLES / "grants.sql", c.competition_db) == []
+    store = CompetitionStore(owner_url)
+    engine = store.engine()
+    with engine.begin() as sa_conn:  # the tables as the previous release made them
+        command.upgrade(schema._config(sa_conn), "0001")
+    engine.dispose()
     row = (
         "INSERT INTO competition_fill_events (trade_id, wallet, role, side, counterparty,"
         " is_self_trade, symbol, price, size, notional, fee, source_type, taker_order_id,"
         " maker_order_id, fill_ts, window_start) VALUES (%s, '0xa', 'taker', 'Buy', '0xb', false,"
         " 'BTC-C', 1, 1, 1, 0, 'OrderFilled', 1, 2, %s, date_trunc('hour', %s::timestamptz))"
     )
+    recorder = c.role("recorder")
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
+        conn.execute(f"GRANT SELECT, INSERT ON competition_fill_events TO {recorder}")
         for trade_id, ts in ((1, "2026-11-20 10:15+00"), (2, "2026-12-31 23:59+00")):
             conn.execute(row, (trade_id, ts, ts))
 
     # As competition_owner, as the script says (statements run one by one, like psql -f).
     script = (EXAMPLES / "partitioning.sql").read_text()
-    assert "CONCURRENTLY" in script and "ATTACH PARTITION" in script
+    assert "CONCURRENTLY" in script and "hist_bound" in script
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         for statement in statements(c.rename(script)):
             if not statement.startswith("\\"):
                 conn.execute(statement)  # type: ignore[arg-type]
+        assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (2,)
+        # Recorded after the preparation: the migration registers this window's keys itself.
+        conn.execute(row, (3, "2026-12-31 22:00+00", "2026-12-31 22:00+00"))
+        conn.execute(
+            "INSERT INTO competition_fill_windows (window_start, source, extent, summary)"
+            " VALUES ('2026-12-31 22:00+00', 'journal', '{}', '{}')"
+        )
 
-        kind = conn.execute(
-            "SELECT relkind FROM pg_class WHERE relname = 'competition_fill_events'"
-        ).fetchone()
-        assert kind == ("p",)
+    assert [r.split(" ")[0] for r in store.ensure_schema()] == ["0002"]  # the upgrade
+    with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = 'competition_fill_events'::regclass ORDER BY 1"
         ).fetchall()
-        assert [p for (p,) in parts] == [
-            "competition_fill_events_2027_01",
-            "competition_fill_events_2027_02",
-            "competition_fill_events_2027_03",
-            "competition_fill_events_hist",
-        ]
-        # Nothing rewritten or lost; the keys registered; the parent's key named as before.
-        assert conn.execute("SELECT count(*) FROM competition_fill_events").fetchone() == (2,)
-        assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (2,)
+        assert [p for (p,) in parts][-1] == "competition_fill_events_hist"
+        assert conn.execute("SELECT count(*) FROM competition_fill_events_hist").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (3,)
+        # The prepared indexes were adopted as the parent's, not built again.
+        adopted = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname IN"
+            " ('competition_fill_events_pkey', 'ix_competition_fill_events_wallet_fill_ts')"
+            " ORDER BY 1"
+        ).fetchall()
+        assert ("competition_fill_events_hist_pkey",) in adopted
+        assert ("competition_fill_events_hist_wallet_fill_ts",) in adopted
         assert conn.execute(
             "SELECT conname FROM pg_constraint WHERE conrelid = 'competition_fill_events'::regclass"
             " AND contype = 'p'"
         ).fetchone() == ("competition_fill_events_pkey",)
+        # The cutover is the prepared one: January 2027 gets its own partition, December not.
+        assert conn.execute(
+            "SELECT competition_create_month('2026-12-01'), competition_create_month('2027-01-01')"
+        ).fetchone() in ((False, True), (False, False))
+        assert conn.execute("SELECT to_regclass('competition_fill_events_2027_01')").fetchone() == (
+            "competition_fill_events_2027_01",
+        )
         # No DEFAULT partition: a month without its partition is refused, loudly.
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute(row, (3, "2027-06-01 00:00+00", "2027-06-01 00:00+00"))
-        # The monthly job's statement creates the partition two months ahead, idempotently.
-        monthly = re.search(r"SELECT competition_create_month\(\n[-\s]*(.*?);", script, re.S)
-        assert monthly, "the monthly job's statement is gone from partitioning.sql"
-        conn.execute("SELECT competition_create_month(" + monthly.group(1))  # type: ignore[arg-type]
-    # The code's schema step finds every table present and changes nothing.
-    CompetitionStore(owner_url).ensure_schema()
-    with psycopg.connect(dburl.libpq(c.url(c.competition_db, c.role("recorder")))) as conn:
-        assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (2,)
+            conn.execute(row, (4, "2031-06-01 00:00+00", "2031-06-01 00:00+00"))
+    # The old table's grants were copied to the new parent and the key registry.
+    with psycopg.connect(dburl.libpq(c.url(c.competition_db, recorder))) as conn:
+        assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM competition_fill_events").fetchone() == (3,)
+    assert store.ensure_schema() == []  # at head: a no-op

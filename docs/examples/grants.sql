@@ -8,7 +8,9 @@
 SET ROLE competition_owner;
 
 -- The recorder, for competition_fill_events (the asset and its three checks).
-GRANT SELECT, INSERT ON competition_fill_events, competition_fill_rejects,
+-- competition_fill_keys is the key registry of the partitioned competition_fill_events: every
+-- insert of fills registers its keys there first (docs/operations.md, section 7).
+GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO competition_recorder;
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder;
 

@@ -1,0 +1,411 @@
+"""Migrations and the monthly partitioned ``competition_fill_events``, on a real PostgreSQL.
+
+The upgrade test runs the previous release (commit 76b7974, checked out with ``git archive``) with
+its own code in a subprocess, then upgrades that database with this release's
+``competition-pipeline schema``. The others record windows through Dagster's ``materialize``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from competition_pipeline import dburl, months, schema
+from competition_pipeline.standings import Competitions
+from competition_pipeline.store import CompetitionStore, StoreError
+from competition_pipeline.windows import Window
+from tests.conftest import REPO
+from tests.journal_helpers import W1, W2, append, fill, line, write_segment
+from tests.test_asset import materialize, metadata, query
+
+PREVIOUS_RELEASE = "76b7974"
+OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026
+NOV = Window.from_key("2026-04-01-00:00")  # the first hour of April 2026
+MS = 60_000
+
+
+def partitions(url: str) -> dict[str, int]:
+    """Rows per partition of competition_fill_events (every attached partition, empty ones too)."""
+    with psycopg.connect(dburl.libpq(url)) as conn:
+        names = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'competition_fill_events'::regclass"
+        ).fetchall()
+        return {
+            n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]  # noqa: S608
+            for (n,) in names
+        }
+
+
+def test_a_new_database_is_created_at_head_and_partitioned(database_url: str) -> None:
+    store = CompetitionStore(database_url)
+    applied = store.ensure_schema()
+    assert [r.split(" ")[0] for r in applied] == ["0001", "0002"]
+    assert store.ensure_schema() == []  # at head: nothing to do
+    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    kinds = dict(
+        query(
+            database_url,
+            "SELECT relname, relkind::text FROM pg_class WHERE relname IN"
+            " ('competition_fill_events', 'competition_fill_keys')",
+        )
+    )
+    assert kinds == {"competition_fill_events": "p", "competition_fill_keys": "p"}
+    this_month = months.first_day(dt.datetime.now(dt.UTC).date())
+    expected = {
+        f"competition_fill_events_{d:%Y_%m}" for d in (this_month, months.first_day(this_month, 1))
+    }
+    assert set(partitions(database_url)) == expected
+
+
+def test_windows_across_a_month_boundary_and_a_conflict_in_another_month(
+    database_url: str, journal: Path
+) -> None:
+    CompetitionStore(database_url).ensure_schema()
+    assert not {"competition_fill_events_2026_03", "competition_fill_events_2026_04"} & set(
+        partitions(database_url)
+    )
+    last = OCT.start_ms + 60 * MS - 1  # 23:59:59.999, the last instant of October
+    oct_segment = write_segment(
+        journal, OCT, "a.jsonl", [fill(1, OCT.start_ms), fill(2, OCT.start_ms + MS), fill(3, last)]
+    )
+    # A month whose partition did not exist: the load creates it first (fast path: 6 new rows).
+    meta = metadata(materialize(database_url, journal, OCT.key))
+    assert (meta["rows_inserted"], meta["rows_already_present"], meta["conflicts"]) == (6, 0, 0)
+    assert partitions(database_url)["competition_fill_events_2026_03"] == 6
+
+    # November's first hour: a new fill, and trade 3 again with its fill time in November. The
+    # registry finds the October version: a conflict, never a second row.
+    write_segment(
+        journal,
+        NOV,
+        "b.jsonl",
+        [fill(4, NOV.start_ms), fill(3, NOV.start_ms + 500)],
+    )
+    meta = metadata(materialize(database_url, journal, NOV.key))
+    assert (meta["rows_inserted"], meta["conflicts"]) == (2, 1)  # one message, two rows
+    assert partitions(database_url)["competition_fill_events_2026_04"] == 2
+    assert query(
+        database_url,
+        "SELECT trade_id, differing_fields FROM competition_fill_conflicts ORDER BY wallet",
+    ) == [(3, "fill_ts"), (3, "fill_ts")]
+    assert query(
+        database_url,
+        "SELECT count(*), min(fill_ts) FROM competition_fill_events WHERE trade_id = 3",
+    ) == [(2, OCT.end - dt.timedelta(milliseconds=1))]
+
+    # A late fill into October (closed since an hour), next to a repeat of a recorded one: the
+    # careful path inserts the new rows only, into October's partition.
+    append(
+        oct_segment,
+        line(fill(5, OCT.start_ms + 30 * MS)) + "\n" + line(fill(1, OCT.start_ms)) + "\n",
+    )
+    meta = metadata(materialize(database_url, journal, OCT.key))
+    assert (meta["rows_inserted"], meta["rows_already_present"]) == (2, 8)
+    assert partitions(database_url)["competition_fill_events_2026_03"] == 8
+    # Re-recording both windows in full inserts nothing; keys and rows stay one per key.
+    for window in (OCT, NOV):
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM competition_fill_windows WHERE window_start = %s", (window.start,)
+            )
+        assert metadata(materialize(database_url, journal, window.key))["rows_inserted"] == 0
+    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(10,)]
+    assert query(
+        database_url,
+        "SELECT count(*) FROM (SELECT DISTINCT trade_id, wallet FROM competition_fill_events) k",
+    ) == [(10,)]
+
+
+def test_a_deleted_row_is_restored_by_a_rerun_despite_its_registered_key(
+    database_url: str, journal: Path
+) -> None:
+    write_segment(journal, OCT, "a.jsonl", [fill(1, OCT.start_ms), fill(2, OCT.start_ms + MS)])
+    assert metadata(materialize(database_url, journal, OCT.key))["rows_inserted"] == 4
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM competition_fill_events WHERE trade_id = 2 AND wallet = %s", (W1,)
+        )
+    meta = metadata(materialize(database_url, journal, OCT.key))
+    assert (meta["rows_inserted"], meta["rows_already_present"]) == (1, 3)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(4,)]
+
+
+def test_per_window_and_standings_queries_read_one_partition(
+    database_url: str, journal: Path
+) -> None:
+    CompetitionStore(database_url).ensure_schema()
+    for window in (OCT, NOV):
+        write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
+        materialize(database_url, journal, window.key)
+    params = {"window_start": NOV.start, "window_end": NOV.end}
+    from competition_pipeline.store import _SQL_STORED_ROWS
+
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _SQL_STORED_ROWS, params))
+    assert "competition_fill_events_2026_04" in plan and "2026_03" not in plan, plan
+
+    competitions = Competitions(CompetitionStore(database_url))
+    competitions.create("nov", "April", NOV.start, NOV.end, "pnl")
+    competitions.register("nov", W1)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        from competition_pipeline.standings import _REPLACE
+
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + _REPLACE,
+                {"id": "nov", "win": "pnl", "start": NOV.start, "end": NOV.end},
+            )
+        )
+        conn.rollback()
+    scanned = {p for p in partitions(database_url) if p in plan}
+    assert scanned == {"competition_fill_events_2026_04"}, plan
+
+
+def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
+    database_url: str,
+) -> None:
+    role = f"nodll_{os.getpid()}"
+    database = dburl.parse(database_url).database
+    store = CompetitionStore(database_url)
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
+    try:
+        # The database as the previous release left it: stamped at the baseline only.
+        from alembic import command
+
+        engine = store.engine()
+        with engine.begin() as conn:
+            command.upgrade(schema._config(conn), "0001")
+            conn.exec_driver_sql("GRANT SELECT ON alembic_version TO PUBLIC")
+        engine.dispose()
+        url = dburl.parse(database_url).set(username=role, password=None)
+        recorder = CompetitionStore(url.render_as_string(hide_password=False))
+        with pytest.raises(StoreError) as raised:
+            recorder.ensure_schema()
+        message = str(raised.value)
+        assert "at revision 0001" in message and "0002 (Monthly partitions" in message
+        assert "competition-pipeline schema" in message
+        # The owner's upgrade then succeeds and the role passes the check without DDL.
+        assert store.ensure_schema() == [
+            "0002 (Monthly partitions of competition_fill_events on"
+            " fill_ts; the key registry competition_fill_keys.)"
+        ]
+        assert recorder.ensure_schema() == []
+    finally:
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_retention_drops_an_old_month_and_refuses_one_a_running_competition_covers(
+    database_url: str, journal: Path, tmp_path: Path
+) -> None:
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    for window in (OCT, NOV):
+        write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
+        materialize(database_url, journal, window.key)
+    # A competition running now that started in April 2026 keeps November.
+    now = dt.datetime.now(dt.UTC)
+    competitions = Competitions(store)
+    competitions.create("long", "Long", NOV.start, now + dt.timedelta(days=30), "volume")
+    before = partitions(database_url)
+
+    dry = months.retire(store, 3, dry_run=True)
+    assert dry.dropped == ["competition_fill_events_2026_03"]
+    assert partitions(database_url) == before
+
+    result = months.retire(store, 3, archive_dir=tmp_path / "archive")
+    assert result.dropped == ["competition_fill_events_2026_03"]
+    assert result.refused == {"competition_fill_events_2026_04": ["long"]}
+    after = partitions(database_url)
+    assert (
+        "competition_fill_events_2026_03" not in after
+        and after["competition_fill_events_2026_04"] == 2
+    )
+    assert query(database_url, "SELECT to_regclass('competition_fill_events_2026_03')") == [(None,)]
+    # Its keys and window bookkeeping went too; November's stayed.
+    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(2,)]
+    assert query(database_url, "SELECT window_start FROM competition_fill_windows") == [
+        (NOV.start,)
+    ]
+    import gzip
+
+    archive = Path(result.archived["competition_fill_events_2026_03"])
+    lines = gzip.decompress(archive.read_bytes()).decode().splitlines()
+    assert lines[0].startswith("trade_id,wallet,") and len(lines) == 3
+    # Replayed after retention, October is recorded again (its keys are gone with it).
+    meta = metadata(materialize(database_url, journal, OCT.key))
+    assert meta["rows_inserted"] == 2
+
+
+def test_months_job_creates_months_ahead(database_url: str) -> None:
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    created = months.create_ahead(store, 2, today=dt.date(2030, 1, 15))
+    assert created == [dt.date(2030, 1, 1), dt.date(2030, 2, 1), dt.date(2030, 3, 1)]
+    assert months.create_ahead(store, 2, today=dt.date(2030, 1, 15)) == []
+    assert "competition_fill_events_2030_03" in partitions(database_url)
+
+
+def _previous_release(tmp_path: Path) -> Path:
+    """The previous release's source tree (git archive of its commit)."""
+    data = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE],
+        check=True,
+        capture_output=True,
+    ).stdout
+    root = tmp_path / "previous"
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+_OLD_RECORD = """
+import sys
+import competition_pipeline
+from competition_pipeline.pipeline import record_windows
+from competition_pipeline.sources.journal import JournalSource
+from competition_pipeline.store import CompetitionStore
+from competition_pipeline.windows import Window
+print(competition_pipeline.__file__)
+store = CompetitionStore(sys.argv[1]); store.ensure_schema()
+windows = [Window.from_key(k) for k in sys.argv[3:]]
+for report in record_windows(JournalSource(sys.argv[2]), store, windows):
+    print(report.window, report.rows_inserted)
+"""
+
+
+def test_upgrade_from_the_previous_release_keeps_every_row(
+    database_url: str, journal: Path, tmp_path: Path
+) -> None:
+    old = _previous_release(tmp_path)
+    write_segment(
+        journal,
+        OCT,
+        "a.jsonl",
+        [
+            fill(1, OCT.start_ms),
+            fill(2, OCT.start_ms + MS, taker_wallet_address=W2, maker_wallet_address=W1),
+        ],
+    )
+    write_segment(journal, NOV, "b.jsonl", [fill(10, NOV.start_ms), fill(11, NOV.start_ms + 5)])
+    script = tmp_path / "old_record.py"
+    script.write_text(_OLD_RECORD)
+    env = {**os.environ, "PYTHONPATH": str(old)}
+    run = subprocess.run(
+        [sys.executable, str(script), database_url, str(journal), OCT.key, NOV.key],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert run.stdout.splitlines()[0].startswith(str(old)), run.stdout  # really the old code
+    rows_before = query(
+        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+    )
+    assert len(rows_before) == 8
+    assert query(database_url, "SELECT to_regclass('alembic_version')") == [(None,)]
+
+    # The one command of the upgrade.
+    env = {**os.environ, "COMPETITION_DATABASE_URL": database_url}
+    env.pop("PYTHONPATH", None)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("competition-pipeline")), "schema"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    rows_after = query(
+        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+    )
+    assert rows_after == rows_before
+    # The old table became the history partition (not rewritten: same relfilenode name kept).
+    assert partitions(database_url)["competition_fill_events_hist"] == 8
+    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
+
+    # Re-recording the same journal inserts nothing.
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute("DELETE FROM competition_fill_windows")
+    for window in (OCT, NOV):
+        meta = metadata(materialize(database_url, journal, window.key))
+        assert (meta["rows_inserted"], meta["conflicts"]) == (0, 0), window.key
+    # A conflicting version of an October fill, filed in a later month, is still detected.
+    later = Window.from_key("2026-05-01-00:00")
+    write_segment(journal, later, "c.jsonl", [fill(1, later.start_ms), fill(20, later.start_ms)])
+    meta = metadata(materialize(database_url, journal, later.key))
+    assert (meta["rows_inserted"], meta["conflicts"]) == (2, 1)
+    assert "competition_fill_events_2026_05" in partitions(database_url)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
+
+
+def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
+    from competition_pipeline.maintenance import (
+        competition_fill_retention_job,
+        competition_months_job,
+    )
+    from competition_pipeline.resources import CompetitionDatabase
+
+    database = CompetitionDatabase(url=database_url)
+    assert competition_months_job.execute_in_process(resources={"database": database}).success
+    this_month = months.first_day(dt.datetime.now(dt.UTC).date())
+    assert f"competition_fill_events_{months.first_day(this_month, 2):%Y_%m}" in partitions(
+        database_url
+    )
+    write_segment(journal, OCT, "a.jsonl", [fill(1, OCT.start_ms)])
+    materialize(database_url, journal, OCT.key)
+    config = {"ops": {"retire_old_months": {"config": {"older_than_months": 3}}}}
+    result = competition_fill_retention_job.execute_in_process(
+        run_config=config, resources={"owner_database": database}
+    )
+    assert result.success
+    assert "competition_fill_events_2026_03" not in partitions(database_url)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
+
+
+def test_two_loads_creating_the_same_missing_month_both_succeed(database_url: str) -> None:
+    import threading
+
+    CompetitionStore(database_url).ensure_schema()
+    results: list[bool] = []
+    with psycopg.connect(dburl.libpq(database_url)) as first:
+        assert first.execute("SELECT competition_create_month('2026-02-01')").fetchone() == (True,)
+
+        def second() -> None:
+            with psycopg.connect(dburl.libpq(database_url)) as conn:
+                results.append(
+                    conn.execute("SELECT competition_create_month('2026-02-01')").fetchone()[0]
+                )
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second waits for the first, uncommitted creation (on the month lock).
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as watch:
+            for _ in range(600):
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND d.datname = current_database()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+        assert waiting == 1 and thread.is_alive()
+        first.commit()
+        thread.join(timeout=60)
+    assert results == [False]
+    assert "competition_fill_events_2026_02" in partitions(database_url)
