@@ -12,6 +12,7 @@ from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, re
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import StoreError
+from competition_pipeline.window_checks import WindowChecks, selected_checks
 from competition_pipeline.windows import Window, windows_between
 
 # BackfillPolicy is beta in Dagster 1.13; it is used on purpose (a backfill is one run).
@@ -134,7 +135,7 @@ def competition_fill_events(
     database: CompetitionDatabase,
     journal: FillSourceResource,
     policy: RecordingPolicy,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
@@ -146,6 +147,9 @@ def competition_fill_events(
     # the UI shows every window's counts and a failure leaves the finished windows materialized.
     # The run log gets a progress line per day, not per window (each event is a storage write).
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
+    # Without an output Dagster skips the check steps of a ranged run: each window's checks are
+    # evaluated here once it has committed, as events for its partition (window_checks.py).
+    checks, check_names = WindowChecks(database, journal, policy), selected_checks(context)
     started = time.perf_counter()
     rows = 0
     for done, report in enumerate(_record(windows, database, journal, policy), start=1):
@@ -157,6 +161,7 @@ def competition_fill_events(
             partition=report.window,
             metadata=report_metadata(report),
         )
+        yield from checks.evaluations(check_names, Window.from_key(report.window))
         rows += report.rows_inserted
         if done % 24 == 0 or done == len(windows):
             context.log.info(
