@@ -95,6 +95,9 @@ class WindowChecks:
                 "unexpected": result.unexpected,
                 "missing_sample": str(result.missing_sample),
                 "unexpected_sample": str(result.unexpected_sample),
+                "changed": result.changed,
+                "changed_sample": str(result.changed_sample),
+                "compared_by": result.compared_by,
             },
         )
 

@@ -39,6 +39,7 @@ def test_a_clean_window_passes_every_check(database_url: str, journal: Path) -> 
     assert all(c.passed for c in checks.values())
     assert checks["reconciles_with_journal"].metadata["expected_rows"].value == 4
     assert checks["reconciles_with_journal"].metadata["stored_rows"].value == 4
+    assert checks["reconciles_with_journal"].metadata["compared_by"].value == "digest"
     assert all(c.partition == KEY for c in checks.values() if hasattr(c, "partition"))
 
 
@@ -51,6 +52,8 @@ def test_conflicts_and_rejects_are_reported(database_url: str, journal: Path) ->
     )
     checks = evaluations(materialize(database_url, journal, checks=True))
     assert checks["reconciles_with_journal"].passed  # the conflict line is excluded by design
+    # The careful path (a repeated key) records the digest of the rows the window should hold.
+    assert checks["reconciles_with_journal"].metadata["compared_by"].value == "digest"
     conflicts = checks["no_conflicting_duplicates"]
     assert not conflicts.passed and conflicts.severity == dg.AssetCheckSeverity.ERROR
     assert conflicts.metadata["conflicts"].value == 2  # both wallet rows of the conflicting line
@@ -284,3 +287,73 @@ def test_a_check_alone_for_one_partition_and_without_a_partition(
         error = failure.step_failure_data.error
         assert error is not None and "execute it for a partition" in error.message
         assert "CheckError" not in error.message
+
+
+def _reconcile_alone(database_url: str, journal: Path) -> dg.AssetCheckEvaluation:
+    """reconciles_with_journal executed alone for the window (nothing is recorded again)."""
+    result = _checks_alone(database_url, journal, tags={"dagster/partition": KEY})
+    assert not result.get_asset_materialization_events()
+    return evaluations(result)[RECONCILES]
+
+
+def _recorded_window(database_url: str, journal: Path) -> None:
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0), fill(2, T0 + 1), fill(3, T0 + 2)])
+    materialize(database_url, journal)
+    untouched = _reconcile_alone(database_url, journal)
+    assert untouched.passed
+    assert untouched.metadata["compared_by"].value == "digest"  # nothing was parsed again
+    assert untouched.metadata["stored_rows"].value == 6
+
+
+def _execute(database_url: str, statement: str) -> None:
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute(statement)
+
+
+def test_the_check_finds_a_deleted_row(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url, "DELETE FROM competition_fill_events WHERE trade_id = 2 AND role = 'maker'"
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed and check.metadata["compared_by"].value == "rows"
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (1, 0)
+    assert check.metadata["missing_sample"].value.startswith("[(2, ")
+
+
+def test_the_check_finds_an_extra_row(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url,
+        "INSERT INTO competition_fill_events SELECT 99, wallet, role, side, counterparty,"
+        " is_self_trade, symbol, price, size, notional, fee, realized_pnl,"
+        " builder_code_address, builder_code_fee, source_type, taker_order_id,"
+        " maker_order_id, underlying_notional, fill_ts, window_start, recorded_at"
+        " FROM competition_fill_events WHERE trade_id = 1 AND role = 'taker'",
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (0, 1)
+    assert check.metadata["unexpected_sample"].value.startswith("[(99, ")
+
+
+def test_the_check_finds_a_changed_price(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url,
+        "UPDATE competition_fill_events SET price = price + 0.001"
+        " WHERE trade_id = 3 AND role = 'taker'",
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (0, 0)
+    assert check.metadata["changed"].value == 1
+    assert check.metadata["changed_sample"].value.startswith("[(3, ")
+
+
+def test_the_check_finds_a_missing_window(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(database_url, "DELETE FROM competition_fill_events")
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["stored_rows"].value) == (6, 0)
