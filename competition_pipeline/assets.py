@@ -152,19 +152,20 @@ def competition_fill_events(
     checks, check_names = WindowChecks(database, journal, policy), selected_checks(context)
     started = time.perf_counter()
     rows = 0
-    for done, report in enumerate(_record(windows, database, journal, policy), start=1):
-        _warn_ignored(context, report)
-        # Yielded, not context.log_event(): logged events are buffered until the next yield,
-        # so a failure later in the range would drop the events of windows already committed.
-        yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
-            partition=report.window,
-            metadata=report_metadata(report),
-        )
-        yield from checks.evaluations(check_names, Window.from_key(report.window))
-        rows += report.rows_inserted
-        if done % 24 == 0 or done == len(windows):
-            context.log.info(
-                f"{done}/{len(windows)} windows recorded (up to {report.window}),"
-                f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+    with checks.shared_connection():
+        for done, report in enumerate(_record(windows, database, journal, policy), start=1):
+            _warn_ignored(context, report)
+            # Yielded, not context.log_event(): logged events are buffered until the next yield,
+            # so a failure later in the range would drop the events of windows already committed.
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=report.window,
+                metadata=report_metadata(report),
             )
+            yield from checks.evaluations(check_names, Window.from_key(report.window))
+            rows += report.rows_inserted
+            if done % 24 == 0 or done == len(windows):
+                context.log.info(
+                    f"{done}/{len(windows)} windows recorded (up to {report.window}),"
+                    f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+                )

@@ -669,6 +669,8 @@ class CompetitionStore:
         dburl.parse(url)  # fail early, without echoing the URL, when it is not a PostgreSQL URL
         self._url = url
         self._connect_timeout = connect_timeout
+        self._shared: psycopg.Connection | None = None
+        self._sharing = False
 
     @property
     def display_url(self) -> str:
@@ -768,11 +770,28 @@ class CompetitionStore:
         )
         return dict(by_kind), samples
 
+    @contextmanager
+    def shared_connection(self) -> Iterator[None]:
+        """Reads inside share one connection (opened by the first of them) instead of one each:
+        a backfill's per-window checks, where a new connection costs more than a small window's
+        queries."""
+        self._sharing = True
+        try:
+            yield
+        finally:
+            shared, self._shared, self._sharing = self._shared, None, False
+            if shared is not None:
+                shared.close()
+
     def _read(self, statement: str, *params: object) -> list[tuple]:
-        conn = self.connect()
         bound = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
         try:
-            with conn:
+            if self._sharing:
+                if self._shared is None or self._shared.closed:
+                    self._shared = self.connect()
+                with self._shared.transaction():
+                    return self._shared.execute(statement, bound).fetchall()  # type: ignore[arg-type]
+            with self.connect() as conn:
                 return conn.execute(statement, bound).fetchall()  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise self._error("query failed on", exc) from None

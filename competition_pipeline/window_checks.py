@@ -14,6 +14,7 @@ Kept apart from ``checks.py`` so that ``assets.py`` can use it without an import
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,12 @@ class WindowChecks:
         if self._store is None:
             self._store = self.database.store()
         return self._store
+
+    @contextmanager
+    def shared_connection(self) -> Iterator[None]:
+        """Checks of many windows (a backfill) on one database connection."""
+        with self.store.shared_connection():
+            yield
 
     def outcome(self, name: str, window: Window) -> Outcome:
         evaluate: dict[str, Callable[[Window], Outcome]] = {
