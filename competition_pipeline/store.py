@@ -789,8 +789,8 @@ class CompetitionStore:
             if self._sharing:
                 if self._shared is None or self._shared.closed:
                     self._shared = self.connect()
-                with self._shared.transaction():
-                    return self._shared.execute(statement, bound).fetchall()  # type: ignore[arg-type]
+                    self._shared.autocommit = True  # one round trip a read, no BEGIN/COMMIT
+                return self._shared.execute(statement, bound).fetchall()  # type: ignore[arg-type]
             with self.connect() as conn:
                 return conn.execute(statement, bound).fetchall()  # type: ignore[arg-type]
         except psycopg.Error as exc:
