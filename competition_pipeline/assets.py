@@ -14,6 +14,7 @@ from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, re
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import FILL_EVENTS, StoreError, fill_events
+from competition_pipeline.window_checks import WindowChecks, selected_checks
 from competition_pipeline.windows import Window, windows_between
 
 # BackfillPolicy is beta in Dagster 1.13; it is used on purpose (a backfill is one run).
@@ -219,7 +220,7 @@ def competition_fill_events(
     database: CompetitionDatabase,
     journal: FillSourceResource,
     policy: RecordingPolicy,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
         yield from _materialize(context, database, journal, policy)
 
@@ -248,7 +249,7 @@ def _materialize(
     database: CompetitionDatabase,
     journal: FillSourceResource,
     policy: RecordingPolicy,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
@@ -260,25 +261,30 @@ def _materialize(
     # the UI shows every window's counts and a failure leaves the finished windows materialized.
     # The run log gets a progress line per day, not per window (each event is a storage write).
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
+    # Without an output Dagster skips the check steps of a ranged run: each window's checks are
+    # evaluated here once it has committed, as events for its partition (window_checks.py).
+    checks, check_names = WindowChecks(database, journal, policy), selected_checks(context)
     started = time.perf_counter()
     rows = 0
     missing: list[str] = []  # warned about with the progress line, not one line per window
-    for done, report in enumerate(_record(windows, database, journal, policy), start=1):
-        _warn_ignored(context, report)
-        if _missing_from_journal(report):
-            missing.append(report.window)
-        # Yielded, not context.log_event(): logged events are buffered until the next yield,
-        # so a failure later in the range would drop the events of windows already committed.
-        yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
-            partition=report.window,
-            metadata=report_metadata(report),
-        )
-        rows += report.rows_inserted
-        if done % 24 == 0 or done == len(windows):
-            context.log.info(
-                f"{done}/{len(windows)} windows recorded (up to {report.window}),"
-                f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+    with checks.shared_connection():
+        for done, report in enumerate(_record(windows, database, journal, policy), start=1):
+            _warn_ignored(context, report)
+            if _missing_from_journal(report):
+                missing.append(report.window)
+            # Yielded, not context.log_event(): logged events are buffered until the next yield,
+            # so a failure later in the range would drop the events of windows already committed.
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=report.window,
+                metadata=report_metadata(report),
             )
-            _warn_missing(context, missing)
-            missing.clear()
+            yield from checks.evaluations(check_names, Window.from_key(report.window))
+            rows += report.rows_inserted
+            if done % 24 == 0 or done == len(windows):
+                context.log.info(
+                    f"{done}/{len(windows)} windows recorded (up to {report.window}),"
+                    f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+                )
+                _warn_missing(context, missing)
+                missing.clear()

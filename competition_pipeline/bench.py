@@ -12,7 +12,13 @@ b. the first recording of one window of N fills through the asset's code path
 c. recording the unchanged window again;
 d. the peak RSS of the child process that ran (b);
 e. one sensor tick (scan + decision) over a journal of 10,000 hour directories;
-f. a 30-day hourly backfill as one Dagster run (``materialize`` over the partition range);
+f. a 30-day hourly backfill as one Dagster run (``materialize`` of the asset and its checks over
+   the partition range) on PostgreSQL instance storage, as deployed (a fresh database, the
+   storage classes of ``competition_pipeline.instance_storage``), beside Dagster's own floor
+   measured in the same run: a no-op asset over the same range yielding the same events (one
+   materialization and three check evaluations a window) on another fresh instance database;
+h. the whole user path: ``dagster asset materialize`` of the (a) window in a subprocess, with its
+   checks, on PostgreSQL instance storage, first and unchanged, with the time of each step.
 g. with ``--stored-rows N``: the first recording of a window of ``--fills`` fills into an empty
    table, then of another such window once N rows are stored in the months before it (own
    database; the rows generated server-side, untimed): the ratio shows whether the load rate
@@ -28,6 +34,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -209,10 +216,111 @@ def sensor_tick(directories: int) -> dict:
     }
 
 
-def backfill(url: str, days: int, fills_per_hour: int) -> dict:
+_INSTANCE_YAML = """
+run_storage:
+  module: competition_pipeline.instance_storage
+  class: RunStorage
+  config: {postgres_url: {env: DAGSTER_POSTGRES_URL}}
+event_log_storage:
+  module: competition_pipeline.instance_storage
+  class: EventLogStorage
+  config: {postgres_url: {env: DAGSTER_POSTGRES_URL}}
+schedule_storage:
+  module: competition_pipeline.instance_storage
+  class: ScheduleStorage
+  config: {postgres_url: {env: DAGSTER_POSTGRES_URL}}
+telemetry: {enabled: false}
+"""
+
+
+class _Databases:
+    """Fresh databases on the bench's server, dropped at the end."""
+
+    def __init__(self, admin: str) -> None:
+        self.admin, self.names = admin, []
+
+    def new(self, purpose: str) -> str:
+        name = f"competition_bench_{purpose}_{uuid.uuid4().hex[:8]}"
+        embedded.create_database(self.admin, name)
+        self.names.append(name)
+        return embedded.database_url(self.admin, name)
+
+    def drop(self) -> None:
+        for name in self.names:
+            embedded.drop_database(self.admin, name)
+
+
+def _dagster_home(directory: Path) -> Path:
+    """A DAGSTER_HOME whose storage is PostgreSQL at DAGSTER_POSTGRES_URL, as deployed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dagster.yaml").write_text(_INSTANCE_YAML)
+    return directory
+
+
+def _postgres_instance(home: Path, instance_url: str):  # noqa: ANN202 (a DagsterInstance)
+    import dagster as dg
+
+    os.environ["DAGSTER_POSTGRES_URL"] = instance_url
+    try:
+        return dg.DagsterInstance.from_config(str(home))
+    finally:
+        del os.environ["DAGSTER_POSTGRES_URL"]
+
+
+def _floor_definitions() -> list:
+    """Dagster's own cost of a ranged run: an asset with the same partitions, backfill policy
+    and checks that does no work, yielding per window what the real asset yields (one
+    materialization with the same metadata keys, one evaluation of each check)."""
+    import dagster as dg
+
+    from competition_pipeline.assets import fill_partitions, report_metadata
+    from competition_pipeline.window_checks import BLOCKING, FILL_EVENTS_KEY
+
+    @dg.asset(
+        name=FILL_EVENTS_KEY.path[-1],
+        partitions_def=fill_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        output_required=False,
+    )
+    def floor(context):  # noqa: ANN001, ANN202 (dagster is imported locally: no annotations)
+        for key in context.partition_keys:
+            metadata = report_metadata(WindowReport(window=key, source="floor"))
+            yield dg.AssetMaterialization(
+                asset_key=FILL_EVENTS_KEY, partition=key, metadata=metadata
+            )
+            for name, blocking in BLOCKING.items():
+                yield dg.AssetCheckEvaluation(
+                    asset_key=FILL_EVENTS_KEY,
+                    check_name=name,
+                    passed=True,
+                    blocking=blocking,
+                    partition=key,
+                )
+
+    def noop_check(name: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(
+            asset=FILL_EVENTS_KEY,
+            name=name,
+            blocking=BLOCKING[name],
+            partitions_def=fill_partitions,
+        )
+        def check():  # noqa: ANN202
+            return dg.AssetCheckResult(passed=True)
+
+        return check
+
+    return [floor, *(noop_check(name) for name in BLOCKING)]
+
+
+def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_hour: int) -> dict:
     import dagster as dg
 
     from competition_pipeline.assets import competition_fill_events
+    from competition_pipeline.checks import (
+        no_conflicting_duplicates,
+        reconciles_with_journal,
+        rejects_within_budget,
+    )
     from competition_pipeline.resources import (
         CompetitionDatabase,
         FillSourceResource,
@@ -230,31 +338,45 @@ def backfill(url: str, days: int, fills_per_hour: int) -> dict:
             hour = simulate.write_hour(journal, window, fills_per_hour, sim=sim)
             expected_rows += hour.rows_expected
             progress(done, len(windows))
-        started = time.perf_counter()
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = dg.materialize(
-                [competition_fill_events],
-                instance=instance,
-                resources={
-                    "database": CompetitionDatabase(url=url),
-                    "journal": FillSourceResource(root=str(journal)),
-                    "policy": RecordingPolicy(),
-                },
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                tags={
-                    "dagster/asset_partition_range_start": windows[0].key,
-                    "dagster/asset_partition_range_end": windows[-1].key,
-                },
-            )
-            materialized = len(instance.get_materialized_partitions(competition_fill_events.key))
-        seconds = time.perf_counter() - started
-    assert result.success and materialized == len(windows)
+        tags = {
+            "dagster/asset_partition_range_start": windows[0].key,
+            "dagster/asset_partition_range_end": windows[-1].key,
+        }
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+        def timed(definitions: list, resources: dict) -> tuple[float, int, int]:
+            with _postgres_instance(home, databases.new("instance")) as instance:
+                started = time.perf_counter()
+                result = dg.materialize(
+                    definitions, instance=instance, resources=resources, run_config=quiet, tags=tags
+                )
+                seconds = time.perf_counter() - started
+                assert result.success
+                key = dg.AssetKey("competition_fill_events")
+                materialized = len(instance.get_materialized_partitions(key))
+                evaluations = len(result.get_asset_check_evaluations())
+            return seconds, materialized, evaluations
+
+        resources = {
+            "database": CompetitionDatabase(url=url),
+            "journal": FillSourceResource(root=str(journal)),
+            "policy": RecordingPolicy(),
+        }
+        checks = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
+        seconds, materialized, evaluations = timed([competition_fill_events, *checks], resources)
+        floor_seconds, floor_materialized, floor_evaluations = timed(_floor_definitions(), {})
+    assert materialized == floor_materialized == len(windows)
+    assert evaluations == floor_evaluations == 3 * len(windows)
     return {
         "windows": len(windows),
         "runs": 1,
         "rows": expected_rows,
         "seconds": seconds,
         "rows_per_second": expected_rows / seconds,
+        "check_evaluations": evaluations,
+        "instance_storage": "postgresql",
+        "dagster_floor_seconds": floor_seconds,
+        "ms_per_window_beyond_floor": (seconds - floor_seconds) / len(windows) * 1000,
     }
 
 
@@ -359,6 +481,56 @@ def g_table(g: dict) -> str:
     )
 
 
+_STEP_DONE = re.compile(r'Finished execution of step "([^"]+)" in (.+?)\.?$')
+
+
+def _seconds(duration: str) -> float:
+    """Dagster's formatted durations: ``850ms``, ``1.23s``, ``2m 5s``, ``1h 2m``."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total = 0.0
+    for amount, unit in re.findall(r"([\d.]+)(ms|s|m|h)", duration):
+        total += float(amount) * units[unit]
+    return total
+
+
+def user_path(databases: _Databases, home: Path, journal: Path) -> dict:
+    """(h) ``dagster asset materialize`` of the bench window with its checks, in a subprocess
+    on PostgreSQL instance storage against a fresh competition database: first, then unchanged."""
+    url = databases.new("h")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": databases.new("h_instance"),
+        "COMPETITION_DATABASE_URL": url,
+        "FILL_JOURNAL_DIR": str(journal),
+    }
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        *("asset", "materialize", "-m", "competition_pipeline.definitions"),
+        *("--select", "competition_fill_events", "--partition", BENCH_WINDOW.key),
+    ]
+    runs = {}
+    for what in ("first", "unchanged"):
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"h ({what}) failed: {dburl.scrub(done.stderr[-2000:], url)}")
+        steps = {
+            match.group(1): _seconds(match.group(2))
+            for match in map(_STEP_DONE.search, done.stderr.splitlines())
+            if match
+        }
+        runs[what] = {
+            "seconds": seconds,
+            "steps": steps,
+            "outside_steps_seconds": seconds - sum(steps.values()),
+        }
+    with CompetitionStore(url).connect() as conn:
+        rows = conn.execute("SELECT count(*) FROM competition_fill_events").fetchone()[0]  # type: ignore[index]
+    return {"rows": rows, "rows_per_second": rows / runs["first"]["seconds"], **runs}
+
+
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = None
@@ -367,10 +539,10 @@ def run(args: argparse.Namespace) -> dict:
             _log("starting an embedded PostgreSQL")
             server = embedded.start(Path(tmp) / "pg", databases=())
             admin = server.url("postgres")
-        name = f"competition_bench_{uuid.uuid4().hex[:8]}"
-        embedded.create_database(admin, name)
-        url = embedded.database_url(admin, name)
+        databases = _Databases(admin)
+        home = _dagster_home(Path(tmp) / "dagster_home")
         try:
+            url = databases.new("main")
             CompetitionStore(url).ensure_schema()
             journal = Path(tmp) / "journal"
             _log(f"writing a journal window of {args.fills:,} fills")
@@ -386,9 +558,11 @@ def run(args: argparse.Namespace) -> dict:
             _log(f"e. sensor tick over {args.hour_directories:,} hour directories")
             e = sensor_tick(args.hour_directories)
             _log(f"f. {args.backfill_days}-day backfill as one run")
-            f = backfill(url, args.backfill_days, args.backfill_fills_per_hour)
+            f = backfill(url, databases, home, args.backfill_days, args.backfill_fills_per_hour)
+            _log("h. dagster asset materialize of the window with its checks (subprocess)")
+            h = user_path(databases, home, journal)
         finally:
-            embedded.drop_database(admin, name)
+            databases.drop()
             if server is not None:
                 server.stop()
     return {
@@ -400,12 +574,15 @@ def run(args: argparse.Namespace) -> dict:
         "d_peak_rss_mib": b["peak_rss_mib"],
         "e_sensor_tick": e,
         "f_backfill": f,
+        "h_user_path": h,
         "ratios": {
             "b_over_a_rows_per_second": b["rows_per_second"] / a["rows_per_second"],
             "b_over_a_preformatted_rows_per_second": b["rows_per_second"]
             / a["preformatted_rows_per_second"],
             "c_over_b_seconds": c["seconds"] / b["seconds"],
             "f_over_b_rows_per_second": f["rows_per_second"] / b["rows_per_second"],
+            "h_first_over_a_rows_per_second": h["rows_per_second"] / a["rows_per_second"],
+            "h_unchanged_over_first_seconds": h["unchanged"]["seconds"] / h["first"]["seconds"],
         },
     }
 
@@ -414,7 +591,7 @@ PREFORMATTED = "a'. plain COPY of server-formatted text"
 
 
 def table(result: dict) -> str:
-    a, b, c, e, f = (
+    a, b, c, e, f, h = (
         result[k]
         for k in (
             "a_plain_copy",
@@ -422,6 +599,7 @@ def table(result: dict) -> str:
             "c_rerun_unchanged",
             "e_sensor_tick",
             "f_backfill",
+            "h_user_path",
         )
     )
     ratios = result["ratios"]
@@ -440,11 +618,25 @@ def table(result: dict) -> str:
         f"{'':>10} {e['seconds']:>9.3f}",
         f"{'f. ' + str(f['windows']) + '-window backfill, one run':<44} {f['rows']:>10,} "
         f"{f['seconds']:>9.2f} {f['rows_per_second']:>10,.0f}",
+        f"{'   Dagster floor (no-op asset, same events)':<44} {'':>10} "
+        f"{f['dagster_floor_seconds']:>9.2f}",
+        f"{'h. dagster asset materialize + checks':<44} {h['rows']:>10,} "
+        f"{h['first']['seconds']:>9.2f} {h['rows_per_second']:>10,.0f}",
+        f"{'   unchanged':<44} {'':>10} {h['unchanged']['seconds']:>9.2f}",
         "",
         f"b/a rows/s {ratios['b_over_a_rows_per_second']:.2f}   "
         f"c/b time {ratios['c_over_b_seconds']:.2f}   "
         f"f/b rows/s {ratios['f_over_b_rows_per_second']:.2f}   "
         f"b/a' rows/s {ratios['b_over_a_preformatted_rows_per_second']:.2f}",
+        f"f beyond its floor {f['ms_per_window_beyond_floor']:.1f} ms/window   "
+        f"h/a rows/s {ratios['h_first_over_a_rows_per_second']:.2f}   "
+        f"h unchanged/first {ratios['h_unchanged_over_first_seconds']:.2f}",
+        *(
+            f"h {what} steps: "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in h[what]["steps"].items())
+            + f", outside steps {h[what]['outside_steps_seconds']:.2f}s"
+            for what in ("first", "unchanged")
+        ),
     ]
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import sqlalchemy as sa
@@ -401,6 +401,12 @@ class PreviousLoad:
     def intact(self) -> bool:
         return self.now is not None and self.now == self.stored
 
+    @property
+    def rows_digest(self) -> RowsDigest | None:
+        """The digest of the rows the journal gave this load (see :class:`RowsDigest`)."""
+        digest = self.summary.get("rows_digest")
+        return RowsDigest.from_dict(digest) if digest else None
+
 
 @dataclass(frozen=True, slots=True)
 class CommittedWindow:
@@ -426,7 +432,9 @@ _SQL_STORED_SIDE_TABLES = (
 
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
-    """The journal's rows for a window against the stored ones, by key (samples are sorted)."""
+    """The journal's rows for a window against the stored ones, by key and content (samples are
+    sorted). ``compared_by`` is ``digest`` when the order-independent digests were equal and no
+    row had to be compared, ``rows`` when the window was compared row by row."""
 
     expected_rows: int
     stored_rows: int
@@ -434,10 +442,60 @@ class Reconciliation:
     unexpected: int
     missing_sample: list[tuple[int, str]]
     unexpected_sample: list[tuple[int, str]]
+    changed: int = 0
+    changed_sample: list[tuple[int, str]] = field(default_factory=list)
+    compared_by: str = "rows"
 
     @property
     def exact(self) -> bool:
-        return self.missing == 0 and self.unexpected == 0
+        return self.missing == 0 and self.unexpected == 0 and self.changed == 0
+
+
+@dataclass(frozen=True, slots=True)
+class RowsDigest:
+    """An order-independent digest of a set of rows: their count and the sum of a 64-bit hash of
+    each row's key and content. Computed by PostgreSQL alike over staged and stored rows, so a
+    deleted, added or changed row changes it whatever the order the rows were read in."""
+
+    rows: int
+    hash_sum: int
+
+    def as_dict(self) -> dict[str, int | str]:
+        # A string: the sum of millions of 64-bit hashes outgrows what JSON numbers hold exactly.
+        return {"rows": self.rows, "hash_sum": str(self.hash_sum)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RowsDigest:
+        return cls(int(data["rows"]), int(data["hash_sum"]))
+
+    def __add__(self, other: RowsDigest) -> RowsDigest:
+        return RowsDigest(self.rows + other.rows, self.hash_sum + other.hash_sum)
+
+
+def _row_hash(alias: str, *, staged: bool) -> str:
+    """SQL: a 64-bit hash of a row's key and content (every stored column that comes from the
+    journal), the same for a staged row (ms timestamps) and the row it is stored as."""
+    nullable = {c.name for c in fill_events.columns if c.nullable}
+    parts = []
+    for column in ROW_FIELDS[3:]:
+        if column == "fill_ts_ms":
+            expr = (
+                f"{alias}.fill_ts_ms"
+                if staged
+                else f"(extract(epoch FROM {alias}.fill_ts) * 1000)::bigint"
+            )
+        else:
+            expr = f"{alias}.{column}"
+        parts.append(f"coalesce({expr}::text, '\\N')" if column in nullable else f"{expr}::text")
+    return f"hashtextextended(concat_ws('|', {', '.join(parts)}), 0)"
+
+
+_STAGED_HASH = _row_hash("s", staged=True)
+_STORED_HASH = _row_hash("e", staged=False)
+_SQL_DIGEST = "SELECT count(*), coalesce(sum({hash}::numeric), 0) FROM {source}"
+_SQL_STORED_DIGEST = _SQL_DIGEST.format(
+    hash=_STORED_HASH, source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s"
+)
 
 
 class WindowLoad:
@@ -456,6 +514,9 @@ class WindowLoad:
         # (``insert=False``) never inserts: it must see the table as it is.
         self._fast_path = insert
         self._fast_inserted = 0
+        self._fast_digest = RowsDigest(0, 0)
+        #: The digest of the rows the journal gave for the window (set by :meth:`finish`).
+        self.rows_digest: RowsDigest | None = None
 
     def stage_rows(self, rows: Sequence[Row]) -> None:
         """COPY one batch into staging and, while every key so far was new, insert it at once.
@@ -485,6 +546,9 @@ class WindowLoad:
                     self._conn.execute(_SQL_REGISTER_BATCH.format(table=table))
                     insert = _SQL_INSERT_BATCH.format(table=table)
                     self._fast_inserted += self._conn.execute(insert, self._params).rowcount
+                # The batch as parsed (staged), every row of it now stored: its digest, while
+                # the client parses the next batch.
+                self._fast_digest += self._digest(f"{table} s")
             except psycopg.errors.UniqueViolation:
                 self._fast_path = False
         if not first:
@@ -504,6 +568,7 @@ class WindowLoad:
         cur = self._conn.cursor()
         if self._fast_path:
             cur.execute(_SQL_RECORD_REJECTS, params)
+            self.rows_digest = self._fast_digest
             return LoadCounts(
                 rows_staged=self._rows,
                 rows_inserted=self._fast_inserted,
@@ -538,6 +603,8 @@ class WindowLoad:
         )
         cur.execute(insert, params)
         inserted = cur.rowcount + self._fast_inserted  # rows of the batches inserted before
+        # What the window should hold: each key's first staged row, conflicting messages left out.
+        self.rows_digest = self._digest(_EXPECTED_ROWS)
         cur.execute(_SQL_RECORD_CONFLICTS, params)
         conflicts_recorded = cur.rowcount
         cur.execute(_SQL_RECORD_REJECTS, params)
@@ -552,6 +619,11 @@ class WindowLoad:
             rejects_staged=self._rejects,
             rejects_recorded=rejects_recorded,
         )
+
+    def _digest(self, rows: str) -> RowsDigest:
+        sql_text = _SQL_DIGEST.format(hash=_STAGED_HASH, source=rows)
+        count, hash_sum = self._conn.execute(sql_text).fetchone()  # type: ignore[misc]
+        return RowsDigest(count, int(hash_sum))
 
     def stored_after(self, counts: LoadCounts) -> StoredCounts:
         """What the window holds once this load commits (kept to recognise an intact window)."""
@@ -570,14 +642,15 @@ class WindowLoad:
         )
 
     def reconcile(self, sample: int = 10) -> Reconciliation:
-        """Staged rows (minus recorded conflicts) against the stored rows of the window."""
+        """Staged rows (minus recorded conflicts) against the stored rows of the window, by key
+        and by content."""
         params = self._params
         cur = self._conn.cursor()
         cur.execute(_SQL_RECONCILE, params)
         cur.execute("SELECT side, count(*) FROM reconcile_diff GROUP BY side")
         counts = dict(cur.fetchall())
         samples: dict[str, list[tuple[int, str]]] = {}
-        for side in ("missing", "unexpected"):
+        for side in ("missing", "unexpected", "changed"):
             cur.execute(
                 "SELECT trade_id, wallet FROM reconcile_diff WHERE side = %s"
                 " ORDER BY trade_id, wallet LIMIT %s",
@@ -597,23 +670,38 @@ class WindowLoad:
             unexpected=counts.get("unexpected", 0),
             missing_sample=samples["missing"],
             unexpected_sample=samples["unexpected"],
+            changed=counts.get("changed", 0),
+            changed_sample=samples["changed"],
         )
 
 
+# The rows a window should hold, from its staged rows: each key's first staged row, the rows of
+# recorded conflicting messages left out (the first version stands, elsewhere).
+_EXPECTED_ROWS = """(
+    SELECT DISTINCT ON (s.trade_id, s.wallet) s.* FROM stage_fills s
+    WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
+    ORDER BY s.trade_id, s.wallet, s.seq
+) s"""
 _SQL_RECONCILE = f"""
 CREATE TEMP TABLE reconcile_diff ON COMMIT DROP AS
 WITH expected AS (
-    SELECT DISTINCT s.trade_id, s.wallet FROM stage_fills s
+    SELECT DISTINCT ON (s.trade_id, s.wallet) s.trade_id, s.wallet, {_STAGED_HASH} AS h
+    FROM stage_fills s
     WHERE NOT EXISTS (
         SELECT 1 FROM {FILL_CONFLICTS} c
         WHERE c.window_start = %(window_start)s
           AND c.source_file = s.source_file AND c.line_no = s.line_no)
+    ORDER BY s.trade_id, s.wallet, s.seq
 ), stored AS (
-    SELECT trade_id, wallet FROM {FILL_EVENTS} WHERE {_WINDOW_ROWS}
+    SELECT e.trade_id, e.wallet, {_STORED_HASH} AS h
+    FROM {FILL_EVENTS} e WHERE {_WINDOW_ROWS}
 )
-SELECT 'missing' AS side, * FROM (SELECT * FROM expected EXCEPT SELECT * FROM stored) m
-UNION ALL
-SELECT 'unexpected', * FROM (SELECT * FROM stored EXCEPT SELECT * FROM expected) u"""
+SELECT CASE WHEN s.trade_id IS NULL THEN 'missing'
+            WHEN x.trade_id IS NULL THEN 'unexpected'
+            ELSE 'changed' END AS side,
+       coalesce(x.trade_id, s.trade_id) AS trade_id, coalesce(x.wallet, s.wallet) AS wallet
+FROM expected x FULL JOIN stored s ON s.trade_id = x.trade_id AND s.wallet = x.wallet
+WHERE x.trade_id IS NULL OR s.trade_id IS NULL OR x.h <> s.h"""
 
 
 def _copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:
@@ -658,6 +746,8 @@ class CompetitionStore:
         dburl.parse(url)  # fail early, without echoing the URL, when it is not a PostgreSQL URL
         self._url = url
         self._connect_timeout = connect_timeout
+        self._shared: psycopg.Connection | None = None
+        self._sharing = False
 
     @property
     def display_url(self) -> str:
@@ -753,6 +843,11 @@ class CompetitionStore:
         )
         return rows[0][0] if rows else None
 
+    def window_digest(self, window: Window) -> RowsDigest:
+        """The digest of the rows stored for the window (one pass over its index range)."""
+        ((count, hash_sum),) = self._read(_SQL_STORED_DIGEST, {"window_start": window.start})
+        return RowsDigest(count, int(hash_sum))
+
     def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:
         """(source_file, line_no, trade_id, wallet, differing_fields) recorded for the window."""
         return self._read(
@@ -808,11 +903,29 @@ class CompetitionStore:
         )
         return {run_id for (run_id,) in rows}
 
-    def _read(self, statement: str, *params: object) -> list[tuple]:
-        conn = self.connect()
+    @contextmanager
+    def shared_connection(self) -> Iterator[None]:
+        """Reads inside share one connection (opened by the first of them) instead of one each:
+        a backfill's per-window checks, where a new connection costs more than a small window's
+        queries."""
+        self._sharing = True
         try:
-            with conn:
-                return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+            yield
+        finally:
+            shared, self._shared, self._sharing = self._shared, None, False
+            if shared is not None:
+                shared.close()
+
+    def _read(self, statement: str, *params: object) -> list[tuple]:
+        bound = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
+        try:
+            if self._sharing:
+                if self._shared is None or self._shared.closed:
+                    self._shared = self.connect()
+                    self._shared.autocommit = True  # one round trip a read, no BEGIN/COMMIT
+                return self._shared.execute(statement, bound).fetchall()  # type: ignore[arg-type]
+            with self.connect() as conn:
+                return conn.execute(statement, bound).fetchall()  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise self._error("query failed on", exc) from None
 

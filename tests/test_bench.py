@@ -26,15 +26,31 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     assert result["c_rerun_unchanged"]["rows_inserted"] == 0
     assert result["d_peak_rss_mib"] > 0
     assert result["e_sensor_tick"]["directories"] == 200
-    assert result["f_backfill"]["windows"] == 24 and result["f_backfill"]["runs"] == 1
+    f = result["f_backfill"]
+    assert f["windows"] == 24 and f["runs"] == 1 and f["instance_storage"] == "postgresql"
+    assert f["check_evaluations"] == 3 * 24 and f["dagster_floor_seconds"] > 0
+    assert "ms_per_window_beyond_floor" in f
+    h = result["h_user_path"]
+    assert h["rows"] == result["a_plain_copy"]["rows"]
+    for run in (h["first"], h["unchanged"]):
+        assert run["seconds"] > 0
+        assert set(run["steps"]) == {
+            "competition_fill_events",
+            "competition_fill_events_reconciles_with_journal",
+            "competition_fill_events_no_conflicting_duplicates",
+            "competition_fill_events_rejects_within_budget",
+        }
     assert set(result["ratios"]) == {
         "b_over_a_rows_per_second",
         "b_over_a_preformatted_rows_per_second",
         "c_over_b_seconds",
         "f_over_b_rows_per_second",
+        "h_first_over_a_rows_per_second",
+        "h_unchanged_over_first_seconds",
     }
     printed = capsys.readouterr().out
     assert "a. plain COPY (baseline)" in printed and "b/a rows/s" in printed
+    assert "Dagster floor" in printed and "h unchanged/first" in printed
     assert "a'. plain COPY of server-formatted text" in printed and "b/a' rows/s" in printed
 
 

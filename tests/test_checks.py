@@ -10,12 +10,15 @@ import dagster as dg
 import psycopg
 
 from competition_pipeline import dburl
+from competition_pipeline.assets import competition_fill_events
 from competition_pipeline.pipeline import reconcile_window
-from competition_pipeline.resources import RecordingPolicy
+from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources.journal import JournalSource
 from competition_pipeline.store import CompetitionStore
+from competition_pipeline.window_checks import RECONCILES
+from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import W3, fill, write_segment
-from tests.test_asset import KEY, T0, WINDOW, materialize, metadata, query
+from tests.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -36,6 +39,7 @@ def test_a_clean_window_passes_every_check(database_url: str, journal: Path) -> 
     assert all(c.passed for c in checks.values())
     assert checks["reconciles_with_journal"].metadata["expected_rows"].value == 4
     assert checks["reconciles_with_journal"].metadata["stored_rows"].value == 4
+    assert checks["reconciles_with_journal"].metadata["compared_by"].value == "digest"
     assert all(c.partition == KEY for c in checks.values() if hasattr(c, "partition"))
 
 
@@ -48,6 +52,8 @@ def test_conflicts_and_rejects_are_reported(database_url: str, journal: Path) ->
     )
     checks = evaluations(materialize(database_url, journal, checks=True))
     assert checks["reconciles_with_journal"].passed  # the conflict line is excluded by design
+    # The careful path (a repeated key) records the digest of the rows the window should hold.
+    assert checks["reconciles_with_journal"].metadata["compared_by"].value == "digest"
     conflicts = checks["no_conflicting_duplicates"]
     assert not conflicts.passed and conflicts.severity == dg.AssetCheckSeverity.ERROR
     assert conflicts.metadata["conflicts"].value == 2  # both wallet rows of the conflicting line
@@ -173,3 +179,181 @@ def test_reconciliation_of_a_window_emptied_since_finds_every_row_missing(
     assert (result.expected_rows, result.stored_rows, result.missing) == (4, 0, 4)
     assert result.missing_sample[0][0] == 1
     assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(0,)]
+
+
+RANGE = [Window(WINDOW.start + i * HOUR) for i in range(3)]
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": RANGE[0].key,
+    "dagster/asset_partition_range_end": RANGE[-1].key,
+}
+
+
+def _range_journal(journal: Path) -> None:
+    for i, window in enumerate(RANGE):
+        write_segment(journal, window, "seg.jsonl", [fill(100 + i, window.start_ms + i)])
+
+
+def by_check_and_window(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
+    found: dict[tuple[str, str], bool] = {}
+    for e in result.get_asset_check_evaluations():
+        assert e.partition is not None and (e.check_name, e.partition) not in found
+        found[(e.check_name, e.partition)] = e.passed
+    return found
+
+
+def test_a_range_run_evaluates_every_check_for_every_window(
+    database_url: str, journal: Path
+) -> None:
+    """A backfill range yields no output, so Dagster skips the check steps: the asset evaluates
+    them per window, each with its window as partition."""
+    _range_journal(journal)
+    result = materialize(database_url, journal, key=None, tags=RANGE_TAGS, checks=True)
+    assert result.success
+    names = ("reconciles_with_journal", "no_conflicting_duplicates", "rejects_within_budget")
+    assert by_check_and_window(result) == {(n, w.key): True for n in names for w in RANGE}
+    # Without the checks in the run, the asset evaluates none.
+    assert not materialize(
+        database_url, journal, key=None, tags=RANGE_TAGS
+    ).get_asset_check_evaluations()
+
+
+def test_a_failed_blocking_check_in_a_range_run_fails_the_run(
+    database_url: str, journal: Path
+) -> None:
+    _range_journal(journal)
+    materialize(database_url, journal, key=None, tags=RANGE_TAGS)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:  # a foreign row in the 2nd window
+        conn.execute(
+            "INSERT INTO competition_fill_events SELECT 999, wallet, role, side, counterparty,"
+            " is_self_trade, symbol, price, size, notional, fee, realized_pnl,"
+            " builder_code_address, builder_code_fee, source_type, taker_order_id,"
+            " maker_order_id, underlying_notional, fill_ts, window_start, recorded_at"
+            " FROM competition_fill_events WHERE trade_id = 101 AND role = 'taker'"
+        )
+    result = materialize(
+        database_url, journal, key=None, tags=RANGE_TAGS, checks=True, raise_on_error=False
+    )
+    assert not result.success
+    reconcile = {w: p for (n, w), p in by_check_and_window(result).items() if n == RECONCILES}
+    assert reconcile == {RANGE[0].key: True, RANGE[1].key: False, RANGE[2].key: True}
+
+
+def _checks_alone(database_url: str, journal: Path, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [competition_fill_events, *ALL_CHECKS],
+        selection=dg.AssetSelection.checks(*ALL_CHECKS),
+        resources={
+            "database": CompetitionDatabase(url=database_url),
+            "journal": FillSourceResource(root=str(journal)),
+            "policy": RecordingPolicy(),
+        },
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def test_checks_alone_over_a_range_fail_exactly_the_window_whose_rows_were_deleted(
+    database_url: str, journal: Path
+) -> None:
+    _range_journal(journal)
+    materialize(database_url, journal, key=None, tags=RANGE_TAGS)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute("DELETE FROM competition_fill_events WHERE trade_id = 102")
+    result = _checks_alone(database_url, journal, tags=RANGE_TAGS)
+    assert not result.success  # the blocking check failed
+    assert not result.get_asset_materialization_events()  # nothing was recorded again
+    found = by_check_and_window(result)
+    assert len(found) == 9
+    failed = [key for key, passed in found.items() if not passed]
+    assert failed == [(RECONCILES, RANGE[2].key)]
+
+
+def test_a_check_alone_for_one_partition_and_without_a_partition(
+    database_url: str, journal: Path
+) -> None:
+    _range_journal(journal)
+    materialize(database_url, journal, key=None, tags=RANGE_TAGS)
+    result = _checks_alone(database_url, journal, tags={"dagster/partition": RANGE[1].key})
+    assert result.success
+    assert by_check_and_window(result) == {
+        (n, RANGE[1].key): True
+        for n in ("reconciles_with_journal", "no_conflicting_duplicates", "rejects_within_budget")
+    }
+    result = _checks_alone(database_url, journal)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert len(failures) == 3
+    for failure in failures:
+        error = failure.step_failure_data.error
+        assert error is not None and "execute it for a partition" in error.message
+        assert "CheckError" not in error.message
+
+
+def _reconcile_alone(database_url: str, journal: Path) -> dg.AssetCheckEvaluation:
+    """reconciles_with_journal executed alone for the window (nothing is recorded again)."""
+    result = _checks_alone(database_url, journal, tags={"dagster/partition": KEY})
+    assert not result.get_asset_materialization_events()
+    return evaluations(result)[RECONCILES]
+
+
+def _recorded_window(database_url: str, journal: Path) -> None:
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0), fill(2, T0 + 1), fill(3, T0 + 2)])
+    materialize(database_url, journal)
+    untouched = _reconcile_alone(database_url, journal)
+    assert untouched.passed
+    assert untouched.metadata["compared_by"].value == "digest"  # nothing was parsed again
+    assert untouched.metadata["stored_rows"].value == 6
+
+
+def _execute(database_url: str, statement: str) -> None:
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        conn.execute(statement)
+
+
+def test_the_check_finds_a_deleted_row(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url, "DELETE FROM competition_fill_events WHERE trade_id = 2 AND role = 'maker'"
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed and check.metadata["compared_by"].value == "rows"
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (1, 0)
+    assert check.metadata["missing_sample"].value.startswith("[(2, ")
+
+
+def test_the_check_finds_an_extra_row(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url,
+        "INSERT INTO competition_fill_events SELECT 99, wallet, role, side, counterparty,"
+        " is_self_trade, symbol, price, size, notional, fee, realized_pnl,"
+        " builder_code_address, builder_code_fee, source_type, taker_order_id,"
+        " maker_order_id, underlying_notional, fill_ts, window_start, recorded_at"
+        " FROM competition_fill_events WHERE trade_id = 1 AND role = 'taker'",
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (0, 1)
+    assert check.metadata["unexpected_sample"].value.startswith("[(99, ")
+
+
+def test_the_check_finds_a_changed_price(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(
+        database_url,
+        "UPDATE competition_fill_events SET price = price + 0.001"
+        " WHERE trade_id = 3 AND role = 'taker'",
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["unexpected"].value) == (0, 0)
+    assert check.metadata["changed"].value == 1
+    assert check.metadata["changed_sample"].value.startswith("[(3, ")
+
+
+def test_the_check_finds_a_missing_window(database_url: str, journal: Path) -> None:
+    _recorded_window(database_url, journal)
+    _execute(database_url, "DELETE FROM competition_fill_events")
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert (check.metadata["missing"].value, check.metadata["stored_rows"].value) == (6, 0)

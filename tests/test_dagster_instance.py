@@ -13,7 +13,8 @@ import pytest
 
 from competition_pipeline import dburl
 from competition_pipeline.definitions import defs
-from competition_pipeline.windows import Window
+from competition_pipeline.window_checks import BLOCKING
+from competition_pipeline.windows import HOUR, Window
 from tests.conftest import REPO
 from tests.journal_helpers import fill, write_segment
 
@@ -121,3 +122,27 @@ def test_code_location_loads_without_any_environment(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_dagster_cli_partition_range_evaluates_every_check_per_window(
+    dagster_home: Path, database_url: str, journal: Path
+) -> None:
+    windows = [Window(WINDOW.start + i * HOUR) for i in range(3)]
+    for i, window in enumerate(windows):
+        write_segment(journal, window, "seg.jsonl", [fill(10 + i, window.start_ms)])
+    command = [
+        *MATERIALIZE_WINDOW[:-2],
+        "--partition-range",
+        f"{windows[0].key}...{windows[-1].key}",
+    ]
+    env = _cli_env(database_url, journal, dagster_home)
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with dg.DagsterInstance.get() as instance:
+        for name in BLOCKING:
+            key = dg.AssetCheckKey(dg.AssetKey("competition_fill_events"), name)
+            records = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+            assert sorted((r.partition, r.status.value) for r in records) == [
+                (w.key, "SUCCEEDED") for w in windows
+            ], name

@@ -89,3 +89,8 @@ class FillSource(Protocol):
         """Whether the window's data is exactly what ``since`` (committed positions) describes,
         told without reading it; always False where the source cannot tell cheaply (the stream)."""
         ...
+
+    def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """Whether the window's data still begins with what ``since`` describes (it may have
+        grown since): what a cheap reconciliation relies on; False where it cannot be told."""
+        ...

@@ -111,6 +111,24 @@ class JournalSource:
             for s in segments
         )
 
+    def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """Every committed segment is still there and unchanged up to its committed offset (a
+        closed one unchanged; a plain one at least as long, with the same guard hash before its
+        offset): the data the committed loads read is still the journal's. Reads 4 KiB a segment."""
+        segments = {s.relative: s for s in self.segments(window)[0]}
+        for relative, position in since.items():
+            segment = segments.get(relative)
+            if segment is None:
+                return False
+            if segment.closed or "bytes" not in position:
+                if (segment.size, segment.mtime_ns) != _seen(position):
+                    return False
+            elif segment.size < position["bytes"] or (
+                _guard(segment.path, position["bytes"]) != position["guard"]
+            ):
+                return False
+        return True
+
     @staticmethod
     def _open(segment: Segment) -> BinaryIO:
         try:

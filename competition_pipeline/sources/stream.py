@@ -92,6 +92,10 @@ class StreamSource:
         """False: knowing whether a window changed means replaying it, so every run does."""
         return False
 
+    def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """False: the stream has no offsets to check (reconciliations compare row by row)."""
+        return False
+
     # -- connection -------------------------------------------------------------------------
 
     async def _connect(self):
