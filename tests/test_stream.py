@@ -12,6 +12,7 @@ import dagster as dg
 import nats
 import pytest
 
+from competition_pipeline.alerts import _cause
 from competition_pipeline.assets import competition_fill_events
 from competition_pipeline.publish import journal_lines, publish_lines, subject_and_id
 from competition_pipeline.resources import (
@@ -19,7 +20,7 @@ from competition_pipeline.resources import (
     FillSourceResource,
     RecordingPolicy,
 )
-from competition_pipeline.sensors import _cause, fill_stream_sensor
+from competition_pipeline.sensors import fill_stream_sensor
 from competition_pipeline.sources.stream import StreamSource
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import fill, line
