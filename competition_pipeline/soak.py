@@ -302,7 +302,7 @@ class Soak:
         )
         self.sim_thread.start()
 
-    def _wait_for_code_server(self, timeout: float = 120) -> None:
+    def _wait_for_code_server(self, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
