@@ -188,53 +188,23 @@ def test_backoff_grows_and_a_commit_resets_it() -> None:
     """The pure decision: n requests in a row without a commit wait base * 2**(n-1), capped."""
     window = Window(NOW.start - 5 * HOUR)
     behind = {window: "never recorded"}
-    backoff = Backoff(10, 60)
-    waits, cursor, now = [], FollowCursor(), 0
-    for _ in range(6):
-        decision = plan(
-            behind,
-            {},
-            cursor,
-            now_ns=now,
-            live=set(),
-            first=window,
-            last=NOW,
-            backoff=backoff,
-            max_requests=10,
-        )
+
+    def decide(cursor: FollowCursor, now_s: int, committed=None):
+        return plan(
+            behind, committed or {}, cursor, now_ns=now_s * 10**9, live=set(), first=window,
+            last=NOW, backoff=Backoff(10, 60), max_requests=10,
+        )  # fmt: skip
+
+    requested_at, cursor = [], FollowCursor()
+    for now in range(0, 400, 5):  # a tick every 5 s, no run ever commits
+        decision = decide(cursor, now)
         if decision.requests:
-            waits.append(now // 10**9)
+            requested_at.append(now)
             cursor = decision.cursor
-        now += 5 * 10**9
-        while True:  # advance to the tick that requests it again
-            decision = plan(
-                behind,
-                {},
-                cursor,
-                now_ns=now,
-                live=set(),
-                first=window,
-                last=NOW,
-                backoff=backoff,
-                max_requests=10,
-            )
-            if decision.requests:
-                break
-            now += 5 * 10**9
-    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
-    assert gaps == [10, 20, 40, 60, 60]
+    gaps = [b - a for a, b in zip(requested_at, requested_at[1:], strict=False)]
+    assert gaps[:5] == [10, 20, 40, 60, 60]  # 10 s after the first failure, doubling, capped
     committed = {window: CommittedWindow({}, {}, "2026-12-01T00:00:00+00:00")}
-    reset = plan(
-        behind,
-        committed,
-        cursor,
-        now_ns=now + 1,
-        live=set(),
-        first=window,
-        last=NOW,
-        backoff=backoff,
-        max_requests=10,
-    )
+    reset = decide(cursor, 401, committed)
     assert [r.attempt for r in reset.requests] == [1]
 
 
