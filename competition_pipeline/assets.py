@@ -263,7 +263,8 @@ def _materialize(
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     # Without an output Dagster skips the check steps of a ranged run: each window's checks are
     # evaluated here once it has committed, as events for its partition (window_checks.py).
-    checks, check_names = WindowChecks(database, journal, policy), selected_checks(context)
+    checks = WindowChecks(database, journal, policy, instance=context.instance)
+    check_names = selected_checks(context)
     started = time.perf_counter()
     rows = 0
     missing: list[str] = []  # warned about with the progress line, not one line per window

@@ -50,6 +50,7 @@ def _evaluate(
             allow_retries=False,
         )
     time_window = context.partition_time_window
+    checks.instance = context.instance
     for window in windows_between(time_window.start, time_window.end):
         yield checks.evaluation(name, window)
     # The evaluations above are the step's results; the output only completes the step.

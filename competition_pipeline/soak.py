@@ -317,8 +317,8 @@ class Soak:
 
     def inject(self, kind: str) -> None:
         _log(f"fault: {kind}")
-        getattr(self, "_" + kind.replace("-", "_"))()
-        self.injected[kind] += 1
+        if getattr(self, "_" + kind.replace("-", "_"))() is not False:
+            self.injected[kind] += 1
 
     def _wait_for_run_worker(self, timeout: float = 60) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -326,12 +326,14 @@ class Soak:
             time.sleep(0.2)
         return pids
 
-    def _kill_run(self) -> None:
+    def _kill_run(self) -> bool:
+        """False (not counted) when no run was in flight to kill within a minute."""
         pids = self._wait_for_run_worker()
         if not pids:
             _log("no run in flight to kill")
-        for pid in pids[:1]:
-            os.kill(pid, signal.SIGKILL)
+            return False
+        os.kill(pids[0], signal.SIGKILL)
+        return True
 
     def _db_stop(self) -> None:
         self.cluster.stop()

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,  # not exported by dagster 1.13
+)
 
 from competition_pipeline.pipeline import reconcile_window
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
@@ -49,6 +52,10 @@ class WindowChecks:
     database: CompetitionDatabase
     journal: FillSourceResource | None = None
     policy: RecordingPolicy | None = None
+    #: Where the window's latest materialization is looked up, so that each evaluation names the
+    #: materialization it checked: only such an evaluation counts as the partition's current
+    #: status in the check's partition view (without it the view shows the window "missing").
+    instance: dg.DagsterInstance | None = None
     _store: CompetitionStore | None = field(default=None, init=False, repr=False)
 
     @property
@@ -82,6 +89,21 @@ class WindowChecks:
             severity=outcome.severity,
             blocking=BLOCKING[name],
             partition=window.key,
+            target_materialization_data=self._target(window),
+        )
+
+    def _target(self, window: Window) -> AssetCheckEvaluationTargetMaterializationData | None:
+        if self.instance is None:
+            return None
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=FILL_EVENTS_KEY, asset_partitions=[window.key]),
+            limit=1,
+        ).records
+        if not records:
+            return None
+        latest = records[0]
+        return AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
         )
 
     def evaluations(

@@ -462,6 +462,23 @@ def test_a_backfill_of_a_date_range_launched_from_the_ui_completes(
     recorded = recorded_windows(site.database_url)
     assert set(windows) <= set(recorded)
     assert stored_keys(site.database_url) == journal_keys(site.journal, recorded)
+    # Every check ran on every window of the range: the check's partitions, none skipped.
+    page.goto(f"/assets/{ASSET}?view=checks&checkDetail=reconciles_with_journal")
+    expect(page.get_by_text("Succeeded", exact=False).first).to_be_visible(timeout=60_000)
+    shot("check overview")
+    page.locator("button[role=tab]", has_text="Partitions").click()
+    page.get_by_role("button", name="All", exact=True).click()  # not only the latest 25 hours
+    deadline = time.monotonic() + 60
+    while True:  # the counts fill in once the partitions have loaded
+        body = " ".join(page.inner_text("body").split())
+        passed = re.search(r"Passed \((\d+)\)", body)
+        if (passed and int(passed.group(1)) >= len(windows)) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    shot("check partitions")
+    assert passed and int(passed.group(1)) >= len(windows), body
+    skipped = re.search(r"Skipped \((\d+)\)", body, re.IGNORECASE)
+    assert skipped is None or skipped.group(1) == "0", body
 
 
 def test_partitions_view_shows_materialized_missing_and_failed_hours(
