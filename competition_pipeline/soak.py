@@ -182,16 +182,17 @@ class Process:
 
 
 def run_workers(dagster_home: Path) -> list[int]:
-    """PIDs of the run workers (``dagster api execute_run``) of the instance at ``dagster_home``
-    (never another instance's on the same machine)."""
+    """PIDs of the run workers of the instance at ``dagster_home`` (never another instance's on
+    the same machine): the code server's spawned children, or ``dagster api execute_run``."""
     marker = f"DAGSTER_HOME={dagster_home}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"execute_run" not in argv or b"api" not in argv:
+            cmdline = (entry / "cmdline").read_bytes()
+            # The code server starts each run in a spawned multiprocessing child.
+            if b"spawn_main" not in cmdline and b"execute_run" not in cmdline:
                 continue
             if marker in (entry / "environ").read_bytes().split(b"\0"):
                 pids.append(int(entry.name))
