@@ -464,7 +464,7 @@ def test_a_backfill_of_a_date_range_launched_from_the_ui_completes(
     assert stored_keys(site.database_url) == journal_keys(site.journal, recorded)
     # Every check ran on every window of the range: the check's partitions, none skipped.
     page.goto(f"/assets/{ASSET}?view=checks&checkDetail=reconciles_with_journal")
-    expect(page.get_by_text("Succeeded", exact=False).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Evaluation result", exact=True)).to_be_visible(timeout=60_000)
     shot("check overview")
     page.locator("button[role=tab]", has_text="Partitions").click()
     page.get_by_role("button", name="All", exact=True).click()  # not only the latest 25 hours
