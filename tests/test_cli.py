@@ -27,6 +27,22 @@ def _lines(path: Path) -> list[bytes]:
     return (gzip.decompress(data) if path.name.endswith(".gz") else data).splitlines()
 
 
+@pytest.fixture(autouse=True)
+def restored_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local start's steps set variables in ``os.environ`` (as ``up`` means them to): each
+    is recorded here first, so that monkeypatch removes it again after the test (a variable
+    that was absent and only deleted with ``raising=False`` would not be restored)."""
+    for name in (
+        "FILL_JOURNAL_DIR",
+        "FILL_PARTITIONS_START",
+        "COMPETITION_DATABASE_URL",
+        "DAGSTER_POSTGRES_URL",
+        "DAGSTER_HOME",
+    ):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty COMPETITION_STATE_DIR and no database URL in the environment."""
