@@ -42,6 +42,21 @@ query Status($id: String!) {
 }"""
 
 
+#: What the local start (``competition-pipeline up``) sets for itself when it is not given.
+LOCAL_START_VARIABLES = (
+    "COMPETITION_DATABASE_URL",
+    "DAGSTER_POSTGRES_URL",
+    "DAGSTER_HOME",
+    "FILL_JOURNAL_DIR",
+    "FILL_PARTITIONS_START",
+)
+
+
+def local_start_environment() -> dict[str, str]:
+    """This process's environment without what would steer the local start elsewhere."""
+    return {k: v for k, v in os.environ.items() if k not in LOCAL_START_VARIABLES}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -40,6 +40,7 @@ from tests.dagster_dev import (
     DagsterDev,
     dagster_dev_env,
     journal_keys,
+    local_start_environment,
     run_dagster_dev,
     stored_keys,
     wait_for,
@@ -539,18 +540,7 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("local-start")
     state, port = root / "state", free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "COMPETITION_DATABASE_URL",
-            "DAGSTER_POSTGRES_URL",
-            "DAGSTER_HOME",
-            "FILL_JOURNAL_DIR",
-            "FILL_PARTITIONS_START",
-        )
-    }
+    env = local_start_environment()
     env.update(COMPETITION_STATE_DIR=str(state), FILL_SENSOR_INTERVAL_SECONDS="3")
     command = [str(Path(sys.executable).with_name("competition-pipeline")), "up"]
     command += ["--port", str(port), "--hours", "2", "--fills-per-hour", "200", "--rate", "2"]

@@ -17,6 +17,7 @@ import pytest
 from competition_pipeline import cli, dburl
 from competition_pipeline.windows import Window
 from tests.conftest import REPO
+from tests.dagster_dev import LOCAL_START_VARIABLES
 from tests.journal_helpers import W1, W2
 
 WINDOW = Window.from_key("2026-11-20-03:00")
@@ -32,13 +33,7 @@ def restored_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The local start's steps set variables in ``os.environ`` (as ``up`` means them to): each
     is recorded here first, so that monkeypatch removes it again after the test (a variable
     that was absent and only deleted with ``raising=False`` would not be restored)."""
-    for name in (
-        "FILL_JOURNAL_DIR",
-        "FILL_PARTITIONS_START",
-        "COMPETITION_DATABASE_URL",
-        "DAGSTER_POSTGRES_URL",
-        "DAGSTER_HOME",
-    ):
+    for name in LOCAL_START_VARIABLES:
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
 

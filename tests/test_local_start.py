@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from competition_pipeline import metrics
 from tests.conftest import REPO
-from tests.dagster_dev import free_port
+from tests.dagster_dev import free_port, local_start_environment
 
 pytestmark = pytest.mark.slow
 
@@ -76,18 +75,7 @@ def partition_keys(port: int) -> list[str]:
 
 def test_up_serves_the_ui_on_loopback_records_the_sample_and_stops_cleanly(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "COMPETITION_DATABASE_URL",
-            "DAGSTER_POSTGRES_URL",
-            "DAGSTER_HOME",
-            "FILL_JOURNAL_DIR",
-            "FILL_PARTITIONS_START",
-        )
-    }
+    env = local_start_environment()
     state = tmp_path / "state"
     env.update(COMPETITION_STATE_DIR=str(state), FILL_SENSOR_INTERVAL_SECONDS="3")
     command = [str(Path(sys.executable).with_name("competition-pipeline")), "up"]
