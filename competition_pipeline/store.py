@@ -836,13 +836,6 @@ class CompetitionStore:
             for start, positions, extent, recorded_at in rows
         }
 
-    def window_extent(self, window: Window) -> dict[str, int] | None:
-        """What the window's latest load read, or None if it was never recorded."""
-        rows = self._read(
-            f"SELECT extent FROM {FILL_WINDOWS} WHERE window_start = %s", window.start
-        )
-        return rows[0][0] if rows else None
-
     def window_digest(self, window: Window) -> RowsDigest:
         """The digest of the rows stored for the window (one pass over its index range)."""
         ((count, hash_sum),) = self._read(_SQL_STORED_DIGEST, {"window_start": window.start})

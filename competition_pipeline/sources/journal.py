@@ -253,14 +253,6 @@ class WindowState:
     window: Window
     segments: tuple[Segment, ...]
 
-    @property
-    def fingerprint(self) -> str:
-        """A short digest of (name, size, mtime) of the segments: changes whenever the data may."""
-        digest = hashlib.blake2b(digest_size=12)
-        for s in self.segments:
-            digest.update(f"{s.relative}\0{s.size}\0{s.mtime_ns}\n".encode())
-        return digest.hexdigest()
-
 
 def scan(root: str | os.PathLike[str]) -> tuple[list[WindowState], list[str]]:
     """Every hour directory with segments, and the entries that are outside the layout.
