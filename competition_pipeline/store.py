@@ -328,10 +328,15 @@ WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c
 # competition_fill_keys first (a UniqueViolation there means: take the careful path).
 _SQL_REGISTER_BATCH = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
-SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM {{table}} s"""
+SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM ONLY {{table}} s"""
 _SQL_INSERT_BATCH = f"""
 INSERT INTO {FILL_EVENTS} ({", ".join(_INSERT_COLUMNS)})
-SELECT {", ".join(_INSERT_VALUES)} FROM {{table}} s"""
+SELECT {", ".join(_INSERT_VALUES)} FROM ONLY {{table}} s"""
+# A later batch's staging table: part of stage_fills (inheritance) for the careful path and the
+# reconciliation, gone at the end of the window's transaction.
+_SQL_STAGE_CHILD = "CREATE TEMP TABLE {} () INHERITS (stage_fills) ON COMMIT DROP"
+#: The most batch tables one window creates (2M rows); later batches go through stage_batch.
+_STAGE_TABLES = 100
 _SQL_RECORD_CONFLICTS = f"""
 INSERT INTO {FILL_CONFLICTS}
     (window_start, source_file, line_no, wallet, trade_id, conflicts_with, differing_fields)
@@ -509,6 +514,7 @@ class WindowLoad:
         # are these plus the ones it inserts (no count over millions of fresh rows at the end).
         self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]
         self._rows = 0
+        self._batches = 0
         self._rejects = 0
         # Every staged key was new so far, and is inserted already. A comparison only
         # (``insert=False``) never inserts: it must see the table as it is.
@@ -527,19 +533,29 @@ class WindowLoad:
         savepoint is rolled back and :meth:`finish` takes the careful path over all staged rows
         (the batches inserted before stay, and count as inserted).
 
-        The first batch is copied into ``stage_fills`` itself, which then holds just that batch:
-        a window of one batch (most hours) costs one COPY and one INSERT.
+        The first batch is copied into ``stage_fills`` itself; each later one into a table of its
+        own that inherits from it (dropped at commit), so the batch's statements read just the
+        batch while ``stage_fills`` holds every staged row, no row ever copied twice. A window of
+        one batch (most hours) costs one COPY and one INSERT. Past ``_STAGE_TABLES`` batches
+        (windows of millions of rows), batches are appended to the last such table instead,
+        which bounds the tables (and locks) one transaction holds.
         """
         if not rows:
             return
-        first = self._rows == 0  # empty batches are never staged
-        table = "stage_fills" if first else "stage_batch"
+        if self._batches == 0:
+            table = "stage_fills"
+        elif self._batches <= _STAGE_TABLES:
+            table = f"stage_fills_{self._batches}"
+            self._conn.execute(sql.SQL(_SQL_STAGE_CHILD).format(sql.Identifier(table)))
+        else:
+            table = "stage_batch"
+        self._batches += 1
         with self._conn.cursor() as cur, cur.copy(_copy_sql(table, ROW_FIELDS)) as copy:
             for row in rows:
                 copy.write_row(row)
         self._rows += len(rows)
-        if not first:
-            self._conn.execute("INSERT INTO stage_fills SELECT * FROM stage_batch")
+        if table == "stage_batch":
+            self._conn.execute(f"INSERT INTO stage_fills_{_STAGE_TABLES} SELECT * FROM stage_batch")
         if self._fast_path:
             try:
                 with self._conn.transaction():  # a savepoint for this batch
@@ -548,10 +564,10 @@ class WindowLoad:
                     self._fast_inserted += self._conn.execute(insert, self._params).rowcount
                 # The batch as parsed (staged), every row of it now stored: its digest, while
                 # the client parses the next batch.
-                self._fast_digest += self._digest(f"{table} s")
+                self._fast_digest += self._digest(f"ONLY {table} s")
             except psycopg.errors.UniqueViolation:
                 self._fast_path = False
-        if not first:
+        if table == "stage_batch":
             self._conn.execute("TRUNCATE stage_batch")
 
     def stage_rejects(self, rejects: Iterable[tuple[str, int, str, bool, str]]) -> None:

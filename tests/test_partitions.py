@@ -410,3 +410,63 @@ def test_two_loads_creating_the_same_missing_month_both_succeed(database_url: st
         thread.join(timeout=60)
     assert results == [False]
     assert "competition_fill_events_2026_02" in partitions(database_url)
+
+
+@pytest.mark.parametrize("stage_tables", [100, 1], ids=["batch-tables", "past-the-cap"])
+def test_a_repeat_in_the_third_batch_sends_the_rest_of_the_window_down_the_careful_path(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch, stage_tables: int
+) -> None:
+    """One batch per segment: two batches go in on the fast path, the third holds a conflicting
+    version of a fill recorded in another month and a repeat of the first batch's fill; the
+    window ends on the careful path with each key once and the journal's digest."""
+    from competition_pipeline import pipeline, store
+    from competition_pipeline.sources.journal import window_dir
+
+    monkeypatch.setattr(pipeline, "STAGE_ROWS", 1)  # every segment's batch staged on its own
+    monkeypatch.setattr(store, "_STAGE_TABLES", stage_tables)  # 1: batches 3+ via stage_batch
+    write_segment(journal, OCT, "a.jsonl", [fill(1, OCT.start_ms)])
+    assert metadata(materialize(database_url, journal, OCT.key))["rows_inserted"] == 2
+    t = NOV.start_ms
+    write_segment(journal, NOV, "a.jsonl", [fill(10, t), fill(11, t + 1)])
+    write_segment(journal, NOV, "b.jsonl", [fill(12, t + 2)])
+    # Trade 1 again, its fill time in November: a second version, refused by the registry.
+    write_segment(journal, NOV, "c.jsonl", [fill(13, t + 3), fill(1, t + 4), fill(10, t)])
+    write_segment(journal, NOV, "d.jsonl", [fill(14, t + 5)])
+    fast: list[bool] = []  # after each batch: still on the fast path?
+    stage_rows = store.WindowLoad.stage_rows
+
+    def spy(load: store.WindowLoad, rows: list) -> None:
+        stage_rows(load, rows)
+        fast.append(load._fast_path)
+
+    monkeypatch.setattr(store.WindowLoad, "stage_rows", spy)
+    result = materialize(database_url, journal, NOV.key, checks=True)
+    assert fast[:4] == [True, True, False, False]
+    meta = metadata(result)
+    assert (meta["rows_inserted"], meta["rows_already_present"], meta["conflicts"]) == (10, 2, 1)
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["reconciles_with_journal"]
+    assert query(
+        database_url,
+        "SELECT trade_id, count(*) FROM competition_fill_events GROUP BY trade_id ORDER BY 1",
+    ) == [(1, 2), (10, 2), (11, 2), (12, 2), (13, 2), (14, 2)]
+    assert query(
+        database_url, "SELECT DISTINCT fill_ts FROM competition_fill_events WHERE trade_id = 1"
+    ) == [(OCT.start,)]
+    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(12,)]
+    assert query(
+        database_url, "SELECT DISTINCT trade_id, source_file FROM competition_fill_conflicts"
+    ) == [(1, f"{window_dir(journal, NOV).relative_to(journal)}/c.jsonl")]
+    # The load's digest is the stored window's: the reconciliation may compare the two.
+    (summary,) = query(
+        database_url,
+        "SELECT summary FROM competition_fill_windows WHERE window_start = %s",
+        NOV.start,
+    )
+    stored = CompetitionStore(database_url).window_digest(NOV)
+    assert summary[0]["rows_digest"] == stored.as_dict()
+    # No staging table outlives the window's transaction; a second recording changes nothing.
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute("DELETE FROM competition_fill_windows WHERE window_start = %s", (NOV.start,))
+    meta = metadata(materialize(database_url, journal, NOV.key))
+    assert (meta["rows_inserted"], meta["rows_already_present"], meta["conflicts"]) == (0, 12, 1)
