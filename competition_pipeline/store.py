@@ -497,7 +497,9 @@ def _row_hash(alias: str, *, staged: bool) -> str:
 
 _STAGED_HASH = _row_hash("s", staged=True)
 _STORED_HASH = _row_hash("e", staged=False)
-_SQL_DIGEST = "SELECT count(*), coalesce(sum({hash}::numeric), 0) FROM {source}"
+# sum(bigint) is exact (numeric result) and adds in 128-bit integers: half the cost of summing
+# numerics, the same value.
+_SQL_DIGEST = "SELECT count(*), coalesce(sum({hash}), 0) FROM {source}"
 _SQL_STORED_DIGEST = _SQL_DIGEST.format(
     hash=_STORED_HASH, source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s"
 )
