@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from decimal import Context, Decimal
 from pathlib import Path
 
 import psycopg
@@ -49,14 +50,13 @@ from competition_pipeline import dburl, embedded, simulate
 from competition_pipeline.follow import Backoff, FollowCursor, journal_behind, plan
 from competition_pipeline.pipeline import WindowReport, parse_window, record_window
 from competition_pipeline.progress import Progress, stderr_log
+from competition_pipeline.rows import ROW_FIELDS
 from competition_pipeline.sources import ReadStats
 from competition_pipeline.sources.journal import JournalSource, scan, window_dir
 from competition_pipeline.store import CommittedWindow, CompetitionStore
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.windows import HOUR, Window, utc_from_ms
 
 BENCH_WINDOW = Window.from_key("2026-11-20-03:00")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MS = dt.timedelta(milliseconds=1)
 
 
 _log = stderr_log("bench")
@@ -65,58 +65,78 @@ _log = stderr_log("bench")
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
 #: COPY's rate does not depend on the table's size, and 10M row tuples would not fit).
 PLAIN_COPY_MAX_ROWS = 2_000_000
+#: The columns (a) COPYs into the table, in its order: the staged row's fields (rows.ROW_FIELDS)
+#: after its origin, with the two the loader computes (notional, fill_ts) and the window.
+_PLAIN_COLUMNS = (
+    "trade_id",
+    "wallet",
+    "role",
+    "side",
+    "counterparty",
+    "is_self_trade",
+    "symbol",
+    "price",
+    "size",
+    "notional",
+    "fee",
+    "realized_pnl",
+    "builder_code_address",
+    "builder_code_fee",
+    "source_type",
+    "taker_order_id",
+    "maker_order_id",
+    "underlying_notional",
+    "fill_ts",
+    "window_start",
+)
 
 
-def plain_copy(url: str, journal: Path) -> dict:
-    """(a) COPY the window's final rows (computed beforehand, untimed) into an empty table copy."""
-    from decimal import Context, Decimal
-
+def _final_rows(journal: Path, limit: int) -> list[tuple]:
+    """The window's first ``limit`` or so rows as the table holds them, in ``_PLAIN_COLUMNS``
+    order: the loader's computed columns computed here, exactly."""
     exact = Context(prec=200)
     rows: list[tuple] = []
     report = WindowReport(BENCH_WINDOW.key, "bench")
     for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
-        if len(rows) >= PLAIN_COPY_MAX_ROWS:
+        if len(rows) >= limit:
             break
-        for r in batch:
-            (_, _, _, trade_id, wallet, role, side, counterparty, is_self, symbol, price, size) = r[
-                :12
-            ]
-            fee, pnl, builder, builder_fee, source_type, taker_oid, maker_oid, notional, ts = r[12:]
-            rows.append(
-                (trade_id, wallet, role, side, counterparty, is_self, symbol, price, size)
-                + (str(exact.multiply(Decimal(price), Decimal(size))), fee, pnl, builder)
-                + (builder_fee, source_type, taker_oid, maker_oid, notional)
-                + ((_EPOCH + ts * _MS).isoformat(), BENCH_WINDOW.start)
-            )
-    columns = (
-        "trade_id, wallet, role, side, counterparty, is_self_trade, symbol, price, size, notional,"
-        " fee, realized_pnl, builder_code_address, builder_code_fee, source_type, taker_order_id,"
-        " maker_order_id, underlying_notional, fill_ts, window_start"
-    )
-    store = CompetitionStore(url)
-    with store.connect() as conn:
+        for staged in batch:
+            row = dict(zip(ROW_FIELDS, staged, strict=True))
+            row["notional"] = str(exact.multiply(Decimal(row["price"]), Decimal(row["size"])))
+            row["fill_ts"] = utc_from_ms(row["fill_ts_ms"]).isoformat()
+            row["window_start"] = BENCH_WINDOW.start
+            rows.append(tuple(row[c] for c in _PLAIN_COLUMNS))
+    return rows
+
+
+def _timed_copy(conn: psycopg.Connection, sql: str, items: list, *, text: bool) -> float:
+    """Seconds to COPY ``items`` (row tuples, or with ``text`` blocks of COPY text) and commit."""
+    started = time.perf_counter()
+    with conn.cursor().copy(sql) as copy:
+        put = copy.write if text else copy.write_row
+        for item in items:
+            put(item)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def plain_copy(url: str, journal: Path) -> dict:
+    """(a) COPY the window's final rows (computed beforehand, untimed) into an empty table copy."""
+    rows = _final_rows(journal, PLAIN_COPY_MAX_ROWS)
+    copy_in = f"COPY bench_plain_copy ({', '.join(_PLAIN_COLUMNS)}) FROM STDIN"
+    with CompetitionStore(url).connect() as conn:
         conn.execute("DROP TABLE IF EXISTS bench_plain_copy")
         conn.execute("CREATE TABLE bench_plain_copy (LIKE competition_fill_events INCLUDING ALL)")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        seconds = time.perf_counter() - started
+        seconds = _timed_copy(conn, copy_in, rows, text=False)
         # a'. The same rows as COPY text the server wrote itself (untimed), loaded again into the
         # emptied table: the server's own limit, with no Python per row at all.
-        text: list[bytes] = []
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) TO STDOUT") as copy:
-            text.extend(bytes(block) for block in copy)
+        copy_out = f"COPY bench_plain_copy ({', '.join(_PLAIN_COLUMNS)}) TO STDOUT"
+        with conn.cursor().copy(copy_out) as copy:
+            text = [bytes(block) for block in copy]
         conn.execute("TRUNCATE bench_plain_copy")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
-            for block in text:
-                copy.write(block)
-        conn.commit()
-        text_seconds = time.perf_counter() - started
+        text_seconds = _timed_copy(conn, copy_in, text, text=True)
         conn.execute("DROP TABLE bench_plain_copy")
         conn.commit()
     return {

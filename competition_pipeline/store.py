@@ -40,7 +40,14 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.pool import NullPool
 
 from competition_pipeline import dburl
-from competition_pipeline.rows import ROW_FIELDS, Row
+from competition_pipeline.rows import (
+    REJECT_FIELDS,
+    REJECT_TYPES,
+    ROW_FIELDS,
+    ROW_TYPES,
+    Row,
+    column_definitions,
+)
 from competition_pipeline.windows import Window
 
 FILL_EVENTS = "competition_fill_events"
@@ -189,23 +196,6 @@ competition_standings = sa.Table(
 # price, size, wallets, symbol, timestamp; role and side follow from the wallets and taker side).
 _CONTENT = ("symbol", "price", "size", "fill_ts", "side", "role", "counterparty")
 _STAGE_FILL_TS = "(timestamptz 'epoch' + {a}.fill_ts_ms * interval '1 millisecond')"
-_STAGE_TYPES = {
-    "seq": "bigint",
-    "source_file": "text",
-    "line_no": "bigint",
-    "trade_id": "bigint",
-    "is_self_trade": "boolean",
-    "price": "numeric",
-    "size": "numeric",
-    "fee": "numeric",
-    "realized_pnl": "numeric",
-    "builder_code_fee": "numeric",
-    "taker_order_id": "bigint",
-    "maker_order_id": "bigint",
-    "underlying_notional": "numeric",
-    "fill_ts_ms": "bigint",
-}
-REJECT_FIELDS = ("source_file", "line_no", "raw_line", "raw_line_escaped", "reason")
 
 
 def _content(alias: str, *, staged: bool) -> list[str]:
@@ -249,11 +239,8 @@ _CAND_VALUES = ", ".join(
 # Created once per connection (a load session records many windows); emptied at every commit or
 # rollback, so each window's transaction starts with empty staging tables.
 _SQL_STAGE = (
-    "CREATE TEMP TABLE stage_fills ("
-    + ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in ROW_FIELDS)
-    + ") ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE stage_rejects (source_file text, line_no bigint, raw_line text,"
-    " raw_line_escaped boolean, reason text) ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE stage_fills ({column_definitions(ROW_TYPES)}) ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE stage_rejects ({column_definitions(REJECT_TYPES)}) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DELETE ROWS",
 )
 _SQL_DUP_KEYS = """

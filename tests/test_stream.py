@@ -21,7 +21,6 @@ from competition_pipeline.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.sensors import fill_stream_sensor
-from competition_pipeline.sources.stream import StreamSource
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import fill, line
 from tests.test_asset import KEY, T0, WINDOW, materialize, metadata, query
@@ -125,12 +124,9 @@ def test_duplicates_are_dropped_and_redelivery_is_recorded_once(stream, database
     messages = [fill(10, T0 + 1), fill(11, T0 + 2)]
     publish(stream, messages)
     publish(stream, messages)  # the same Nats-Msg-Id: dropped by the stream
-    state = StreamSource(
-        stream.nats_url, stream=stream.stream, subject_prefix=stream.subject_prefix
-    ).state()
-    assert state.messages == 2
     assert subject_and_id(line(messages[0]).encode(), "engine.fills") == ("engine.fills.BTC", "10")
     first = metadata(run(database_url, stream))
+    assert first["lines_read"] == 2  # the stream kept one message of each pair
     again = metadata(run(database_url, stream))  # delivered again: recorded once
     assert (first["rows_inserted"], again["rows_inserted"], again["rows_already_present"]) == (
         4,
