@@ -53,7 +53,7 @@ from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.rows import ROW_FIELDS
 from competition_pipeline.sources import ReadStats
 from competition_pipeline.sources.journal import JournalSource, scan, window_dir
-from competition_pipeline.store import CommittedWindow, CompetitionStore
+from competition_pipeline.store import CommittedWindow, CompetitionStore, fill_events
 from competition_pipeline.windows import HOUR, Window, utc_from_ms
 
 BENCH_WINDOW = Window.from_key("2026-11-20-03:00")
@@ -65,35 +65,14 @@ _log = stderr_log("bench")
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
 #: COPY's rate does not depend on the table's size, and 10M row tuples would not fit).
 PLAIN_COPY_MAX_ROWS = 2_000_000
-#: The columns (a) COPYs into the table, in its order: the staged row's fields (rows.ROW_FIELDS)
-#: after its origin, with the two the loader computes (notional, fill_ts) and the window.
-_PLAIN_COLUMNS = (
-    "trade_id",
-    "wallet",
-    "role",
-    "side",
-    "counterparty",
-    "is_self_trade",
-    "symbol",
-    "price",
-    "size",
-    "notional",
-    "fee",
-    "realized_pnl",
-    "builder_code_address",
-    "builder_code_fee",
-    "source_type",
-    "taker_order_id",
-    "maker_order_id",
-    "underlying_notional",
-    "fill_ts",
-    "window_start",
-)
+#: The columns (a) COPYs, in the table's order: all but ``recorded_at`` (the server's clock).
+_PLAIN_COLUMNS = tuple(c for c in fill_events.columns.keys() if c != "recorded_at")
 
 
 def _final_rows(journal: Path, limit: int) -> list[tuple]:
     """The window's first ``limit`` or so rows as the table holds them, in ``_PLAIN_COLUMNS``
-    order: the loader's computed columns computed here, exactly."""
+    order: the staged rows (``rows.ROW_FIELDS``) with the columns the loader computes (notional,
+    fill_ts, window_start) computed here, exactly."""
     exact = Context(prec=200)
     rows: list[tuple] = []
     report = WindowReport(BENCH_WINDOW.key, "bench")
