@@ -437,22 +437,10 @@ def write_hour(
         number += 1
         closed = compress_closed and index < segments - 1
         name = f"seg-{number:05d}.jsonl" + (".gz" if closed else "")
-        path = directory / name
-        temp = directory / f".{name}.tmp" if closed else path
-        with open(temp, "wb") as raw:
-            out = (
-                gzip.GzipFile(
-                    filename="", fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0
-                )
-                if closed
-                else raw
-            )
-            with out:
-                start, stop = fills * index // segments, fills * (index + 1) // segments
-                chunks = _chunks(sim, (low, high), fills, start, stop)
-                _write_chunks(out, chunks, tally, fills, progress)
-        if closed:
-            os.replace(temp, path)
+        start, stop = fills * index // segments, fills * (index + 1) // segments
+        chunks = _chunks(sim, (low, high), fills, start, stop)
+        level = compresslevel if closed else None
+        _write_segment(directory / name, chunks, tally, fills, progress, gzip_level=level)
         names.append(name)
     return HourStats(
         window=window,
@@ -497,6 +485,30 @@ def _chunks(
     for chunk in range(start, stop, CHUNK_FILLS):
         done = min(stop, chunk + CHUNK_FILLS)
         yield sim.render(sim.spread(*span, fills, chunk, done)), done
+
+
+def _write_segment(
+    path: Path,
+    chunks: Iterator[tuple[Batch, int]],
+    tally: _Tally,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+    *,
+    gzip_level: int | None,
+) -> None:
+    """Write one segment: plain, or gzipped (``gzip_level``) under a dot-name and renamed when
+    complete, so that a closed segment is never seen half-written."""
+    temp = path if gzip_level is None else path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as raw:
+        out: BinaryIO = raw
+        if gzip_level is not None:  # no name nor time in the header: the same hour, the same bytes
+            out = gzip.GzipFile(
+                filename="", fileobj=raw, mode="wb", compresslevel=gzip_level, mtime=0
+            )
+        with out:
+            _write_chunks(out, chunks, tally, total, progress)
+    if gzip_level is not None:
+        os.replace(temp, path)
 
 
 def _write_chunks(
