@@ -50,7 +50,9 @@ def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: s
     applied = store.ensure_schema()
     assert [r.split(" ")[0] for r in applied] == ["0001", "0002"]
     assert store.ensure_schema() == []  # at head: nothing to do
-    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     kinds = dict(
         query(
             empty_database_url,
@@ -330,7 +332,9 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
         check=True,
         capture_output=True,
     )
-    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     rows_after = query(
         empty_database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
     )
