@@ -45,15 +45,17 @@ def partitions(url: str) -> dict[str, int]:
         }
 
 
-def test_a_new_database_is_created_at_head_and_partitioned(database_url: str) -> None:
-    store = CompetitionStore(database_url)
+def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: str) -> None:
+    store = CompetitionStore(empty_database_url)
     applied = store.ensure_schema()
     assert [r.split(" ")[0] for r in applied] == ["0001", "0002"]
     assert store.ensure_schema() == []  # at head: nothing to do
-    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     kinds = dict(
         query(
-            database_url,
+            empty_database_url,
             "SELECT relname, relkind::text FROM pg_class WHERE relname IN"
             " ('competition_fill_events', 'competition_fill_keys')",
         )
@@ -63,7 +65,7 @@ def test_a_new_database_is_created_at_head_and_partitioned(database_url: str) ->
     expected = {
         f"competition_fill_events_{d:%Y_%m}" for d in (this_month, months.first_day(this_month, 1))
     }
-    assert set(partitions(database_url)) == expected
+    assert set(partitions(empty_database_url)) == expected
 
 
 def test_windows_across_a_month_boundary_and_a_conflict_in_another_month(
@@ -173,12 +175,12 @@ def test_per_window_and_standings_queries_read_one_partition(
 
 
 def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     role = f"nodll_{os.getpid()}"
-    database = dburl.parse(database_url).database
-    store = CompetitionStore(database_url)
-    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+    database = dburl.parse(empty_database_url).database
+    store = CompetitionStore(empty_database_url)
+    with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {role}")
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
@@ -191,7 +193,7 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             command.upgrade(schema._config(conn), "0001")
             conn.exec_driver_sql("GRANT SELECT ON alembic_version TO PUBLIC")
         engine.dispose()
-        url = dburl.parse(database_url).set(username=role, password=None)
+        url = dburl.parse(empty_database_url).set(username=role, password=None)
         recorder = CompetitionStore(url.render_as_string(hide_password=False))
         with pytest.raises(StoreError) as raised:
             recorder.ensure_schema()
@@ -205,7 +207,7 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
         ]
         assert recorder.ensure_schema() == []
     finally:
-        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
 
@@ -290,7 +292,7 @@ for report in record_windows(JournalSource(sys.argv[2]), store, windows):
 
 
 def test_upgrade_from_the_previous_release_keeps_every_row(
-    database_url: str, journal: Path, tmp_path: Path
+    empty_database_url: str, journal: Path, tmp_path: Path
 ) -> None:
     old = _previous_release(tmp_path)
     write_segment(
@@ -307,7 +309,7 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     script.write_text(_OLD_RECORD)
     env = {**os.environ, "PYTHONPATH": str(old)}
     run = subprocess.run(
-        [sys.executable, str(script), database_url, str(journal), OCT.key, NOV.key],
+        [sys.executable, str(script), empty_database_url, str(journal), OCT.key, NOV.key],
         env=env,
         capture_output=True,
         text=True,
@@ -316,13 +318,13 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     )
     assert run.stdout.splitlines()[0].startswith(str(old)), run.stdout  # really the old code
     rows_before = query(
-        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+        empty_database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
     )
     assert len(rows_before) == 8
-    assert query(database_url, "SELECT to_regclass('alembic_version')") == [(None,)]
+    assert query(empty_database_url, "SELECT to_regclass('alembic_version')") == [(None,)]
 
     # The one command of the upgrade.
-    env = {**os.environ, "COMPETITION_DATABASE_URL": database_url}
+    env = {**os.environ, "COMPETITION_DATABASE_URL": empty_database_url}
     env.pop("PYTHONPATH", None)
     subprocess.run(
         [str(Path(sys.executable).with_name("competition-pipeline")), "schema"],
@@ -330,28 +332,30 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
         check=True,
         capture_output=True,
     )
-    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     rows_after = query(
-        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+        empty_database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
     )
     assert rows_after == rows_before
     # The old table became the history partition (not rewritten: same relfilenode name kept).
-    assert partitions(database_url)["competition_fill_events_hist"] == 8
-    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
+    assert partitions(empty_database_url)["competition_fill_events_hist"] == 8
+    assert query(empty_database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
 
     # Re-recording the same journal inserts nothing.
-    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+    with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
         conn.execute("DELETE FROM competition_fill_windows")
     for window in (OCT, NOV):
-        meta = metadata(materialize(database_url, journal, window.key))
+        meta = metadata(materialize(empty_database_url, journal, window.key))
         assert (meta["rows_inserted"], meta["conflicts"]) == (0, 0), window.key
     # A conflicting version of an October fill, filed in a later month, is still detected.
     later = Window.from_key("2026-05-01-00:00")
     write_segment(journal, later, "c.jsonl", [fill(1, later.start_ms), fill(20, later.start_ms)])
-    meta = metadata(materialize(database_url, journal, later.key))
+    meta = metadata(materialize(empty_database_url, journal, later.key))
     assert (meta["rows_inserted"], meta["conflicts"]) == (2, 1)
-    assert "competition_fill_events_2026_05" in partitions(database_url)
-    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
+    assert "competition_fill_events_2026_05" in partitions(empty_database_url)
+    assert query(empty_database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
 
 
 def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
