@@ -150,7 +150,7 @@ def test_per_window_and_standings_queries_read_one_partition(
         write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
         materialize(database_url, journal, window.key)
     params = {"window_start": NOV.start, "window_end": NOV.end}
-    from competition_pipeline.store import _SQL_STORED_ROWS
+    from competition_pipeline.load import _SQL_STORED_ROWS
 
     with psycopg.connect(dburl.libpq(database_url)) as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _SQL_STORED_ROWS, params))
