@@ -106,7 +106,7 @@ def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
     today's."""
     if before is None or not before.intact:
         return None
-    if WindowSummary.from_json(before.summary).version != RECORDING_VERSION:
+    if before.summary.version != RECORDING_VERSION:
         return None
     return before.positions
 
@@ -229,7 +229,7 @@ def _load(
             rows_digest=load.rows_digest,
         )
         if stats.incremental and before is not None:
-            summary = summary.after(WindowSummary.from_json(before.summary))
+            summary = summary.after(before.summary)
         load.save_window(report.source, stats.extent, summary.to_json())
     return report
 
@@ -243,7 +243,7 @@ def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> N
 
 def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
     """The window's totals, as a re-run that found every row already present reports them."""
-    report = WindowSummary.from_json(before.summary).totals
+    report = before.summary.totals
     report.rows_already_present += report.rows_inserted
     report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
     report.seconds = seconds

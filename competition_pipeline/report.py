@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from competition_pipeline.store import RowsDigest, StoredCounts
+from competition_pipeline.digest import RowsDigest
+from competition_pipeline.load import StoredCounts
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from competition_pipeline import dburl, schema
 from competition_pipeline.compare import Reconciliation, WindowComparison
 from competition_pipeline.digest import SQL_STORED_DIGEST, RowsDigest
 from competition_pipeline.load import SQL_STAGE, LoadCounts, StoredCounts, WindowLoad, lock_window
+from competition_pipeline.report import WindowSummary
 from competition_pipeline.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
@@ -102,18 +103,17 @@ class PreviousLoad:
     now: ``intact`` when its stored rows, rejects and conflicts are what that load left."""
 
     extent: dict[str, int]
-    summary: dict
+    summary: WindowSummary
     now: StoredCounts | None = None
 
     @property
     def positions(self) -> dict[str, dict] | None:
         """The committed read offsets (journal), or None (never kept: stream, older releases)."""
-        return self.summary.get("positions")
+        return self.summary.positions
 
     @property
     def stored(self) -> StoredCounts | None:
-        stored = self.summary.get("stored")
-        return StoredCounts(**stored) if stored else None
+        return self.summary.stored
 
     @property
     def intact(self) -> bool:
@@ -122,8 +122,7 @@ class PreviousLoad:
     @property
     def rows_digest(self) -> RowsDigest | None:
         """The digest of the rows the journal gave this load (see :class:`RowsDigest`)."""
-        digest = self.summary.get("rows_digest")
-        return RowsDigest.from_dict(digest) if digest else None
+        return self.summary.rows_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +234,9 @@ class CompetitionStore:
             list(by_start),
         )
         return {
-            by_start[start]: PreviousLoad(extent, summary, StoredCounts(*counts))
+            by_start[start]: PreviousLoad(
+                extent, WindowSummary.from_json(summary), StoredCounts(*counts)
+            )
             for start, extent, summary, *counts in rows
         }
 
