@@ -552,8 +552,14 @@ def test_checks_tab_shows_a_partitions_check_result_and_executing_without_one_sa
         "Executing checks on their own for partitioned assets is not yet supported"
     )
     shot("execute disabled")
-    # The chosen, already-materialized partition: its evaluation, and the run that made it.
+    # The menu beside it picks no partition: it only reports an evaluation by hand.
     page.mouse.move(0, 0)
+    execute_group = page.locator("div").filter(has=execute).last  # the innermost: both halves
+    execute_group.get_by_role("button", name="arrow_drop_down").click()
+    expect(page.get_by_role("menuitem")).to_have_text(["Report evaluation"])
+    shot("execute menu")
+    page.keyboard.press("Escape")
+    # The chosen, already-materialized partition: its evaluation, and the run that made it.
     page.locator("button[role=tab]", has_text="Partitions").click()
     page.get_by_placeholder(re.compile(r"^Filter by partition")).fill(recorded.key)
     page.locator(f'[title="{recorded.key}"]').click()
