@@ -1,9 +1,11 @@
 """Sensors: follow the journal (``fill_journal_sensor``) or the stream (``fill_stream_sensor``)
 until the competition database has committed all of it (alerts: alerts.py).
 
-Each tick compares the source with what the database committed (``follow.py``) and requests every
-window that is behind and that no live run is recording, whatever happened to earlier runs. No
-run key: what suppresses a repeat request is a live run of the window, nothing else.
+Each tick compares the source with what the database committed and requests every window that is
+behind and that no live run is recording, whatever happened to earlier runs. No run key: what
+suppresses a repeat request is a live run of the window, nothing else. The decision and the
+cursor of both sensors are pure functions in ``follow.py``; this module is their Dagster side
+(the live and dead runs, the run requests), built from the settings by ``build_follow_sensors``.
 
 A run is live while it is queued (waiting for the daemon), or launched (not started, starting,
 started) and either holding its liveness lock in the competition database (the asset and its
