@@ -272,12 +272,16 @@ def _floor_definitions() -> list:
     materialization with the same metadata keys, one evaluation of each check)."""
     import dagster as dg
 
-    from competition_pipeline.assets import fill_partitions, report_metadata
-    from competition_pipeline.window_checks import BLOCKING, FILL_EVENTS_KEY
+    from competition_pipeline import settings
+    from competition_pipeline.assets import report_metadata
+    from competition_pipeline.partitions import FILL_EVENTS_KEY, fill_partitions
+    from competition_pipeline.window_checks import BLOCKING
+
+    partitions = fill_partitions(settings.current())
 
     @dg.asset(
         name=FILL_EVENTS_KEY.path[-1],
-        partitions_def=fill_partitions,
+        partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
     )
@@ -301,7 +305,7 @@ def _floor_definitions() -> list:
             asset=FILL_EVENTS_KEY,
             name=name,
             blocking=BLOCKING[name],
-            partitions_def=fill_partitions,
+            partitions_def=partitions,
         )
         def check():  # noqa: ANN202
             return dg.AssetCheckResult(passed=True)
@@ -314,12 +318,9 @@ def _floor_definitions() -> list:
 def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_hour: int) -> dict:
     import dagster as dg
 
-    from competition_pipeline.assets import competition_fill_events
-    from competition_pipeline.checks import (
-        no_conflicting_duplicates,
-        reconciles_with_journal,
-        rejects_within_budget,
-    )
+    from competition_pipeline import settings
+    from competition_pipeline.assets import build_fill_asset
+    from competition_pipeline.checks import build_checks
     from competition_pipeline.resources import (
         CompetitionDatabase,
         FillSourceResource,
@@ -358,11 +359,12 @@ def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_h
 
         resources = {
             "database": CompetitionDatabase(url=url),
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "policy": RecordingPolicy(),
         }
-        checks = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
-        seconds, materialized, evaluations = timed([competition_fill_events, *checks], resources)
+        config = settings.current()
+        checks = build_checks(config)
+        seconds, materialized, evaluations = timed([build_fill_asset(config), *checks], resources)
         floor_seconds, floor_materialized, floor_evaluations = timed(_floor_definitions(), {})
     assert materialized == floor_materialized == len(windows)
     assert evaluations == floor_evaluations == 3 * len(windows)

@@ -18,14 +18,22 @@ import psycopg
 import pytest
 from psycopg import sql
 
-# Retries are exercised, but without minutes of backoff (read when the asset module is imported).
-os.environ.setdefault("FILL_RETRY_DELAY_SECONDS", "0.05")
-os.environ.setdefault("FILL_RETRY_MAX", "1")
-
-from competition_pipeline import dburl, embedded  # noqa: E402
-from competition_pipeline.store import CompetitionStore  # noqa: E402
+from competition_pipeline import dburl, embedded
+from competition_pipeline.store import CompetitionStore
+from tests.environment import TEST_ENVIRONMENT
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_environment() -> Iterator[None]:
+    """The Dagster processes the tests start (daemon, code server, CLI) get the fast retries of
+    the in-process definitions (tests/location.py); a variable already set wins."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in TEST_ENVIRONMENT.items():
+            if name not in os.environ:
+                patch.setenv(name, value)
+        yield
 
 
 @pytest.fixture(scope="session")
