@@ -46,7 +46,9 @@ def _evaluate(
             description=(
                 f"{name} checks hourly windows of competition_fill_events: execute it for a"
                 " partition (an hour, YYYY-MM-DD-HH:00 UTC, e.g. 2026-11-20-03:00) or a range of"
-                " them; from the UI pick the partition in the launch dialog, from the CLI add"
+                " them; from the UI materialize the partition (Materialize..., which runs its"
+                " checks with it: Dagster's Checks tab cannot execute a partitioned check alone),"
+                " from the CLI add"
                 " --partition 2026-11-20-03:00 or --partition-range START...END"
             ),
             allow_retries=False,
