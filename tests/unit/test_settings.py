@@ -10,7 +10,7 @@ from competition_pipeline import settings
 from competition_pipeline.definitions import build_defs
 from competition_pipeline.settings import Settings
 
-PACKAGE = Path(__file__).resolve().parents[1] / "competition_pipeline"
+PACKAGE = Path(__file__).resolve().parents[2] / "competition_pipeline"
 #: Modules that read the environment on purpose, outside the code location's settings: the CLI
 #: and the tools it runs set it up for the processes they start.
 _TOOLS = {"settings.py", "cli.py", "bench.py", "soak.py", "metrics.py"}

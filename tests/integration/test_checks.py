@@ -18,7 +18,7 @@ from competition_pipeline.window_checks import RECONCILES
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import W3, fill, write_segment
 from tests.location import competition_fill_events
-from tests.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
+from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

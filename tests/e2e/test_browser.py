@@ -47,7 +47,7 @@ from tests.dagster_dev import (
     wait_for,
 )
 from tests.journal_helpers import fill, write_segment
-from tests.test_check_partitions import EXECUTIONS, RUN
+from tests.e2e.test_check_partitions import EXECUTIONS, RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
@@ -538,7 +538,7 @@ def test_checks_tab_shows_a_partitions_check_result_and_executing_without_one_sa
     picker beside it (its menu only reports an evaluation), and a run of checks alone cannot be
     opened in the launchpad. A check runs for a picked partition with its asset (the Materialize
     dialog, see the tests above) or alone through GraphQL or the CLI
-    (tests/test_check_partitions.py). What the tab offers is checked here: the chosen partition's
+    (tests/e2e/test_check_partitions.py). What the tab offers is checked here: the chosen partition's
     evaluation, Passed, and "Execute all", which launches the checks alone without a partition:
     its run fails with a message that says what to pick, and records nothing.
     """
@@ -599,7 +599,7 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
     from tests.dagster_dev import free_port
-    from tests.test_local_start import graphql
+    from tests.e2e.test_local_start import graphql
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("local-start")

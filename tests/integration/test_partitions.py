@@ -24,7 +24,7 @@ from competition_pipeline.store import CompetitionStore, StoreError
 from competition_pipeline.windows import Window
 from tests.conftest import REPO
 from tests.journal_helpers import W1, W2, append, fill, line, write_segment
-from tests.test_asset import materialize, metadata, query
+from tests.integration.test_asset import materialize, metadata, query
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026

@@ -18,7 +18,7 @@ from competition_pipeline.alerts import build_alerts_sensor
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import fill, write_segment
 from tests.location import SETTINGS
-from tests.test_asset import KEY, T0, WINDOW, materialize, query
+from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 
 DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
 
