@@ -11,7 +11,8 @@ One sensor, ``competition_alerts``, does two things each tick:
    that fails ten windows is one alert), and new failures join a failure alert still undelivered.
 2. **deliver** the outbox as it stood at the start of the tick: each alert is POSTed (JSON, with
    its ``id`` so a receiver can drop a repeat); one that is refused stays, and is tried again after
-   an exponential backoff (``ALERT_BACKOFF_SECONDS`` doubling per attempt, at most 10 minutes).
+   an exponential backoff (``ALERT_BACKOFF_SECONDS`` doubling per attempt, at most 10 minutes);
+   the sending is ``alert_delivery.py``'s, reading a run's windows and error ``runs.py``'s.
 
 The watermarks and the outbox are the sensor's cursor, which Dagster writes to the instance's
 PostgreSQL storage when the tick ends: an alert is stored before any attempt to send it, and a
@@ -23,46 +24,28 @@ database, so alerts about that database being down are kept too.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import os
 import time
-import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
-from dagster._core.storage.dagster_run import RunsFilter
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
+
+from competition_pipeline import settings as settings_module
+from competition_pipeline.alert_delivery import Alert, deliver, senders
+from competition_pipeline.dagster_internals import (
     WILL_RETRY_TAG,
+    AssetCheckExecutionRecordStatus,
+    FreshnessState,
 )
+from competition_pipeline.partitions import FILL_EVENTS_KEY
+from competition_pipeline.runs import records_fill_asset, run_error, windows_label
+from competition_pipeline.settings import Settings
 
-from competition_pipeline.assets import competition_fill_events
-
-ALERT_INTERVAL_SECONDS = int(os.environ.get("ALERT_INTERVAL_SECONDS", "15"))
-BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "15"))
-MAX_BACKOFF_SECONDS = 600.0
 ALERTED_CHECKS = ("reconciles_with_journal", "no_conflicting_duplicates")
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
 _FINDINGS = ("conflicts", "missing", "unexpected")
 _SEEN_RUNS = 500  # run ids remembered at the watermark's edge (bounded cursor)
-_WRAPPERS = {
-    "DagsterMaxRetriesExceededError",
-    "RetryRequestedFromPolicy",
-    "DagsterExecutionStepExecutionError",
-}
-
-
-def run_windows(run: dg.DagsterRun) -> str | None:
-    """The window, or the ``first..last`` range, a run recorded."""
-    tags = run.tags
-    if PARTITION_NAME_TAG in tags:
-        return tags[PARTITION_NAME_TAG]
-    if ASSET_PARTITION_RANGE_START_TAG in tags:
-        return f"{tags[ASSET_PARTITION_RANGE_START_TAG]}..{tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
-    return None
 
 
 def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
@@ -71,49 +54,10 @@ def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
     return {
         "run_id": run.run_id,
         "job": run.job_name,
-        "windows": run_windows(run),
+        "windows": windows_label(run),
         "error_class": error_class or None,
         "message": message or error,
     }
-
-
-def _cause(error):
-    """The error that says why: past Dagster's retry and step-execution wrappers."""
-    while error.cls_name in _WRAPPERS and (error.cause or error.context):
-        error = error.cause or error.context
-    return error
-
-
-def run_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """``Class: message`` of the first step failure's cause, else the run failure's message."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
-        if data is not None and data.error is not None:
-            cause = _cause(data.error)
-            return f"{cause.cls_name}: {cause.message.strip()}"
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
-        if entry.dagster_event and entry.dagster_event.message:
-            return f"RunFailure: {entry.dagster_event.message}"
-    return None
-
-
-@dataclass
-class Alert:
-    id: str
-    event: str
-    summary: str
-    windows: list[str]
-    details: list[dict]
-    created: float
-    attempts: int = 0
-    next_attempt: float = 0.0
-    sent_to: list[str] = field(default_factory=list)
-    last_error: str | None = None
-
-    def payload(self) -> dict:
-        return {
-            k: getattr(self, k) for k in ("id", "event", "summary", "windows", "details", "created")
-        }
 
 
 @dataclass
@@ -141,20 +85,11 @@ class AlertCursor:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def records_fill_asset(run: dg.DagsterRun) -> bool:
-    """A partitioned run (only the fill asset is partitioned) that selected the asset or all."""
-    partitioned = PARTITION_NAME_TAG in run.tags or ASSET_PARTITION_RANGE_START_TAG in run.tags
-    selection = run.asset_selection
-    return partitioned and (not selection or competition_fill_events.key in selection)
-
-
 def collect_run_failures(instance: dg.DagsterInstance, cursor: AlertCursor, now: float) -> None:
     """Failed runs of the fill asset since the watermark, as one alert (or added to the failure
     alert still waiting in the outbox)."""
-    import datetime as dt
-
     records = instance.get_run_records(
-        RunsFilter(
+        dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.FAILURE],
             updated_after=dt.datetime.fromtimestamp(cursor.runs_after - 60, dt.UTC),
         ),
@@ -203,12 +138,8 @@ def collect_run_failures(instance: dg.DagsterInstance, cursor: AlertCursor, now:
 
 def collect_check_failures(instance: dg.DagsterInstance, cursor: AlertCursor, now: float) -> None:
     """Each failed execution of the reconciliation or the conflicts check is one alert."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
-
     for name in ALERTED_CHECKS:
-        key = dg.AssetCheckKey(competition_fill_events.key, name)
+        key = dg.AssetCheckKey(FILL_EVENTS_KEY, name)
         after = cursor.checks_after.get(name, -1)
         records = instance.event_log_storage.get_asset_check_execution_history(
             key, limit=100, status={AssetCheckExecutionRecordStatus.FAILED}
@@ -239,11 +170,7 @@ def collect_check_failures(instance: dg.DagsterInstance, cursor: AlertCursor, no
 
 def collect_freshness(instance: dg.DagsterInstance, cursor: AlertCursor, now: float) -> None:
     """The asset's freshness turning to FAIL (the FreshnessPolicy, evaluated by the daemon)."""
-    from dagster._core.definitions.freshness import FreshnessState
-
-    record = instance.get_freshness_state_records([competition_fill_events.key]).get(
-        competition_fill_events.key
-    )
+    record = instance.get_freshness_state_records([FILL_EVENTS_KEY]).get(FILL_EVENTS_KEY)
     if record is None or record.freshness_state != FreshnessState.FAIL:
         return
     changed = record.updated_at.timestamp()
@@ -269,91 +196,36 @@ def _plain(metadata: dict) -> dict:
     }
 
 
-def post_json(url: str, body: dict, timeout: float = 10.0) -> None:
-    """POST to the webhook; any non-2xx or connection error raises."""
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+def build_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The ``competition_alerts`` sensor, its interval and delivery backoff from ``settings``."""
+
+    @dg.sensor(
+        name="competition_alerts",
+        minimum_interval_seconds=settings.alert_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Collects failed recording runs, failed reconciliation/conflict checks and a stale"
+            " competition_fill_events into an outbox in its cursor, and delivers the outbox to"
+            " ALERT_WEBHOOK_URL (and Slack) at least once, with backoff."
+        ),
     )
-    with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (operator-configured URL)
-        pass
+    def competition_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = time.time()
+        cursor = AlertCursor.from_json(context.cursor)
+        stored = cursor.outbox  # written durably by an earlier tick: only these may be sent now
+        targets = senders(settings_module.alert_targets())  # read each tick: no restart needed
+        cursor.outbox = deliver(stored, targets, now, settings.alert_backoff_seconds)
+        for alert in stored:
+            if alert not in cursor.outbox:
+                context.log.info(f"alert {alert.id} delivered to {', '.join(alert.sent_to)}")
+        owed = len(cursor.outbox)
+        collect_run_failures(context.instance, cursor, now)
+        collect_check_failures(context.instance, cursor, now)
+        collect_freshness(context.instance, cursor, now)
+        for alert in cursor.outbox[owed:]:
+            context.log.error(json.dumps(alert.payload(), sort_keys=True))
+        if not targets:  # nowhere to send them: the log line above is the alert
+            cursor.outbox = []
+        return dg.SensorResult(cursor=cursor.to_json())
 
-
-def slack_sender(token: str, channel: str) -> Callable[[dict], None]:
-    """Post an alert's summary to Slack through dagster-slack's client."""
-    from dagster_slack import SlackResource
-
-    client = SlackResource(token=token).get_client()
-    if api_url := os.environ.get("SLACK_API_URL"):  # a Slack-compatible endpoint (and tests)
-        client.base_url = api_url
-
-    def send(body: dict) -> None:
-        client.chat_postMessage(channel=channel, text=f":rotating_light: {body['summary']}")
-
-    return send
-
-
-def targets_from_environment() -> dict[str, Callable[[dict], None]]:
-    targets: dict[str, Callable[[dict], None]] = {}
-    if url := os.environ.get("ALERT_WEBHOOK_URL"):
-        targets["webhook"] = lambda body: post_json(url, body)
-    token, channel = os.environ.get("SLACK_BOT_TOKEN"), os.environ.get("SLACK_ALERT_CHANNEL")
-    if token and channel:
-        targets["slack"] = slack_sender(token, channel)
-    return targets
-
-
-def deliver(
-    outbox: list[Alert], targets: dict[str, Callable[[dict], None]], now: float
-) -> list[Alert]:
-    """Send the due alerts to every target that has not accepted them yet and return the ones
-    still owed, each with its backoff. A target that refuses is not tried again this tick."""
-    down: set[str] = set()
-    owed = []
-    for alert in outbox:
-        due = [t for t in targets if t not in alert.sent_to and t not in down]
-        if alert.next_attempt <= now and due:
-            for name in due:
-                try:
-                    targets[name](alert.payload())
-                    alert.sent_to.append(name)
-                except Exception as exc:  # noqa: BLE001 (any refusal: keep it, try again later)
-                    down.add(name)
-                    alert.last_error = f"{name}: {type(exc).__name__}: {exc}"[:500]
-            if any(t not in alert.sent_to for t in targets):
-                alert.attempts += 1
-                alert.next_attempt = now + min(
-                    BACKOFF_SECONDS * 2 ** (alert.attempts - 1), MAX_BACKOFF_SECONDS
-                )
-        if any(t not in alert.sent_to for t in targets):
-            owed.append(alert)
-    return owed
-
-
-@dg.sensor(
-    name="competition_alerts",
-    minimum_interval_seconds=ALERT_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Collects failed recording runs, failed reconciliation/conflict checks and a stale"
-        " competition_fill_events into an outbox in its cursor, and delivers the outbox to"
-        " ALERT_WEBHOOK_URL (and Slack) at least once, with backoff."
-    ),
-)
-def competition_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    now = time.time()
-    cursor = AlertCursor.from_json(context.cursor)
-    stored = cursor.outbox  # written durably by an earlier tick: only these may be sent now
-    targets = targets_from_environment()
-    cursor.outbox = deliver(stored, targets, now)
-    for alert in stored:
-        if alert not in cursor.outbox:
-            context.log.info(f"alert {alert.id} delivered to {', '.join(alert.sent_to)}")
-    owed = len(cursor.outbox)
-    collect_run_failures(context.instance, cursor, now)
-    collect_check_failures(context.instance, cursor, now)
-    collect_freshness(context.instance, cursor, now)
-    for alert in cursor.outbox[owed:]:
-        context.log.error(json.dumps(alert.payload(), sort_keys=True))
-    if not targets:  # nowhere to send them: the log line above is the alert
-        cursor.outbox = []
-    return dg.SensorResult(cursor=cursor.to_json())
+    return competition_alerts

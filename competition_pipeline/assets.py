@@ -1,7 +1,5 @@
 """The ``competition_fill_events`` asset: one hourly window of fills recorded per partition."""
 
-import datetime as dt
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -10,8 +8,15 @@ from typing import Any
 
 import dagster as dg
 
+from competition_pipeline.partitions import (
+    DATABASE_POOL,
+    fill_freshness_policy,
+    fill_partitions,
+    fill_retry_policy,
+)
 from competition_pipeline.pipeline import RejectBudgetExceeded, WindowReport, record_windows
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
+from competition_pipeline.settings import Settings
 from competition_pipeline.sources import SourceError
 from competition_pipeline.store import FILL_EVENTS, StoreError, fill_events
 from competition_pipeline.window_checks import WindowChecks, selected_checks
@@ -19,39 +24,6 @@ from competition_pipeline.windows import Window, windows_between
 
 # BackfillPolicy is beta in Dagster 1.13; it is used on purpose (a backfill is one run).
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
-
-DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
-DATABASE_POOL = "competition_db"
-
-# Hourly UTC windows keyed YYYY-MM-DD-HH:00; end_offset=1 includes the hour in progress, so the
-# open hour can be recorded as it grows (re-running it is idempotent).
-fill_partitions = dg.HourlyPartitionsDefinition(
-    start_date=os.environ.get("FILL_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
-    timezone="UTC",
-    end_offset=1,
-)
-
-# Transient failures (the database restarting, a dropped connection) are retried with exponential
-# backoff; deterministic ones (a corrupt closed segment, a missing privilege) fail at once through
-# Failure(allow_retries=False). FILL_RETRY_DELAY_SECONDS exists so tests need not sleep.
-fill_retry_policy = dg.RetryPolicy(
-    max_retries=int(os.environ.get("FILL_RETRY_MAX", "3")),
-    delay=float(os.environ.get("FILL_RETRY_DELAY_SECONDS", "10")),
-    backoff=dg.Backoff.EXPONENTIAL,
-    jitter=dg.Jitter.PLUS_MINUS,
-)
-
-
-# Fresh (green in the UI) while some window was recorded within the last
-# FILL_FRESHNESS_FAIL_MINUTES; stale (failed) past it, which the alerts sensor reports. The sensor
-# re-records the open hour as the journal grows, so a healthy pipeline materializes every tick.
-_FAIL_MINUTES = float(os.environ.get("FILL_FRESHNESS_FAIL_MINUTES", "10"))
-_WARN_MINUTES = float(os.environ.get("FILL_FRESHNESS_WARN_MINUTES", "5"))
-fill_freshness_policy = dg.FreshnessPolicy.time_window(
-    fail_window=dt.timedelta(minutes=_FAIL_MINUTES),
-    warn_window=dt.timedelta(minutes=_WARN_MINUTES) if 1 <= _WARN_MINUTES < _FAIL_MINUTES else None,
-)
-
 
 # The table's columns, from the store's own table definition (shown in the asset's Columns tab).
 FILL_EVENTS_SCHEMA = dg.TableSchema(
@@ -132,14 +104,14 @@ def report_metadata(report: WindowReport, now: float | None = None) -> dict[str,
 def _record(
     windows: list[Window],
     database: CompetitionDatabase,
-    journal: FillSourceResource,
+    fill_source: FillSourceResource,
     policy: RecordingPolicy,
 ) -> Iterator[WindowReport]:
     """Record windows in order; a source or database error becomes a failed step naming the
     window it stopped at (the windows before it are committed)."""
     done = 0
     try:
-        source, store = journal.source(), database.store()
+        source, store = fill_source.source(), database.store()
         for report in record_windows(source, store, windows, reject_budget=policy.reject_budget()):
             done += 1
             yield report
@@ -194,35 +166,41 @@ def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None
     )
 
 
-@dg.asset(
-    name="competition_fill_events",
-    partitions_def=fill_partitions,
-    # A backfill of any date range is one run; the run records its windows in order and commits
-    # each on its own, so a failure part way keeps every window finished before it.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    retry_policy=fill_retry_policy,
-    pool=DATABASE_POOL,
-    freshness_policy=fill_freshness_policy,
-    group_name="competition",
-    kinds={"postgres"},
-    owners=["team:trading-competition"],
-    metadata={"dagster/table_name": FILL_EVENTS, "dagster/column_schema": FILL_EVENTS_SCHEMA},
-    # Ranged runs report each window as its own materialization event instead of one output.
-    output_required=False,
-    description=(
-        "Every fill of the hour, one row per (trade_id, wallet), in table competition_fill_events;"
-        " bad lines are quarantined in competition_fill_rejects, conflicting duplicates in"
-        " competition_fill_conflicts. Re-running a window is idempotent."
-    ),
-)
-def competition_fill_events(
-    context: dg.AssetExecutionContext,
-    database: CompetitionDatabase,
-    journal: FillSourceResource,
-    policy: RecordingPolicy,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
-        yield from _materialize(context, database, journal, policy)
+def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
+    """The ``competition_fill_events`` asset, its partitions and policies from ``settings``."""
+
+    @dg.asset(
+        name="competition_fill_events",
+        partitions_def=fill_partitions(settings),
+        # A backfill of any date range is one run; the run records its windows in order and commits
+        # each on its own, so a failure part way keeps every window finished before it.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=fill_retry_policy(settings),
+        pool=DATABASE_POOL,
+        freshness_policy=fill_freshness_policy(settings),
+        group_name="competition",
+        kinds={"postgres"},
+        owners=["team:trading-competition"],
+        metadata={"dagster/table_name": FILL_EVENTS, "dagster/column_schema": FILL_EVENTS_SCHEMA},
+        # Ranged runs report each window as its own materialization event instead of one output.
+        output_required=False,
+        description=(
+            "Every fill of the hour, one row per (trade_id, wallet), in table"
+            " competition_fill_events; bad lines are quarantined in competition_fill_rejects,"
+            " conflicting duplicates in"
+            " competition_fill_conflicts. Re-running a window is idempotent."
+        ),
+    )
+    def competition_fill_events(
+        context: dg.AssetExecutionContext,
+        database: CompetitionDatabase,
+        fill_source: FillSourceResource,
+        policy: RecordingPolicy,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
+            yield from _materialize(context, database, fill_source, policy)
+
+    return competition_fill_events
 
 
 @contextmanager
@@ -247,13 +225,13 @@ def holding_run_lock(
 def _materialize(
     context: dg.AssetExecutionContext,
     database: CompetitionDatabase,
-    journal: FillSourceResource,
+    fill_source: FillSourceResource,
     policy: RecordingPolicy,
 ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
-        (report,) = _record(windows, database, journal, policy)
+        (report,) = _record(windows, database, fill_source, policy)
         _log_report(context, report)
         yield dg.MaterializeResult(metadata=report_metadata(report))
         return
@@ -263,13 +241,13 @@ def _materialize(
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     # Without an output Dagster skips the check steps of a ranged run: each window's checks are
     # evaluated here once it has committed, as events for its partition (window_checks.py).
-    checks = WindowChecks(database, journal, policy, instance=context.instance)
+    checks = WindowChecks(database, fill_source, policy, instance=context.instance)
     check_names = selected_checks(context)
     started = time.perf_counter()
     rows = 0
     missing: list[str] = []  # warned about with the progress line, not one line per window
     with checks.shared_connection():
-        for done, report in enumerate(_record(windows, database, journal, policy), start=1):
+        for done, report in enumerate(_record(windows, database, fill_source, policy), start=1):
             _warn_ignored(context, report)
             if _missing_from_journal(report):
                 missing.append(report.window)

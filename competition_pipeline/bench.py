@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from decimal import Context, Decimal
 from pathlib import Path
 
 import psycopg
@@ -51,14 +52,13 @@ from competition_pipeline import dburl, embedded, simulate
 from competition_pipeline.follow import Backoff, FollowCursor, journal_behind, plan
 from competition_pipeline.pipeline import WindowReport, parse_window, record_window
 from competition_pipeline.progress import Progress, stderr_log
+from competition_pipeline.rows import ROW_FIELDS
 from competition_pipeline.sources import ReadStats
 from competition_pipeline.sources.journal import JournalSource, scan, window_dir
-from competition_pipeline.store import CommittedWindow, CompetitionStore
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.store import CommittedWindow, CompetitionStore, fill_events
+from competition_pipeline.windows import HOUR, Window, utc_from_ms
 
 BENCH_WINDOW = Window.from_key("2026-11-20-03:00")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MS = dt.timedelta(milliseconds=1)
 
 
 _log = stderr_log("bench")
@@ -67,64 +67,62 @@ _log = stderr_log("bench")
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
 #: COPY's rate does not depend on the table's size, and 10M row tuples would not fit).
 PLAIN_COPY_MAX_ROWS = 2_000_000
+#: The columns (a) COPYs, in the table's order: all but ``recorded_at`` (the server's clock).
+_PLAIN_COLUMNS = tuple(c for c in fill_events.columns.keys() if c != "recorded_at")
+
+
+def _final_rows(journal: Path, limit: int) -> list[tuple]:
+    """The window's first ``limit`` or so rows as the table holds them, in ``_PLAIN_COLUMNS``
+    order: the staged rows (``rows.ROW_FIELDS``) with the columns the loader computes (notional,
+    fill_ts, window_start) computed here, exactly."""
+    exact = Context(prec=200)
+    rows: list[tuple] = []
+    report = WindowReport(BENCH_WINDOW.key, "bench")
+    for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
+        if len(rows) >= limit:
+            break
+        for staged in batch:
+            row = dict(zip(ROW_FIELDS, staged, strict=True))
+            row["notional"] = str(exact.multiply(Decimal(row["price"]), Decimal(row["size"])))
+            row["fill_ts"] = utc_from_ms(row["fill_ts_ms"]).isoformat()
+            row["window_start"] = BENCH_WINDOW.start
+            rows.append(tuple(row[c] for c in _PLAIN_COLUMNS))
+    return rows
+
+
+def _timed_copy(conn: psycopg.Connection, sql: str, items: list, *, text: bool) -> float:
+    """Seconds to COPY ``items`` (row tuples, or with ``text`` blocks of COPY text) and commit."""
+    started = time.perf_counter()
+    with conn.cursor().copy(sql) as copy:
+        put = copy.write if text else copy.write_row
+        for item in items:
+            put(item)
+    conn.commit()
+    return time.perf_counter() - started
 
 
 def plain_copy(url: str, journal: Path) -> dict:
     """(a) COPY the window's final rows (computed beforehand, untimed) into an empty table copy."""
-    from decimal import Context, Decimal
-
-    exact = Context(prec=200)
-    rows: list[tuple] = []
-    keys: list[tuple] = []
-    report = WindowReport(BENCH_WINDOW.key, "bench")
-    for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
-        if len(rows) >= PLAIN_COPY_MAX_ROWS:
-            break
-        for r in batch:
-            (_, _, _, trade_id, wallet, role, side, counterparty, is_self, symbol, price, size) = r[
-                :12
-            ]
-            fee, pnl, builder, builder_fee, source_type, taker_oid, maker_oid, notional, ts = r[12:]
-            fill_ts = (_EPOCH + ts * _MS).isoformat()
-            rows.append(
-                (trade_id, wallet, role, side, counterparty, is_self, symbol, price, size)
-                + (str(exact.multiply(Decimal(price), Decimal(size))), fee, pnl, builder)
-                + (builder_fee, source_type, taker_oid, maker_oid, notional)
-                + (fill_ts, BENCH_WINDOW.start)
-            )
-            keys.append((trade_id, wallet, fill_ts))
-    columns = (
-        "trade_id, wallet, role, side, counterparty, is_self_trade, symbol, price, size, notional,"
-        " fee, realized_pnl, builder_code_address, builder_code_fee, source_type, taker_order_id,"
-        " maker_order_id, underlying_notional, fill_ts, window_start"
-    )
-    store = CompetitionStore(url)
-    with store.connect() as conn:
+    rows = _final_rows(journal, PLAIN_COPY_MAX_ROWS)
+    copy_in = f"COPY bench_plain_copy ({', '.join(_PLAIN_COLUMNS)}) FROM STDIN"
+    with CompetitionStore(url).connect() as conn:
         conn.execute("DROP TABLE IF EXISTS bench_plain_copy")
         conn.execute("CREATE TABLE bench_plain_copy (LIKE competition_fill_events INCLUDING ALL)")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        seconds = time.perf_counter() - started
+        seconds = _timed_copy(conn, copy_in, rows, text=False)
         # a'. The same rows as COPY text the server wrote itself (untimed), loaded again into the
         # emptied table: the server's own limit, with no Python per row at all.
-        text: list[bytes] = []
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) TO STDOUT") as copy:
-            text.extend(bytes(block) for block in copy)
+        copy_out = f"COPY bench_plain_copy ({', '.join(_PLAIN_COLUMNS)}) TO STDOUT"
+        with conn.cursor().copy(copy_out) as copy:
+            text = [bytes(block) for block in copy]
         conn.execute("TRUNCATE bench_plain_copy")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
-            for block in text:
-                copy.write(block)
-        conn.commit()
-        text_seconds = time.perf_counter() - started
+        text_seconds = _timed_copy(conn, copy_in, text, text=True)
         # a2. The rows and their keys, as the product must write them: the same COPY into the
         # emptied table, after a COPY of (trade_id, wallet, fill_ts) into an empty copy of the
         # key registry, in one transaction.
+        key_of = [_PLAIN_COLUMNS.index(c) for c in ("trade_id", "wallet", "fill_ts")]
+        keys = [tuple(row[i] for i in key_of) for row in rows]
         conn.execute("TRUNCATE bench_plain_copy")
         conn.execute("DROP TABLE IF EXISTS bench_plain_keys")
         conn.execute("CREATE TABLE bench_plain_keys (LIKE competition_fill_keys INCLUDING ALL)")
@@ -133,11 +131,8 @@ def plain_copy(url: str, journal: Path) -> dict:
         with conn.cursor().copy(_KEYS_COPY) as copy:
             for key in keys:
                 copy.write_row(key)
-        with conn.cursor().copy(f"COPY bench_plain_copy ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
         registry_seconds = time.perf_counter() - started
+        registry_seconds += _timed_copy(conn, copy_in, rows, text=False)
         conn.execute("DROP TABLE bench_plain_copy")
         conn.execute("DROP TABLE bench_plain_keys")
         conn.commit()
@@ -300,12 +295,16 @@ def _floor_definitions() -> list:
     materialization with the same metadata keys, one evaluation of each check)."""
     import dagster as dg
 
-    from competition_pipeline.assets import fill_partitions, report_metadata
-    from competition_pipeline.window_checks import BLOCKING, FILL_EVENTS_KEY
+    from competition_pipeline import settings
+    from competition_pipeline.assets import report_metadata
+    from competition_pipeline.partitions import FILL_EVENTS_KEY, fill_partitions
+    from competition_pipeline.window_checks import BLOCKING
+
+    partitions = fill_partitions(settings.current())
 
     @dg.asset(
         name=FILL_EVENTS_KEY.path[-1],
-        partitions_def=fill_partitions,
+        partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
     )
@@ -329,7 +328,7 @@ def _floor_definitions() -> list:
             asset=FILL_EVENTS_KEY,
             name=name,
             blocking=BLOCKING[name],
-            partitions_def=fill_partitions,
+            partitions_def=partitions,
         )
         def check():  # noqa: ANN202
             return dg.AssetCheckResult(passed=True)
@@ -342,12 +341,9 @@ def _floor_definitions() -> list:
 def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_hour: int) -> dict:
     import dagster as dg
 
-    from competition_pipeline.assets import competition_fill_events
-    from competition_pipeline.checks import (
-        no_conflicting_duplicates,
-        reconciles_with_journal,
-        rejects_within_budget,
-    )
+    from competition_pipeline import settings
+    from competition_pipeline.assets import build_fill_asset
+    from competition_pipeline.checks import build_checks
     from competition_pipeline.resources import (
         CompetitionDatabase,
         FillSourceResource,
@@ -386,11 +382,12 @@ def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_h
 
         resources = {
             "database": CompetitionDatabase(url=url),
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "policy": RecordingPolicy(),
         }
-        checks = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
-        seconds, materialized, evaluations = timed([competition_fill_events, *checks], resources)
+        config = settings.current()
+        checks = build_checks(config)
+        seconds, materialized, evaluations = timed([build_fill_asset(config), *checks], resources)
         floor_seconds, floor_materialized, floor_evaluations = timed(_floor_definitions(), {})
     assert materialized == floor_materialized == len(windows)
     assert evaluations == floor_evaluations == 3 * len(windows)

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from competition_pipeline.assets import competition_fill_events, fill_partitions, holding_run_lock
+from competition_pipeline.assets import holding_run_lock
+from competition_pipeline.partitions import FILL_EVENTS_KEY, fill_partitions
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
+from competition_pipeline.settings import Settings
 from competition_pipeline.window_checks import NO_CONFLICTS, RECONCILES, REJECTS, WindowChecks
 from competition_pipeline.windows import Window, windows_between
 
@@ -44,7 +46,9 @@ def _evaluate(
             description=(
                 f"{name} checks hourly windows of competition_fill_events: execute it for a"
                 " partition (an hour, YYYY-MM-DD-HH:00 UTC, e.g. 2026-11-20-03:00) or a range of"
-                " them; from the UI pick the partition in the launch dialog, from the CLI add"
+                " them; from the UI materialize the partition (Materialize..., which runs its"
+                " checks with it: Dagster's Checks tab cannot execute a partitioned check alone),"
+                " from the CLI add"
                 " --partition 2026-11-20-03:00 or --partition-range START...END"
             ),
             allow_retries=False,
@@ -57,43 +61,53 @@ def _evaluate(
     yield dg.Output(None)
 
 
-@dg.asset_check(
-    asset=competition_fill_events,
-    name=RECONCILES,
-    blocking=True,
-    partitions_def=fill_partitions,
-    description="The window's valid journal fills give exactly the stored rows (by key).",
-)
-def reconciles_with_journal(
-    context: dg.AssetCheckExecutionContext,
-    database: CompetitionDatabase,
-    journal: FillSourceResource,
-) -> CheckEvents:
-    with holding_run_lock(context, database, "not checked"):
-        yield from _evaluate(context, WindowChecks(database, journal=journal), RECONCILES)
+def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """The three per-window checks, partitioned like the asset (``settings``' partitions)."""
+    partitions = fill_partitions(settings)
 
+    @dg.asset_check(
+        asset=FILL_EVENTS_KEY,
+        name=RECONCILES,
+        blocking=True,
+        partitions_def=partitions,
+        description="The window's valid journal fills give exactly the stored rows (by key).",
+    )
+    def reconciles_with_journal(
+        context: dg.AssetCheckExecutionContext,
+        database: CompetitionDatabase,
+        fill_source: FillSourceResource,
+    ) -> CheckEvents:
+        with holding_run_lock(context, database, "not checked"):
+            yield from _evaluate(
+                context, WindowChecks(database, fill_source=fill_source), RECONCILES
+            )
 
-@dg.asset_check(
-    asset=competition_fill_events,
-    name=NO_CONFLICTS,
-    partitions_def=fill_partitions,
-    description="No message of the window had the key of a recorded fill with other content.",
-)
-def no_conflicting_duplicates(
-    context: dg.AssetCheckExecutionContext, database: CompetitionDatabase
-) -> CheckEvents:
-    with holding_run_lock(context, database, "not checked"):
-        yield from _evaluate(context, WindowChecks(database), NO_CONFLICTS)
+    @dg.asset_check(
+        asset=FILL_EVENTS_KEY,
+        name=NO_CONFLICTS,
+        partitions_def=partitions,
+        description="No message of the window had the key of a recorded fill with other content.",
+    )
+    def no_conflicting_duplicates(
+        context: dg.AssetCheckExecutionContext, database: CompetitionDatabase
+    ) -> CheckEvents:
+        with holding_run_lock(context, database, "not checked"):
+            yield from _evaluate(context, WindowChecks(database), NO_CONFLICTS)
 
+    @dg.asset_check(
+        asset=FILL_EVENTS_KEY,
+        name=REJECTS,
+        partitions_def=partitions,
+        description=(
+            "WARN when the window quarantined rejects; ERROR above the configured threshold."
+        ),
+    )
+    def rejects_within_budget(
+        context: dg.AssetCheckExecutionContext,
+        database: CompetitionDatabase,
+        policy: RecordingPolicy,
+    ) -> CheckEvents:
+        with holding_run_lock(context, database, "not checked"):
+            yield from _evaluate(context, WindowChecks(database, policy=policy), REJECTS)
 
-@dg.asset_check(
-    asset=competition_fill_events,
-    name=REJECTS,
-    partitions_def=fill_partitions,
-    description="WARN when the window quarantined rejects; ERROR above the configured threshold.",
-)
-def rejects_within_budget(
-    context: dg.AssetCheckExecutionContext, database: CompetitionDatabase, policy: RecordingPolicy
-) -> CheckEvents:
-    with holding_run_lock(context, database, "not checked"):
-        yield from _evaluate(context, WindowChecks(database, policy=policy), REJECTS)
+    return [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from competition_pipeline import dburl
+from competition_pipeline.progress import stderr_log
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_FILE = "local.json"
@@ -33,8 +34,7 @@ DEMO_COMPETITION = "demo"
 DEMO_WALLETS = 12  # the simulator's busiest wallets: they trade in every sample hour
 
 
-def _log(message: str) -> None:
-    print(f"[competition-pipeline] {message}", file=sys.stderr, flush=True)
+_log = stderr_log("competition-pipeline")
 
 
 def _state_dir() -> Path:
@@ -198,10 +198,10 @@ def _publish_to_stream(journal: Path, rate: float) -> None:
     import asyncio
     import itertools
 
-    from competition_pipeline.publish import _live_lines, journal_lines, publish_lines
+    from competition_pipeline.publish import journal_lines, live_lines, publish_lines
 
     url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-    lines = itertools.chain(journal_lines(journal), _live_lines(rate, 0))
+    lines = itertools.chain(journal_lines(journal), live_lines(rate, 0))
     try:
         asyncio.run(publish_lines(url, lines))
     except Exception as exc:  # noqa: BLE001 (the demo goes on; the runs will show the stream down)

@@ -36,7 +36,8 @@ MAX_INT64: Final = 2**63 - 1
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
 _DECIMAL = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII)
-_WALLET = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
+#: A wallet address (0x and 40 hex digits): fills are checked by it, and so are registrations.
+WALLET = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 _SYMBOL = re.compile(
     r"[A-Z0-9]{1,20}-(?:(?P<expiry>[0-9]{8})-[0-9]{1,12}(?:\.[0-9]{1,8})?-[CP]|PERP)", re.ASCII
 )
@@ -127,7 +128,7 @@ def _wallet(obj: dict, key: str, *, nullable: bool = False) -> str | None:
     value = obj.get(key)
     if value is None and nullable:
         return None
-    if type(value) is not str or not _WALLET.fullmatch(value):
+    if type(value) is not str or not WALLET.fullmatch(value):
         raise _Bad(f"{key}: expected 0x + 40 hex digits, got {_show(value)}")
     return value.lower()
 
@@ -307,8 +308,8 @@ _FAST_FIELDS = re.compile(
         [
             _SYMBOL.pattern.replace("?P<expiry>", "?:"),
             *[_DECIMAL.pattern] * 3,
-            *[_WALLET.pattern] * 2,
-            _optional(_WALLET),
+            *[WALLET.pattern] * 2,
+            _optional(WALLET),
             *[_optional(_DECIMAL)] * 6,
             _SOURCE_TYPE.pattern,
         ]

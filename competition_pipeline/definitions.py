@@ -1,16 +1,18 @@
-"""The code location: ``dagster dev -m competition_pipeline.definitions``."""
+"""The code location: ``dagster dev -m competition_pipeline.definitions``.
+
+``defs`` is built once, at import, from the process's settings (``settings.current()``): the
+code server reads the environment then, once. :func:`build_defs` builds the same location from
+any :class:`~competition_pipeline.settings.Settings` (tests, tools).
+"""
 
 import warnings
 
 import dagster as dg
 
-from competition_pipeline.alerts import competition_alerts
-from competition_pipeline.assets import competition_fill_events
-from competition_pipeline.checks import (
-    no_conflicting_duplicates,
-    reconciles_with_journal,
-    rejects_within_budget,
-)
+from competition_pipeline import settings as settings_module
+from competition_pipeline.alerts import build_alerts_sensor
+from competition_pipeline.assets import build_fill_asset
+from competition_pipeline.checks import build_checks
 from competition_pipeline.history import prune_run_history_job, prune_run_history_schedule
 from competition_pipeline.jobs import fill_events_job
 from competition_pipeline.maintenance import (
@@ -22,7 +24,8 @@ from competition_pipeline.maintenance import (
 )
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import fill_journal_sensor, fill_stream_sensor
+from competition_pipeline.sensors import build_follow_sensors
+from competition_pipeline.settings import Settings
 from competition_pipeline.standings_assets import (
     competition_standings,
     standings_job,
@@ -37,37 +40,42 @@ warnings.filterwarnings(
     category=dg.BetaWarning,
 )
 
-defs = dg.Definitions(
-    # Code references: the UI links each asset to its source.
-    assets=dg.with_source_code_references([competition_fill_events, competition_standings]),
-    asset_checks=[reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget],
-    jobs=[
-        fill_events_job,
-        standings_job,
-        prune_run_history_job,
-        competition_months_job,
-        competition_fill_retention_job,
-    ],
-    sensors=[
-        fill_journal_sensor,
-        fill_stream_sensor,
-        competition_alerts,
-        standings_refresh_sensor,
-    ],
-    schedules=[
-        competition_fill_events_hourly,
-        prune_run_history_schedule,
-        competition_months_daily,
-        competition_fill_retention_monthly,
-    ],
-    # One process per run: the asset and its checks run one after the other anyway, and a
-    # subprocess per step would add seconds to every window the sensor requests.
-    executor=dg.in_process_executor,
-    resources={
-        "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
-        # Month retention needs DDL: COMPETITION_OWNER_DATABASE_URL when set (maintenance.py).
-        "owner_database": owner_database(),
-        "journal": FillSourceResource.from_environment(),
-        "policy": RecordingPolicy.from_environment(),
-    },
-)
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The code location's definitions, configured by ``settings``."""
+    return dg.Definitions(
+        # Code references: the UI links each asset to its source.
+        assets=dg.with_source_code_references([build_fill_asset(settings), competition_standings]),
+        asset_checks=build_checks(settings),
+        jobs=[
+            fill_events_job,
+            standings_job,
+            prune_run_history_job,
+            competition_months_job,
+            competition_fill_retention_job,
+        ],
+        sensors=[
+            *build_follow_sensors(settings),
+            build_alerts_sensor(settings),
+            standings_refresh_sensor,
+        ],
+        schedules=[
+            competition_fill_events_hourly,
+            prune_run_history_schedule,
+            competition_months_daily,
+            competition_fill_retention_monthly,
+        ],
+        # One process per run: the asset and its checks run one after the other anyway, and a
+        # subprocess per step would add seconds to every window the sensor requests.
+        executor=dg.in_process_executor,
+        resources={
+            "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
+            # Month retention needs DDL: COMPETITION_OWNER_DATABASE_URL when set (maintenance.py).
+            "owner_database": owner_database(settings),
+            "fill_source": FillSourceResource.from_settings(settings),
+            "policy": RecordingPolicy.from_settings(settings),
+        },
+    )
+
+
+defs = build_defs(settings_module.current())

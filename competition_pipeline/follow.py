@@ -19,7 +19,7 @@ cursor costs at most one early retry, never a request.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from competition_pipeline.sources.journal import WindowState
@@ -114,6 +114,17 @@ def journal_behind(state: WindowState, committed: CommittedWindow | None) -> str
     return None
 
 
+def journal_windows_behind(
+    states: Iterable[WindowState], committed: Mapping[Window, CommittedWindow]
+) -> dict[Window, str]:
+    """The journal sensor's ``behind``: every scanned window ahead of its committed read."""
+    return {
+        s.window: reason
+        for s in states
+        if (reason := journal_behind(s, committed.get(s.window))) is not None
+    }
+
+
 def stream_behind(wanted_seq: int, committed: CommittedWindow | None, origin: str) -> str | None:
     """Why a stream window is behind: the stream holds a message (``wanted_seq``) beyond the
     stream position its latest load covered."""
@@ -121,6 +132,35 @@ def stream_behind(wanted_seq: int, committed: CommittedWindow | None, origin: st
     if covered >= wanted_seq:
         return None
     return "never recorded" if committed is None else f"stream seq {wanted_seq} > {covered}"
+
+
+def stream_wanted(cursor: FollowCursor, seen: Mapping[Window, int]) -> dict[str, int]:
+    """Per window the newest stream sequence known: the cursor's, raised by this tick's scan."""
+    wanted = dict(cursor.wanted)
+    for window, seq in seen.items():
+        wanted[window.key] = max(wanted.get(window.key, 0), seq)
+    return wanted
+
+
+def stream_windows_behind(
+    wanted: Mapping[str, int], committed: Mapping[Window, CommittedWindow], origin: str
+) -> dict[Window, str]:
+    """The stream sensor's ``behind``: windows holding a message beyond their covered position."""
+    behind = {}
+    for key, seq in wanted.items():
+        window = Window.from_key(key)
+        reason = stream_behind(seq, committed.get(window), origin)
+        if reason is not None:
+            behind[window] = reason
+    return behind
+
+
+def keep_stream_position(decision: Plan, last_seq: int, wanted: Mapping[str, int]) -> None:
+    """The stream cursor after a tick: scanned up to ``last_seq``; windows the database has
+    covered leave ``wanted``, the rest stay until it has."""
+    decision.cursor.last_seq = last_seq
+    still = {*decision.behind, *decision.out_of_range}
+    decision.cursor.wanted = {k: v for k, v in wanted.items() if k in still}
 
 
 def plan(

@@ -15,17 +15,16 @@ grows by about one run per window instead of one per sensor tick.
 """
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.dagster_run import RunsFilter
-from dagster._core.storage.tags import PARTITION_NAME_TAG
+from pydantic import Field
 
-from competition_pipeline.alerts import records_fill_asset
-from competition_pipeline.assets import competition_fill_events
+from competition_pipeline import settings
+from competition_pipeline.dagster_internals import PARTITION_NAME_TAG, AssetCheckExecutionsTable
+from competition_pipeline.partitions import FILL_EVENTS_KEY
+from competition_pipeline.runs import records_fill_asset
 
-DEFAULT_RETENTION_DAYS = 3.0
 _BATCH = 1000
 
 
@@ -39,7 +38,7 @@ class PruneResult:
 def latest_materialization_runs(instance: dg.DagsterInstance) -> set[str]:
     """The run ids that hold some window's latest materialization (one indexed query per window
     set, then the runs of those events in batches)."""
-    key = competition_fill_events.key
+    key = FILL_EVENTS_KEY
     by_partition = instance.get_latest_storage_id_by_partition(
         key, dg.DagsterEventType.ASSET_MATERIALIZATION
     )
@@ -61,7 +60,7 @@ def prune_superseded_runs(
     a later materialization; their events and check executions go with them."""
     keep = latest_materialization_runs(instance)
     records = instance.get_run_records(
-        RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], updated_before=older_than),
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], updated_before=older_than),
         limit=max_runs,
         order_by="update_timestamp",
         ascending=True,
@@ -82,8 +81,6 @@ def prune_superseded_runs(
 def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> None:
     """``delete_run`` leaves the run's rows in ``asset_check_executions``; remove them too, so
     the checks' history does not point at runs that no longer exist."""
-    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-
     storage = instance.event_log_storage
     if not hasattr(storage, "index_connection"):
         return
@@ -94,8 +91,9 @@ def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> None:
 
 
 class PruneConfig(dg.Config):
-    retention_days: float = float(
-        os.environ.get("RUN_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+    retention_days: float = Field(
+        default_factory=lambda: settings.current().run_history_retention_days,
+        description="Prune superseded runs older than this (RUN_HISTORY_RETENTION_DAYS).",
     )
     max_runs: int = 20_000
 

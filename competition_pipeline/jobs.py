@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.partitions import FILL_EVENTS_KEY
 
 fill_events_job = dg.define_asset_job(
     "competition_fill_events_job",
-    selection=[competition_fill_events],
+    selection=dg.AssetSelection.assets(FILL_EVENTS_KEY),
     description="Record hourly windows of the fill journal into competition_fill_events.",
 )

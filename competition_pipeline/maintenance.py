@@ -11,13 +11,12 @@
   ``InsufficientPrivilege``).
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from competition_pipeline import months
+from competition_pipeline import months, settings
 from competition_pipeline.resources import CompetitionDatabase
 
 
@@ -34,12 +33,12 @@ def competition_months_job() -> None:
 
 class RetentionConfig(dg.Config):
     older_than_months: int = Field(
-        default_factory=lambda: int(os.environ.get("FILL_RETENTION_MONTHS", "13")),
+        default_factory=lambda: settings.load().retention_months,
         description="Drop months that ended before the first day of the month this many months"
         " ago (FILL_RETENTION_MONTHS, default 13).",
     )
     archive_dir: str = Field(
-        default_factory=lambda: os.environ.get("FILL_ARCHIVE_DIR", ""),
+        default_factory=lambda: settings.load().archive_dir,
         description="Write each month as gzipped CSV here before dropping it (FILL_ARCHIVE_DIR).",
     )
     dry_run: bool = Field(default=False, description="Only report what would be dropped.")
@@ -85,11 +84,11 @@ competition_fill_retention_monthly = dg.ScheduleDefinition(
 )
 
 
-def owner_database() -> CompetitionDatabase:
+def owner_database(config: settings.Settings) -> CompetitionDatabase:
     """The DDL-capable database resource for retention (see the module docstring)."""
     name = (
         "COMPETITION_OWNER_DATABASE_URL"
-        if os.environ.get("COMPETITION_OWNER_DATABASE_URL")
+        if config.owner_database_url_set
         else "COMPETITION_DATABASE_URL"
     )
     return CompetitionDatabase(url=dg.EnvVar(name))

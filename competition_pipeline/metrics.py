@@ -188,16 +188,17 @@ class FillMetricsCollector(Collector):
 def instance_metrics(instance, now: float) -> Iterator[Metric]:
     """Failed window recordings, sensor tick age and runs by status, from the Dagster instance."""
     import dagster as dg
-    from dagster._core.scheduler.instigation import InstigatorType
-    from dagster._core.storage.dagster_run import RunsFilter
 
-    from competition_pipeline.alerts import records_fill_asset
+    from competition_pipeline.dagster_internals import InstigatorType
+    from competition_pipeline.runs import records_fill_asset
 
     # A failed run of the asset is one failed window recording (a backfill range stops at the
     # window that failed).
     failures = sum(
         records_fill_asset(record.dagster_run)
-        for record in instance.get_run_records(RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        for record in instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])
+        )
     )
     yield _counter(
         "competition_fill_record_failures",
@@ -224,7 +225,7 @@ def instance_metrics(instance, now: float) -> Iterator[Metric]:
         "competition_dagster_runs", "Runs in the instance, by status.", labels=["status"]
     )
     for status in dg.DagsterRunStatus:
-        runs.add_metric([status.value], instance.get_runs_count(RunsFilter(statuses=[status])))
+        runs.add_metric([status.value], instance.get_runs_count(dg.RunsFilter(statuses=[status])))
     yield runs
 
 

@@ -10,103 +10,23 @@ unterminated tail of a plain segment is counted apart, and read on a later run.
 
 from __future__ import annotations
 
-import datetime as dt
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, fields
-from queue import Empty, Full, Queue
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass, field
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
-from competition_pipeline.rows import fill_rows
+from competition_pipeline.prefetch import prefetched
+from competition_pipeline.report import WindowReport, WindowSummary
+from competition_pipeline.rows import RejectRow, fill_rows, reject_row
 from competition_pipeline.sources import FillSource, ReadStats
 from competition_pipeline.store import (
     CompetitionStore,
     LoadSession,
     PreviousLoad,
     Reconciliation,
-    RowsDigest,
-    StoredCounts,
 )
 from competition_pipeline.windows import Window
-
-
-@dataclass(slots=True)
-class WindowReport:
-    """What recording one window read, wrote and set aside."""
-
-    window: str
-    source: str
-    lines_read: int = 0
-    fills_read: int = 0
-    fills_recorded_or_present: int = 0
-    skipped_messages: int = 0
-    rejects: int = 0
-    rejects_new: int = 0
-    conflicts: int = 0
-    conflicts_new: int = 0
-    incomplete_tails: int = 0
-    rows_inserted: int = 0
-    rows_already_present: int = 0
-    segments: int = 0
-    bytes_read: int = 0
-    newest_fill_ms: int | None = None
-    seconds: float = 0.0
-    ignored_files: list[str] = field(default_factory=list)
-    stream_complete: bool | None = None  # stream only: past the window's end plus lateness
-    unchanged: bool = False  # the data and the stored rows were as the latest load left them
-    incremental: bool = False  # read from the committed offsets: only what was appended since
-    rewritten_segments: list[str] = field(default_factory=list)  # changed before their offset
-    rows_stored: int | None = None  # rows the window holds once this load committed
-
-    @property
-    def rows_per_second(self) -> float:
-        rows = self.rows_inserted + self.rows_already_present
-        return rows / self.seconds if self.seconds > 0 else 0.0
-
-    def balanced(self) -> bool:
-        """lines read = fills recorded or present + skipped + rejects + conflicts."""
-        return self.lines_read == (
-            self.fills_recorded_or_present + self.skipped_messages + self.rejects + self.conflicts
-        )
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["rows_per_second"] = self.rows_per_second
-        return data
-
-
-class RawText(NamedTuple):
-    """A rejected line as storable text, and whether it had to be escaped to be stored."""
-
-    text: str
-    escaped: bool
-
-
-def raw_text(data: bytes) -> RawText:
-    """Lossless: valid UTF-8 without NUL is stored as it is; anything else is escaped (``\\`` for
-    a backslash, ``\\xNN`` for a byte that is not UTF-8, ``\\x00`` for NUL) and flagged."""
-    try:
-        text = data.decode("utf-8")
-        if "\x00" not in text:
-            return RawText(text, False)
-    except UnicodeDecodeError:
-        pass
-    escaped = data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-    return RawText(escaped.replace("\x00", "\\x00"), True)
-
-
-def _outside(window: Window, timestamp_ms: int) -> str:
-    instant = dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
-    return (
-        f"timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the window "
-        f"{window.key} it is filed under"
-    )
-
-
-T = TypeVar("T")
 
 
 class RejectBudgetExceeded(Exception):
@@ -126,9 +46,6 @@ class RejectBudget:
         if self.max_fraction is not None and lines and rejects / lines > self.max_fraction:
             return f"{rejects} rejects of {lines} lines exceed the fraction {self.max_fraction}"
         return None
-
-
-RejectRow = tuple[str, int, str, bool, str]  # source_file, line_no, raw_line, escaped, reason
 
 
 def parse_window(
@@ -155,7 +72,7 @@ def parse_window(
             if type(result) is Fill:
                 ts = result.timestamp_ms
                 if check_window and not start_ms <= ts < end_ms:
-                    rejects.append((origin, line_no, *raw_text(data), _outside(window, ts)))
+                    rejects.append(reject_row(origin, line_no, data, window.misfiled(ts)))
                     continue
                 newest = max(newest, ts)
                 rows.extend(fill_rows(result, seq, origin, line_no))
@@ -163,7 +80,7 @@ def parse_window(
             elif result is SKIPPED:
                 report.skipped_messages += 1
             else:
-                rejects.append((origin, line_no, *raw_text(data), result.reason))  # type: ignore[union-attr]
+                rejects.append(reject_row(origin, line_no, data, result.reason))  # type: ignore[union-attr]
         report.lines_read += len(batch.records)
         report.rejects += len(rejects)
         if newest >= 0:
@@ -176,81 +93,20 @@ def parse_window(
     report.stream_complete = stats.complete
 
 
-_DONE = object()
-
-
-def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Run ``batches`` in a thread, ``depth`` batches ahead (bounded memory).
-
-    Parsing is Python; loading waits on PostgreSQL, which releases the GIL: with the parser a
-    batch ahead, the client parses while the server inserts, on the machine's two cores. An
-    exception in the parser is raised here, in the consumer; a consumer that stops early stops
-    the parser.
-    """
-    queue: Queue = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put((_DONE, None))
-        except BaseException as exc:  # noqa: BLE001 (handed to the consumer)
-            queue.put((_DONE, exc))
-
-    worker = threading.Thread(target=produce, name="parse-window", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = queue.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                queue.get(timeout=0.1)
-            except Empty:
-                pass
-        worker.join()
-
-
 #: Kept with every window's committed offsets: bump it when parsing or row building changes what
 #: the same bytes give, so that windows recorded by older code are read again in full.
 RECORDING_VERSION = 2
 #: Rows staged per round at least (a window's last round may be smaller).
 STAGE_ROWS = 20_000
-#: Counts that add up over a window's loads: an incremental load stores the window's totals.
-_ADDITIVE = (
-    "lines_read",
-    "fills_read",
-    "fills_recorded_or_present",
-    "skipped_messages",
-    "rejects",
-    "rejects_new",
-    "conflicts",
-    "conflicts_new",
-    "rows_inserted",
-    "rows_already_present",
-    "bytes_read",
-)
 
 
 def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
     """The committed offsets a load may continue from: only when the window still holds what
     that load left (a deleted row sends it down the full path) and the recording version is
     today's."""
-    if before is None or not before.intact or before.summary.get("version") != RECORDING_VERSION:
+    if before is None or not before.intact:
+        return None
+    if before.summary.version != RECORDING_VERSION:
         return None
     return before.positions
 
@@ -365,40 +221,17 @@ def _load(
         report.seconds = time.perf_counter() - started
         stored = load.stored_after(counts)
         report.rows_stored = stored.rows
-        summary = _summary(report, stats, before, stored, load.rows_digest)
-        load.save_window(report.source, stats.extent, summary)
+        summary = WindowSummary.of_load(
+            report,
+            version=RECORDING_VERSION,
+            positions=stats.positions,
+            stored=stored,
+            rows_digest=load.rows_digest,
+        )
+        if stats.incremental and before is not None:
+            summary = summary.after(before.summary)
+        load.save_window(report.source, stats.extent, summary.to_json())
     return report
-
-
-def _summary(
-    report: WindowReport,
-    stats: ReadStats,
-    before: PreviousLoad | None,
-    stored: StoredCounts,
-    rows_digest: RowsDigest | None,
-) -> dict:
-    """The window's row in competition_fill_windows: its totals (an incremental load adds its
-    counts to the previous load's), the committed offsets, and the stored counts."""
-    summary = report.as_dict()
-    for transient in ("ignored_files", "rewritten_segments", "incremental", "seconds"):
-        summary.pop(transient, None)
-    summary.pop("rows_stored", None)  # kept as "stored" below
-    if stats.incremental and before is not None:
-        for key in _ADDITIVE:
-            summary[key] = summary.get(key, 0) + before.summary.get(key, 0)
-        summary["incomplete_tails"] = report.incomplete_tails
-        if report.newest_fill_ms is None:
-            summary["newest_fill_ms"] = before.summary.get("newest_fill_ms")
-    summary["version"] = RECORDING_VERSION
-    summary["positions"] = stats.positions
-    summary["stored"] = stored.as_dict()
-    # What reconciles_with_journal compares the table with: an incremental load adds its rows'
-    # digest to the window's (a window without one is compared row by row until read in full).
-    if rows_digest is not None and stats.incremental and before is not None:
-        rows_digest = before.rows_digest + rows_digest if before.rows_digest else None
-    if rows_digest is not None:
-        summary["rows_digest"] = rows_digest.as_dict()
-    return summary
 
 
 def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> None:
@@ -410,8 +243,7 @@ def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> N
 
 def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
     """The window's totals, as a re-run that found every row already present reports them."""
-    known = {f.name for f in fields(WindowReport)}
-    report = WindowReport(**{k: v for k, v in before.summary.items() if k in known})
+    report = before.summary.totals
     report.rows_already_present += report.rows_inserted
     report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
     report.seconds = seconds

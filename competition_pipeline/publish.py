@@ -19,21 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
 from competition_pipeline.progress import Progress, stderr_log
 from competition_pipeline.sources.journal import JournalSource
-from competition_pipeline.sources.stream import STREAM, SUBJECT_PREFIX, connect
+from competition_pipeline.sources.stream import STREAM, SUBJECT_PREFIX, connect, fill_head
 from competition_pipeline.windows import Window
-
-
-class _Head(msgspec.Struct):
-    fill: dict | None = None
-
-
-_HEAD = msgspec.json.Decoder(_Head)
 
 
 @dataclass
@@ -44,10 +36,7 @@ class Published:
 
 def subject_and_id(line: bytes, prefix: str) -> tuple[str, str]:
     """The subject (by underlying) and the Nats-Msg-Id of one engine message."""
-    try:
-        fill = _HEAD.decode(line).fill or {}
-    except Exception:  # noqa: BLE001 (a bad line is published as it is, for the pipeline to reject)
-        fill = {}
+    fill = fill_head(line)  # empty for a bad line: published as it is, for the pipeline to reject
     symbol, trade_id = fill.get("symbol"), fill.get("trade_id")
     underlying = symbol.split("-", 1)[0] if isinstance(symbol, str) and symbol else "system"
     if not underlying.isalnum():
@@ -128,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         windows = [Window.from_key(k) for k in args.window] if args.window else None
         lines: Iterable[bytes] = journal_lines(args.root, windows)
     else:
-        lines = _live_lines(args.rate, args.duration)
+        lines = live_lines(args.rate, args.duration)
     progress = Progress("published", stderr_log("publish"))
     result = asyncio.run(
         publish_lines(args.url, lines, stream=args.stream, prefix=args.prefix, progress=progress)
@@ -137,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _live_lines(rate: float, duration: float) -> Iterable[bytes]:
+def live_lines(rate: float, duration: float) -> Iterable[bytes]:
     from competition_pipeline.simulate import FillSimulator
 
     sim = FillSimulator(seed=time.time_ns() % 2**32, trade_id_base=time.time_ns() // 1000)

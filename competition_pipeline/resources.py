@@ -5,13 +5,13 @@ an ``EnvVar`` by name in the UI and launchpad, so the password never reaches the
 or the logs. Every message these resources produce uses the redacted URL.
 """
 
-import os
 import threading
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from competition_pipeline.pipeline import RejectBudget
+from competition_pipeline.settings import Settings
 from competition_pipeline.sources import FillSource, SourceError
 from competition_pipeline.sources.journal import JournalSource
 from competition_pipeline.sources.stream import (
@@ -67,16 +67,13 @@ class RecordingPolicy(ConfigurableResource):
         return RejectBudget(self.max_rejects, self.max_reject_fraction)
 
     @classmethod
-    def from_environment(cls) -> "RecordingPolicy":
+    def from_settings(cls, settings: Settings) -> "RecordingPolicy":
         """FILL_STRICT, FILL_MAX_REJECTS, FILL_MAX_REJECT_FRACTION, FILL_REJECTS_ERROR_THRESHOLD."""
-        env = os.environ
         return cls(
-            strict=env.get("FILL_STRICT", "false").lower() in ("1", "true", "yes"),
-            max_rejects=int(env["FILL_MAX_REJECTS"]) if env.get("FILL_MAX_REJECTS") else None,
-            max_reject_fraction=float(env["FILL_MAX_REJECT_FRACTION"])
-            if env.get("FILL_MAX_REJECT_FRACTION")
-            else None,
-            rejects_error_threshold=int(env.get("FILL_REJECTS_ERROR_THRESHOLD", "100")),
+            strict=settings.strict,
+            max_rejects=settings.max_rejects,
+            max_reject_fraction=settings.max_reject_fraction,
+            rejects_error_threshold=settings.rejects_error_threshold,
         )
 
 
@@ -115,18 +112,16 @@ class FillSourceResource(ConfigurableResource):
         return JournalSource(self.root)
 
     @classmethod
-    def from_environment(cls) -> "FillSourceResource":
-        """FILL_SOURCE, FILL_JOURNAL_DIR (as an EnvVar when set), NATS_URL, FILL_STREAM,
+    def from_settings(cls, settings: Settings) -> "FillSourceResource":
+        """FILL_SOURCE, FILL_JOURNAL_DIR (as an EnvVar), NATS_URL, FILL_STREAM,
         FILL_SUBJECT_PREFIX, FILL_LATENESS_SECONDS."""
-        env = os.environ
+        lateness = settings.lateness_seconds
         return cls(
-            kind=env.get("FILL_SOURCE", "journal"),
+            kind=settings.fill_source,
             # Resolved when a run starts; a missing FILL_JOURNAL_DIR fails that run, not the load.
-            root=EnvVar("FILL_JOURNAL_DIR")
-            if env.get("FILL_SOURCE", "journal") == "journal"
-            else "",
-            nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
-            stream=env.get("FILL_STREAM", STREAM),
-            subject_prefix=env.get("FILL_SUBJECT_PREFIX", SUBJECT_PREFIX),
-            lateness_seconds=int(env.get("FILL_LATENESS_SECONDS", DEFAULT_LATENESS_MS // 1000)),
+            root=EnvVar("FILL_JOURNAL_DIR") if settings.fill_source == "journal" else "",
+            nats_url=settings.nats_url,
+            stream=settings.stream or STREAM,
+            subject_prefix=settings.subject_prefix or SUBJECT_PREFIX,
+            lateness_seconds=DEFAULT_LATENESS_MS // 1000 if lateness is None else lateness,
         )

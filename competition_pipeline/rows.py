@@ -1,4 +1,5 @@
-"""Fills -> competition rows: one row per ``(trade_id, wallet)`` (contract, section 2).
+"""Fills -> competition rows: one row per ``(trade_id, wallet)`` (contract, section 2); and the
+staged layouts of those rows and of rejected lines, each written once with its SQL types.
 
 The taker's row (role ``taker``, side = taker side, taker fee, taker PnL, the builder code and fee
 the taker paid) and the maker's row (role ``maker``, the opposite side, maker fee, maker PnL).
@@ -14,33 +15,78 @@ in the loader, exactly.
 from __future__ import annotations
 
 from decimal import Context, Decimal
+from typing import NamedTuple
 
 from competition_pipeline.contract import Fill
 
-#: The staging row layout the loader COPYs (``store.STAGE_COLUMNS`` mirrors it).
-ROW_FIELDS = (
-    "seq",
-    "source_file",
-    "line_no",
-    "trade_id",
-    "wallet",
-    "role",
-    "side",
-    "counterparty",
-    "is_self_trade",
-    "symbol",
-    "price",
-    "size",
-    "fee",
-    "realized_pnl",
-    "builder_code_address",
-    "builder_code_fee",
-    "source_type",
-    "taker_order_id",
-    "maker_order_id",
-    "underlying_notional",
-    "fill_ts_ms",
-)
+#: The staging row layout the loader COPYs: each field and its SQL type, in row order. The one
+#: place this layout is written: the staging table, the COPY and the benchmark read it from here.
+ROW_TYPES = {
+    "seq": "bigint",
+    "source_file": "text",
+    "line_no": "bigint",
+    "trade_id": "bigint",
+    "wallet": "text",
+    "role": "text",
+    "side": "text",
+    "counterparty": "text",
+    "is_self_trade": "boolean",
+    "symbol": "text",
+    "price": "numeric",
+    "size": "numeric",
+    "fee": "numeric",
+    "realized_pnl": "numeric",
+    "builder_code_address": "text",
+    "builder_code_fee": "numeric",
+    "source_type": "text",
+    "taker_order_id": "bigint",
+    "maker_order_id": "bigint",
+    "underlying_notional": "numeric",
+    "fill_ts_ms": "bigint",
+}
+ROW_FIELDS = tuple(ROW_TYPES)
+
+#: The staging layout of a rejected line (a :data:`RejectRow`), with its SQL types.
+REJECT_TYPES = {
+    "source_file": "text",
+    "line_no": "bigint",
+    "raw_line": "text",
+    "raw_line_escaped": "boolean",
+    "reason": "text",
+}
+REJECT_FIELDS = tuple(REJECT_TYPES)
+RejectRow = tuple[str, int, str, bool, str]  # in REJECT_FIELDS order
+
+
+def column_definitions(types: dict[str, str]) -> str:
+    """SQL: the column list of a table holding one of the layouts above (``name type, ...``)."""
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in types.items())
+
+
+class RawText(NamedTuple):
+    """A rejected line as storable text, and whether it had to be escaped to be stored."""
+
+    text: str
+    escaped: bool
+
+
+def raw_text(data: bytes) -> RawText:
+    """Lossless: valid UTF-8 without NUL is stored as it is; anything else is escaped (``\\`` for
+    a backslash, ``\\xNN`` for a byte that is not UTF-8, ``\\x00`` for NUL) and flagged."""
+    try:
+        text = data.decode("utf-8")
+        if "\x00" not in text:
+            return RawText(text, False)
+    except UnicodeDecodeError:
+        pass
+    escaped = data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    return RawText(escaped.replace("\x00", "\\x00"), True)
+
+
+def reject_row(source_file: str, line_no: int, data: bytes, reason: str) -> RejectRow:
+    """A rejected line in :data:`REJECT_FIELDS` order, its bytes made storable."""
+    return (source_file, line_no, *raw_text(data), reason)
+
 
 Row = tuple
 _EXACT = Context(prec=200)

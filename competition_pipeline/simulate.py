@@ -432,62 +432,109 @@ def write_hour(
     existing = _segment_numbers(directory)
     number = existing[-1][0] if existing else 0
     names: list[str] = []
-    lines = others = self_trades = size = 0
-    first_id: int | None = None
-    last_id: int | None = None
+    tally = _Tally()
     for index in range(segments):
         number += 1
         closed = compress_closed and index < segments - 1
         name = f"seg-{number:05d}.jsonl" + (".gz" if closed else "")
         start, stop = fills * index // segments, fills * (index + 1) // segments
-        path = directory / name
-        temp = directory / f".{name}.tmp" if closed else path
-        with open(temp, "wb") as raw:
-            out = (
-                gzip.GzipFile(
-                    filename="", fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0
-                )
-                if closed
-                else raw
-            )
-            with out, ThreadPoolExecutor(1, thread_name_prefix="journal-writer") as writer:
-                # Compression and disk writes (which release the GIL) overlap rendering; at
-                # most two chunks wait, so memory stays a few MB whatever the hour's size.
-                pending: deque[Future[int]] = deque()
-                for chunk in range(start, stop, CHUNK_FILLS):
-                    batch = sim.render(
-                        sim.spread(low, high, fills, chunk, min(stop, chunk + CHUNK_FILLS))
-                    )
-                    data = batch.text.encode()
-                    pending.append(writer.submit(out.write, data))
-                    while len(pending) > 2:
-                        pending.popleft().result()
-                    size += len(data)
-                    lines += batch.fills + batch.others
-                    others += batch.others
-                    self_trades += batch.self_trades
-                    if first_id is None:
-                        first_id = batch.first_trade_id
-                    last_id = batch.last_trade_id or last_id
-                    if progress is not None:
-                        progress(min(stop, chunk + CHUNK_FILLS), fills)
-                for future in pending:
-                    future.result()
-        if closed:
-            os.replace(temp, path)
+        chunks = _chunks(sim, (low, high), fills, start, stop)
+        level = compresslevel if closed else None
+        _write_segment(directory / name, chunks, tally, fills, progress, gzip_level=level)
         names.append(name)
     return HourStats(
         window=window,
         segments=tuple(names),
-        lines=lines,
+        lines=tally.lines,
         fills=fills,
-        others=others,
-        self_trades=self_trades,
-        rows_expected=2 * fills - self_trades,
-        bytes=size,
-        first_trade_id=first_id,
-        last_trade_id=last_id,
+        others=tally.others,
+        self_trades=tally.self_trades,
+        rows_expected=2 * fills - tally.self_trades,
+        bytes=tally.bytes,
+        first_trade_id=tally.first_trade_id,
+        last_trade_id=tally.last_trade_id,
     )
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What an hour's segments hold so far (see :class:`HourStats`)."""
+
+    lines: int = 0
+    others: int = 0
+    self_trades: int = 0
+    bytes: int = 0
+    first_trade_id: int | None = None
+    last_trade_id: int | None = None
+
+    def add(self, batch: Batch, size: int) -> None:
+        self.bytes += size
+        self.lines += batch.fills + batch.others
+        self.others += batch.others
+        self.self_trades += batch.self_trades
+        if self.first_trade_id is None:
+            self.first_trade_id = batch.first_trade_id
+        self.last_trade_id = batch.last_trade_id or self.last_trade_id
+
+
+def _chunks(
+    sim: FillSimulator, span: tuple[int, int], fills: int, start: int, stop: int
+) -> Iterator[tuple[Batch, int]]:
+    """Fills ``start`` to ``stop`` of the hour's ``fills`` (spread over ``span``, ms), rendered a
+    chunk at a time, each with the count of the hour's fills rendered once it is written."""
+    for chunk in range(start, stop, CHUNK_FILLS):
+        done = min(stop, chunk + CHUNK_FILLS)
+        yield sim.render(sim.spread(*span, fills, chunk, done)), done
+
+
+def _write_segment(
+    path: Path,
+    chunks: Iterator[tuple[Batch, int]],
+    tally: _Tally,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+    *,
+    gzip_level: int | None,
+) -> None:
+    """Write one segment: plain, or gzipped (``gzip_level``) under a dot-name and renamed when
+    complete, so that a closed segment is never seen half-written."""
+    temp = path if gzip_level is None else path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as raw:
+        out: BinaryIO = raw
+        if gzip_level is not None:  # no name nor time in the header: the same hour, the same bytes
+            out = gzip.GzipFile(
+                filename="", fileobj=raw, mode="wb", compresslevel=gzip_level, mtime=0
+            )
+        with out:
+            _write_chunks(out, chunks, tally, total, progress)
+    if gzip_level is not None:
+        os.replace(temp, path)
+
+
+def _write_chunks(
+    out: BinaryIO,
+    chunks: Iterator[tuple[Batch, int]],
+    tally: _Tally,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Write rendered chunks to a segment, counting them in ``tally``.
+
+    Compression and disk writes (which release the GIL) run in a thread while the next chunk is
+    rendered; at most two chunks wait, so memory stays a few MB whatever the hour's size.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="journal-writer") as writer:
+        pending: deque[Future[int]] = deque()
+        for batch, done in chunks:
+            data = batch.text.encode()
+            pending.append(writer.submit(out.write, data))
+            while len(pending) > 2:
+                pending.popleft().result()
+            tally.add(batch, len(data))
+            if progress is not None:
+                progress(done, total)
+        for future in pending:
+            future.result()
 
 
 def _open_live_segment(directory: Path) -> BinaryIO:
@@ -587,8 +634,7 @@ def _windows(end: Window, hours: int) -> Iterator[Window]:
         yield Window(end.start - back * HOUR)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write the ``--hours`` most recent hours of journal; with ``--follow``, keep appending."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m competition_pipeline.simulate",
         description="Write a simulated engine fill journal (contracts/fill-journal.md).",
@@ -604,6 +650,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--follow", action="store_true", help="then keep appending live fills")
     parser.add_argument("--rate", type=float, default=5.0, help="live fills per second")
     parser.add_argument("--duration", type=float, help="stop following after this many seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the ``--hours`` most recent hours of journal; with ``--follow``, keep appending."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.hours < 1 or args.fills_per_hour < 0 or args.segments < 1:
         parser.error("--hours and --segments must be >= 1, --fills-per-hour >= 0")
@@ -619,6 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     windows = list(_windows(end, args.hours))
     sim = FillSimulator(seed=args.seed, trade_id_base=default_trade_id_base(windows[0]))
+    _write_history(args, windows, sim)
+    if args.follow:
+        _follow(args, sim)
+    return 0
+
+
+def _write_history(args: argparse.Namespace, windows: list[Window], sim: FillSimulator) -> None:
+    """Write the hours that have no segments yet (the open hour only up to now)."""
     started = time.perf_counter()
     fills = rows = lines = written = 0
     for window in windows:
@@ -657,8 +717,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{rows} rows expected, next trade id {sim.next_trade_id}, "
         f"{time.perf_counter() - started:.2f}s"
     )
-    if not args.follow:
-        return 0
+
+
+def _follow(args: argparse.Namespace, sim: FillSimulator) -> None:
+    """Append live fills in a thread until ``--duration`` ends, Ctrl-C or SIGTERM."""
     # Live ids come from the upper half of the current hour's range, offset by the millisecond,
     # so following again after a restart never reuses the ids of the previous run.
     sim.skip_to(_live_trade_id_base(time.time_ns() // 1_000_000))
@@ -694,7 +756,6 @@ def main(argv: list[str] | None = None) -> int:
             f"appended {live.fills} fills ({live.rows_expected} rows expected) in "
             f"{live.seconds:.1f}s to {', '.join(live.windows) or 'no hour'}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from decimal import Decimal
 
 import psycopg
 
+from competition_pipeline.contract import WALLET
 from competition_pipeline.store import CompetitionStore
 
 WIN_CONDITIONS = ("pnl", "volume")
-_WALLET = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 
@@ -127,7 +127,7 @@ class Competitions:
 
     def register(self, competition_id: str, wallet: str, username: str | None = None) -> str:
         """Register a wallet (stored lowercase); registering it again updates the username."""
-        if not _WALLET.fullmatch(wallet):
+        if not WALLET.fullmatch(wallet):
             raise CompetitionError(f"wallet {wallet!r} is not 0x + 40 hex digits")
         wallet = wallet.lower()
         with self.store.connect() as conn:

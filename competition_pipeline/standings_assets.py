@@ -9,7 +9,7 @@ a competition. Users can also materialize it from the UI at any time.
 
 import dagster as dg
 
-from competition_pipeline.assets import competition_fill_events
+from competition_pipeline.partitions import FILL_EVENTS_KEY
 from competition_pipeline.resources import CompetitionDatabase
 from competition_pipeline.standings import Competitions, Standing
 from competition_pipeline.windows import Window
@@ -32,7 +32,7 @@ def _top_ten(rows: list[Standing]) -> str:
 
 @dg.asset(
     name="competition_standings",
-    deps=[competition_fill_events],
+    deps=[FILL_EVENTS_KEY],
     group_name="competition",
     kinds={"postgres"},
     description=(
@@ -72,7 +72,7 @@ def standings_refresh_sensor(
     context: dg.SensorEvaluationContext, database: CompetitionDatabase
 ) -> dg.SensorResult | dg.SkipReason:
     records = context.instance.fetch_materializations(
-        competition_fill_events.key, limit=1000, cursor=context.cursor, ascending=True
+        FILL_EVENTS_KEY, limit=1000, cursor=context.cursor, ascending=True
     )
     if not records.records:
         return dg.SkipReason("no new recorded windows")

@@ -19,16 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported by dagster 1.13
-)
 
+from competition_pipeline.dagster_internals import AssetCheckEvaluationTargetMaterializationData
+from competition_pipeline.partitions import FILL_EVENTS_KEY
 from competition_pipeline.pipeline import reconcile_window
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import Window
 
-FILL_EVENTS_KEY = dg.AssetKey("competition_fill_events")
 RECONCILES = "reconciles_with_journal"
 NO_CONFLICTS = "no_conflicting_duplicates"
 REJECTS = "rejects_within_budget"
@@ -50,7 +48,7 @@ class WindowChecks:
     """Evaluates the checks of any window; store and source are made once, on first use."""
 
     database: CompetitionDatabase
-    journal: FillSourceResource | None = None
+    fill_source: FillSourceResource | None = None
     policy: RecordingPolicy | None = None
     #: Where the window's latest materialization is looked up, so that each evaluation names the
     #: materialization it checked: only such an evaluation counts as the partition's current
@@ -113,8 +111,8 @@ class WindowChecks:
             yield self.evaluation(name, window)
 
     def reconciles_with_journal(self, window: Window) -> Outcome:
-        assert self.journal is not None
-        result = reconcile_window(self.journal.source(), self.store, window)
+        assert self.fill_source is not None
+        result = reconcile_window(self.fill_source.source(), self.store, window)
         return Outcome(
             result.exact,
             {

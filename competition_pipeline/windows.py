@@ -15,6 +15,11 @@ _MS = dt.timedelta(milliseconds=1)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+def utc_from_ms(timestamp_ms: int) -> dt.datetime:
+    """The UTC instant of a fill timestamp (milliseconds since the epoch), exactly."""
+    return _EPOCH + timestamp_ms * _MS
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Window:
     """One hourly window of fill event time, ``[start, start + 1h)`` in UTC."""
@@ -47,7 +52,7 @@ class Window:
 
     @classmethod
     def containing_ms(cls, timestamp_ms: int) -> Window:
-        return cls.containing(_EPOCH + timestamp_ms * _MS)
+        return cls.containing(utc_from_ms(timestamp_ms))
 
     @property
     def end(self) -> dt.datetime:
@@ -67,6 +72,15 @@ class Window:
 
     def contains_ms(self, timestamp_ms: int) -> bool:
         return self.start_ms <= timestamp_ms < self.end_ms
+
+    def misfiled(self, timestamp_ms: int) -> str:
+        """The reject reason of a fill filed under this window whose time is outside it: a fill
+        belongs to the window of its event time (contract, section 5)."""
+        instant = utc_from_ms(timestamp_ms)
+        return (
+            f"timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the window "
+            f"{self.key} it is filed under"
+        )
 
     def __str__(self) -> str:
         return self.key

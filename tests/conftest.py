@@ -16,14 +16,24 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
-# Retries are exercised, but without minutes of backoff (read when the asset module is imported).
-os.environ.setdefault("FILL_RETRY_DELAY_SECONDS", "0.05")
-os.environ.setdefault("FILL_RETRY_MAX", "1")
-
-from competition_pipeline import dburl, embedded  # noqa: E402
+from competition_pipeline import dburl, embedded
+from competition_pipeline.store import CompetitionStore
+from tests.environment import TEST_ENVIRONMENT
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_environment() -> Iterator[None]:
+    """The Dagster processes the tests start (daemon, code server, CLI) get the fast retries of
+    the in-process definitions (tests/location.py); a variable already set wins."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in TEST_ENVIRONMENT.items():
+            if name not in os.environ:
+                patch.setenv(name, value)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +55,49 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-def _fresh_database(admin_url: str) -> Iterator[str]:
+def _fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]:
     name = f"cp_test_{uuid.uuid4().hex[:12]}"
-    embedded.create_database(admin_url, name)
+    if template is None:
+        embedded.create_database(admin_url, name)
+    else:
+        with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
     try:
         yield embedded.database_url(admin_url, name)
     finally:
         embedded.drop_database(admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def schema_template(pg_admin_url: str) -> Iterator[str]:
+    """A database holding the competition schema at head, made once per session.
+
+    Running the migrations costs seconds a database (Alembic, the monthly partitions, the key
+    registry's hash partitions); cloning a template costs a fraction of a second. Every test's
+    ``database_url`` is a clone, so it starts exactly where ``competition-pipeline schema`` leaves a
+    new database."""
+    name = f"cp_template_{uuid.uuid4().hex[:12]}"
+    embedded.create_database(pg_admin_url, name)
+    try:
+        CompetitionStore(embedded.database_url(pg_admin_url, name)).ensure_schema()
+        yield name
+    finally:
+        embedded.drop_database(pg_admin_url, name)
+
+
 @pytest.fixture
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A new, empty database for the competition tables, dropped after the test."""
+def database_url(pg_admin_url: str, schema_template: str) -> Iterator[str]:
+    """A new database with the competition schema at head (a template clone), dropped after."""
+    yield from _fresh_database(pg_admin_url, schema_template)
+
+
+@pytest.fixture
+def empty_database_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty database: for tests of creating and upgrading the schema itself."""
     yield from _fresh_database(pg_admin_url)
 
 

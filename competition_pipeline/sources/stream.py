@@ -33,22 +33,27 @@ DEFAULT_LATENESS_MS = 5 * 60 * 1000
 BATCH = 5_000
 
 
-class _Peek(msgspec.Struct):
-    """Just enough of a message to place it in a window."""
+class _Head(msgspec.Struct):
+    """Just enough of a message to place it in a window, or to publish it under its subject."""
 
     fill: dict | None = None
 
 
-_PEEK = msgspec.json.Decoder(_Peek)
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def fill_head(data: bytes) -> dict:
+    """The message's ``fill`` object, or an empty one when it has none or when the line
+    is not readable (the pipeline rejects such a line; placing and publishing it go on)."""
+    try:
+        return _HEAD.decode(data).fill or {}
+    except Exception:  # noqa: BLE001 (msgspec raises several types for a line that is not JSON)
+        return {}
 
 
 def fill_timestamp(data: bytes) -> int | None:
     """The message's fill timestamp in ms, or None when it has none (or is not readable)."""
-    try:
-        fill = _PEEK.decode(data).fill
-    except Exception:  # noqa: BLE001 (an unreadable message is placed by publish time)
-        return None
-    value = fill.get("timestamp") if fill else None
+    value = fill_head(data).get("timestamp")
     return value if type(value) is int else None
 
 
@@ -107,7 +112,8 @@ class StreamSource:
                 f"{type(exc).__name__}: {str(exc) or f'no answer within {self.timeout:g} s'}"
             ) from None
 
-    async def _state(self, nc) -> StreamState:
+    async def read_state(self, nc) -> StreamState:
+        """The stream's extent on connection ``nc``: message count, sequences and times."""
         try:
             info = await nc.jetstream().stream_info(self.stream)
         except NotFoundError:
@@ -120,9 +126,6 @@ class StreamSource:
             first_time = _when((await js.get_msg(self.stream, seq=state.first_seq)).time)
             last_time = _when((await js.get_msg(self.stream, seq=state.last_seq)).time)
         return StreamState(state.messages, state.first_seq, state.last_seq, first_time, last_time)
-
-    def state(self) -> StreamState:
-        return _run(self._with_connection(self._state))
 
     async def _with_connection(self, action):
         nc = await self._connect()
@@ -153,7 +156,7 @@ class StreamSource:
         try:
             nc = loop.run_until_complete(self._connect())
             try:
-                state = loop.run_until_complete(self._state(nc))
+                state = loop.run_until_complete(self.read_state(nc))
                 self._check_retention(window, state)
                 stop_seq = state.last_seq if extent is None else extent.get(self.origin, 0)
                 stats.segments = 1
@@ -199,25 +202,18 @@ class StreamSource:
         records: list[tuple[int, bytes]] = []
         end_ms = window.end_ms + self.lateness_ms
         while len(records) < BATCH:
-            try:
-                msg = await sub.next_msg(timeout=self.timeout)
-            except TimeoutError:
+            msg = await _next_new(sub, last_seq, self.timeout)
+            if msg is None:
                 return records, last_seq, True  # nothing more to read now
-            meta = msg.metadata
-            seq = meta.sequence.stream
-            if seq <= last_seq:
-                continue  # delivered again (the ordered consumer resets after a gap)
-            last_seq = seq
+            last_seq = msg.metadata.sequence.stream
             stats.bytes_read += len(msg.data)
-            published_ms = int(meta.timestamp.timestamp() * 1000)
-            timestamp = fill_timestamp(msg.data)
-            placed = timestamp if timestamp is not None else published_ms
+            placed, timestamp, published_ms = _placement(msg)
             if window.start_ms <= placed < window.end_ms:
-                records.append((seq, msg.data))
+                records.append((last_seq, msg.data))
             # Past the window for good: published after its end plus the lateness, and a fill
             # of that time too (a journal re-published later has late publish times throughout).
             past = published_ms >= end_ms and timestamp is not None and timestamp >= end_ms
-            if seq >= stop_seq or past:
+            if last_seq >= stop_seq or past:
                 return records, last_seq, True
         return records, last_seq, False
 
@@ -246,7 +242,7 @@ def windows_since(source: StreamSource, after_seq: int) -> tuple[dict[Window, in
     the last message that exists when it starts."""
 
     async def read(nc) -> tuple[dict[Window, int], int]:
-        state = await source._state(nc)
+        state = await source.read_state(nc)
         if state.last_seq <= after_seq:
             return {}, after_seq
         config = ConsumerConfig(
@@ -259,23 +255,37 @@ def windows_since(source: StreamSource, after_seq: int) -> tuple[dict[Window, in
         last = after_seq
         try:
             while last < state.last_seq:
-                try:
-                    msg = await sub.next_msg(timeout=source.timeout)
-                except TimeoutError:
+                msg = await _next_new(sub, last, source.timeout)
+                if msg is None:
                     break
-                seq = msg.metadata.sequence.stream
-                if seq <= last:
-                    continue
-                last = seq
-                timestamp = fill_timestamp(msg.data)
-                if timestamp is None:
-                    timestamp = int(msg.metadata.timestamp.timestamp() * 1000)
-                windows[Window.containing_ms(timestamp)] = seq
+                last = msg.metadata.sequence.stream
+                placed, _, _ = _placement(msg)
+                windows[Window.containing_ms(placed)] = last
         finally:
             await sub.unsubscribe()
         return windows, last
 
     return _run(source._with_connection(read))
+
+
+async def _next_new(sub, after_seq: int, timeout: float):
+    """The next message past stream sequence ``after_seq``, or None when none arrives within
+    ``timeout``: the ordered consumer delivers messages again after it resets on a gap."""
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except TimeoutError:
+            return None
+        if msg.metadata.sequence.stream > after_seq:
+            return msg
+
+
+def _placement(msg) -> tuple[int, int | None, int]:
+    """Where a message is placed: its fill timestamp, or its publish time when it has none (in
+    ms); and the two times it was placed by (the fill timestamp None when it has none)."""
+    timestamp = fill_timestamp(msg.data)
+    published_ms = int(msg.metadata.timestamp.timestamp() * 1000)
+    return (timestamp if timestamp is not None else published_ms), timestamp, published_ms
 
 
 def _when(value) -> dt.datetime | None:

@@ -18,7 +18,7 @@ import psycopg
 
 from competition_pipeline import dburl
 from tests.journal_helpers import bulk_segment
-from tests.test_asset import KEY, WINDOW, materialize, metadata, query
+from tests.integration.test_asset import KEY, WINDOW, materialize, metadata, query
 
 FILLS = 300_000  # large enough that the load takes seconds, so the fault lands inside it
 

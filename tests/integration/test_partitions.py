@@ -24,7 +24,7 @@ from competition_pipeline.store import CompetitionStore, StoreError
 from competition_pipeline.windows import Window
 from tests.conftest import REPO
 from tests.journal_helpers import W1, W2, append, fill, line, write_segment
-from tests.test_asset import materialize, metadata, query
+from tests.integration.test_asset import materialize, metadata, query
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026
@@ -45,15 +45,17 @@ def partitions(url: str) -> dict[str, int]:
         }
 
 
-def test_a_new_database_is_created_at_head_and_partitioned(database_url: str) -> None:
-    store = CompetitionStore(database_url)
+def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: str) -> None:
+    store = CompetitionStore(empty_database_url)
     applied = store.ensure_schema()
     assert [r.split(" ")[0] for r in applied] == ["0001", "0002"]
     assert store.ensure_schema() == []  # at head: nothing to do
-    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     kinds = dict(
         query(
-            database_url,
+            empty_database_url,
             "SELECT relname, relkind::text FROM pg_class WHERE relname IN"
             " ('competition_fill_events', 'competition_fill_keys')",
         )
@@ -63,7 +65,7 @@ def test_a_new_database_is_created_at_head_and_partitioned(database_url: str) ->
     expected = {
         f"competition_fill_events_{d:%Y_%m}" for d in (this_month, months.first_day(this_month, 1))
     }
-    assert set(partitions(database_url)) == expected
+    assert set(partitions(empty_database_url)) == expected
 
 
 def test_windows_across_a_month_boundary_and_a_conflict_in_another_month(
@@ -148,7 +150,7 @@ def test_per_window_and_standings_queries_read_one_partition(
         write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
         materialize(database_url, journal, window.key)
     params = {"window_start": NOV.start, "window_end": NOV.end}
-    from competition_pipeline.store import _SQL_STORED_ROWS
+    from competition_pipeline.load import _SQL_STORED_ROWS
 
     with psycopg.connect(dburl.libpq(database_url)) as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _SQL_STORED_ROWS, params))
@@ -173,12 +175,12 @@ def test_per_window_and_standings_queries_read_one_partition(
 
 
 def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     role = f"nodll_{os.getpid()}"
-    database = dburl.parse(database_url).database
-    store = CompetitionStore(database_url)
-    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+    database = dburl.parse(empty_database_url).database
+    store = CompetitionStore(empty_database_url)
+    with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {role}")
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
@@ -191,7 +193,7 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             command.upgrade(schema._config(conn), "0001")
             conn.exec_driver_sql("GRANT SELECT ON alembic_version TO PUBLIC")
         engine.dispose()
-        url = dburl.parse(database_url).set(username=role, password=None)
+        url = dburl.parse(empty_database_url).set(username=role, password=None)
         recorder = CompetitionStore(url.render_as_string(hide_password=False))
         with pytest.raises(StoreError) as raised:
             recorder.ensure_schema()
@@ -205,7 +207,7 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
         ]
         assert recorder.ensure_schema() == []
     finally:
-        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
 
@@ -290,7 +292,7 @@ for report in record_windows(JournalSource(sys.argv[2]), store, windows):
 
 
 def test_upgrade_from_the_previous_release_keeps_every_row(
-    database_url: str, journal: Path, tmp_path: Path
+    empty_database_url: str, journal: Path, tmp_path: Path
 ) -> None:
     old = _previous_release(tmp_path)
     write_segment(
@@ -307,7 +309,7 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     script.write_text(_OLD_RECORD)
     env = {**os.environ, "PYTHONPATH": str(old)}
     run = subprocess.run(
-        [sys.executable, str(script), database_url, str(journal), OCT.key, NOV.key],
+        [sys.executable, str(script), empty_database_url, str(journal), OCT.key, NOV.key],
         env=env,
         capture_output=True,
         text=True,
@@ -316,13 +318,13 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     )
     assert run.stdout.splitlines()[0].startswith(str(old)), run.stdout  # really the old code
     rows_before = query(
-        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+        empty_database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
     )
     assert len(rows_before) == 8
-    assert query(database_url, "SELECT to_regclass('alembic_version')") == [(None,)]
+    assert query(empty_database_url, "SELECT to_regclass('alembic_version')") == [(None,)]
 
     # The one command of the upgrade.
-    env = {**os.environ, "COMPETITION_DATABASE_URL": database_url}
+    env = {**os.environ, "COMPETITION_DATABASE_URL": empty_database_url}
     env.pop("PYTHONPATH", None)
     subprocess.run(
         [str(Path(sys.executable).with_name("competition-pipeline")), "schema"],
@@ -330,28 +332,30 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
         check=True,
         capture_output=True,
     )
-    assert query(database_url, "SELECT version_num FROM alembic_version") == [(schema.head(),)]
+    assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        (schema.head(),)
+    ]
     rows_after = query(
-        database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
+        empty_database_url, "SELECT * FROM competition_fill_events ORDER BY trade_id, wallet"
     )
     assert rows_after == rows_before
     # The old table became the history partition (not rewritten: same relfilenode name kept).
-    assert partitions(database_url)["competition_fill_events_hist"] == 8
-    assert query(database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
+    assert partitions(empty_database_url)["competition_fill_events_hist"] == 8
+    assert query(empty_database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
 
     # Re-recording the same journal inserts nothing.
-    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+    with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
         conn.execute("DELETE FROM competition_fill_windows")
     for window in (OCT, NOV):
-        meta = metadata(materialize(database_url, journal, window.key))
+        meta = metadata(materialize(empty_database_url, journal, window.key))
         assert (meta["rows_inserted"], meta["conflicts"]) == (0, 0), window.key
     # A conflicting version of an October fill, filed in a later month, is still detected.
     later = Window.from_key("2026-05-01-00:00")
     write_segment(journal, later, "c.jsonl", [fill(1, later.start_ms), fill(20, later.start_ms)])
-    meta = metadata(materialize(database_url, journal, later.key))
+    meta = metadata(materialize(empty_database_url, journal, later.key))
     assert (meta["rows_inserted"], meta["conflicts"]) == (2, 1)
-    assert "competition_fill_events_2026_05" in partitions(database_url)
-    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
+    assert "competition_fill_events_2026_05" in partitions(empty_database_url)
+    assert query(empty_database_url, "SELECT count(*) FROM competition_fill_events") == [(10,)]
 
 
 def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
@@ -419,11 +423,11 @@ def test_a_repeat_in_the_third_batch_sends_the_rest_of_the_window_down_the_caref
     """One batch per segment: two batches go in on the fast path, the third holds a conflicting
     version of a fill recorded in another month and a repeat of the first batch's fill; the
     window ends on the careful path with each key once and the journal's digest."""
-    from competition_pipeline import pipeline, store
+    from competition_pipeline import load, pipeline
     from competition_pipeline.sources.journal import window_dir
 
     monkeypatch.setattr(pipeline, "STAGE_ROWS", 1)  # every segment's batch staged on its own
-    monkeypatch.setattr(store, "_STAGE_TABLES", stage_tables)  # 1: batches 3+ via stage_batch
+    monkeypatch.setattr(load, "_STAGE_TABLES", stage_tables)  # 1: batches 3+ via stage_batch
     write_segment(journal, OCT, "a.jsonl", [fill(1, OCT.start_ms)])
     assert metadata(materialize(database_url, journal, OCT.key))["rows_inserted"] == 2
     t = NOV.start_ms
@@ -433,13 +437,13 @@ def test_a_repeat_in_the_third_batch_sends_the_rest_of_the_window_down_the_caref
     write_segment(journal, NOV, "c.jsonl", [fill(13, t + 3), fill(1, t + 4), fill(10, t)])
     write_segment(journal, NOV, "d.jsonl", [fill(14, t + 5)])
     fast: list[bool] = []  # after each batch: still on the fast path?
-    stage_rows = store.WindowLoad.stage_rows
+    stage_rows = load.WindowLoad.stage_rows
 
-    def spy(load: store.WindowLoad, rows: list) -> None:
-        stage_rows(load, rows)
-        fast.append(load._fast_path)
+    def spy(window_load: load.WindowLoad, rows: list) -> None:
+        stage_rows(window_load, rows)
+        fast.append(window_load._fast_path)
 
-    monkeypatch.setattr(store.WindowLoad, "stage_rows", spy)
+    monkeypatch.setattr(load.WindowLoad, "stage_rows", spy)
     result = materialize(database_url, journal, NOV.key, checks=True)
     assert fast[:4] == [True, True, False, False]
     meta = metadata(result)

@@ -10,7 +10,6 @@ import dagster as dg
 import psycopg
 
 from competition_pipeline import dburl
-from competition_pipeline.assets import competition_fill_events
 from competition_pipeline.pipeline import reconcile_window
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources.journal import JournalSource
@@ -18,7 +17,8 @@ from competition_pipeline.store import CompetitionStore
 from competition_pipeline.window_checks import RECONCILES
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import W3, fill, write_segment
-from tests.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
+from tests.location import competition_fill_events
+from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -244,7 +244,7 @@ def _checks_alone(database_url: str, journal: Path, **kwargs) -> dg.ExecuteInPro
         selection=dg.AssetSelection.checks(*ALL_CHECKS),
         resources={
             "database": CompetitionDatabase(url=database_url),
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "policy": RecordingPolicy(),
         },
         raise_on_error=False,

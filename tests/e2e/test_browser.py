@@ -32,6 +32,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from competition_pipeline import dburl
 from competition_pipeline.store import CompetitionStore
+from competition_pipeline.window_checks import RECONCILES
 from competition_pipeline.windows import HOUR, Window
 from tests.conftest import REPO, _fresh_database
 from tests.dagster_dev import (
@@ -46,6 +47,7 @@ from tests.dagster_dev import (
     wait_for,
 )
 from tests.journal_helpers import fill, write_segment
+from tests.e2e.test_check_partitions import EXECUTIONS, RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
@@ -526,6 +528,68 @@ def test_partitions_view_shows_materialized_missing_and_failed_hours(
     shot("missing")
 
 
+def test_checks_tab_shows_a_partitions_check_result_and_executing_without_one_says_what_to_pick(
+    page: Page, shot: Shots, site: Site, recorded: Window
+) -> None:
+    """Executing ``reconciles_with_journal`` from the Checks tab (issue 14).
+
+    Dagster 1.13's UI cannot launch a partitioned asset's check on its own for a chosen
+    partition: the check's own "Execute" is disabled ("not yet supported"), with no partition
+    picker beside it (its menu only reports an evaluation), and a run of checks alone cannot be
+    opened in the launchpad. A check runs for a picked partition with its asset (the Materialize
+    dialog, see the tests above) or alone through GraphQL or the CLI
+    (tests/e2e/test_check_partitions.py). What the tab offers is checked here: the chosen partition's
+    evaluation, Passed, and "Execute all", which launches the checks alone without a partition:
+    its run fails with a message that says what to pick, and records nothing.
+    """
+    page.goto(f"/assets/{ASSET}?view=checks&checkDetail={RECONCILES}")
+    expect(page.get_by_text("Evaluation result", exact=True)).to_be_visible(timeout=60_000)
+    # The accessible names start with the icon's label ("execute Execute"): match the text.
+    execute = page.get_by_role("button").filter(has_text=re.compile(r"^Execute$"))
+    expect(execute).to_be_disabled()
+    execute.hover(force=True)  # a disabled button gets no pointer events; its wrapper does
+    expect(page.get_by_role("tooltip")).to_contain_text(
+        "Executing checks on their own for partitioned assets is not yet supported"
+    )
+    shot("execute disabled")
+    # The menu beside it picks no partition: it only reports an evaluation by hand.
+    page.mouse.move(0, 0)
+    execute_group = page.locator("div").filter(has=execute).last  # the innermost: both halves
+    execute_group.get_by_role("button", name="arrow_drop_down").click()
+    expect(page.get_by_role("menuitem")).to_have_text(["Report evaluation"])
+    shot("execute menu")
+    page.keyboard.press("Escape")
+    # The chosen, already-materialized partition: its evaluation, and the run that made it.
+    page.locator("button[role=tab]", has_text="Partitions").click()
+    page.get_by_placeholder(re.compile(r"^Filter by partition")).fill(recorded.key)
+    page.locator(f'[title="{recorded.key}"]').click()
+    expect(page.get_by_text("View all historical executions", exact=False)).to_be_visible()
+    expect(page.get_by_text("Passed", exact=True)).to_be_visible()
+    found = site.dev.graphql(EXECUTIONS, {"assetKey": {"path": [ASSET]}, "checkName": RECONCILES})
+    # One execution for the window: the run that recorded it.
+    (execution,) = [e for e in found["assetCheckExecutions"] if e["partition"] == recorded.key]
+    assert execution["status"] == "SUCCEEDED", execution
+    expect(page.get_by_role("link", name=execution["runId"][:8], exact=True)).to_be_visible()
+    shot("partition passed")
+    # "Execute all": the checks alone, without a partition.
+    before = recorded_windows(site.database_url)
+    page.get_by_role("button").filter(has_text=re.compile(r"^Execute all$")).click()
+    view = page.get_by_role("link", name="View", exact=True)
+    expect(view).to_be_visible()
+    href = view.get_attribute("href")
+    assert href and href.startswith("/runs/"), href
+    page.goto(href)
+    expect(page.get_by_text("Failure", exact=True)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("execute it for a partition").first).to_be_visible()
+    shot("without partition")
+    run = site.dev.graphql(RUN, {"id": href.rsplit("/", 1)[-1]})["runOrError"]
+    assert run["status"] == "FAILURE"
+    failures = [e for e in run["eventConnection"]["events"] if e.get("error")]
+    assert failures and all("execute it for a partition" in e["error"]["message"] for e in failures)
+    assert not any("CheckError" in e["error"]["message"] for e in failures)
+    assert recorded_windows(site.database_url) == before
+
+
 # --- the local start's first screen (issue 14, item 4) --------------------------------------------
 
 
@@ -535,7 +599,7 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
     from tests.dagster_dev import free_port
-    from tests.test_local_start import graphql
+    from tests.e2e.test_local_start import graphql
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("local-start")

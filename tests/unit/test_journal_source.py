@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.pipeline import raw_text
+from competition_pipeline.rows import raw_text
 from competition_pipeline.sources import RawBatch, ReadStats, SourceError
 from competition_pipeline.sources import journal as journal_module
 from competition_pipeline.sources.journal import JournalSource

@@ -12,16 +12,16 @@ import psycopg
 import pytest
 
 from competition_pipeline import dburl
-from competition_pipeline.assets import competition_fill_events
-from competition_pipeline.checks import (
-    no_conflicting_duplicates,
-    reconciles_with_journal,
-    rejects_within_budget,
-)
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
 from competition_pipeline.sources.journal import window_dir
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import W1, W2, W3, W4, append, fill, line, write_segment
+from tests.location import (
+    competition_fill_events,
+    no_conflicting_duplicates,
+    reconciles_with_journal,
+    rejects_within_budget,
+)
 
 ALL_CHECKS = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
 KEY = "2026-11-20-03:00"
@@ -43,7 +43,7 @@ def materialize(
         partition_key=key,
         resources={
             "database": CompetitionDatabase(url=database_url),
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "policy": policy or RecordingPolicy(),
         },
         **kwargs,

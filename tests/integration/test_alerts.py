@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import dagster as dg
 import pytest
 
 from competition_pipeline import alerts
+from competition_pipeline.alerts import build_alerts_sensor
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import fill, write_segment
-from tests.test_asset import KEY, T0, WINDOW, materialize, query
+from tests.location import SETTINGS
+from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 
 DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
 
@@ -50,7 +53,6 @@ class Webhook:
 def webhook(monkeypatch) -> Iterator[Webhook]:
     hook = Webhook(refuse=3)
     monkeypatch.setenv("ALERT_WEBHOOK_URL", hook.url)
-    monkeypatch.setattr(alerts, "BACKOFF_SECONDS", 0.0)  # drive time: retry at the next tick
     yield hook
     hook.server.shutdown()
 
@@ -60,10 +62,12 @@ class Ticks:
 
     def __init__(self, instance: dg.DagsterInstance) -> None:
         self.instance, self.cursor = instance, None
+        # No delivery backoff: a refused alert is tried again at the next tick.
+        self.sensor = build_alerts_sensor(replace(SETTINGS, alert_backoff_seconds=0.0))
 
     def __call__(self) -> alerts.AlertCursor:
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor)
-        result = alerts.competition_alerts(context)
+        result = self.sensor(context)
         self.cursor = result.cursor
         return alerts.AlertCursor.from_json(self.cursor)
 

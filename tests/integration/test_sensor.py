@@ -8,21 +8,22 @@ import datetime as dt
 import json
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from competition_pipeline import sensors
 from competition_pipeline.follow import Attempt, Backoff, FollowCursor, plan
 from competition_pipeline.pipeline import record_window
 from competition_pipeline.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import fill_journal_sensor
+from competition_pipeline.sensors import build_follow_sensors
 from competition_pipeline.sources.journal import JournalSource, scan
 from competition_pipeline.store import CommittedWindow
 from competition_pipeline.windows import HOUR, Window
 from tests.journal_helpers import append, fill, write_segment
+from tests.location import SETTINGS, fill_journal_sensor
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))
 OPEN = NOW  # the hour in progress
@@ -36,10 +37,11 @@ def instance(dagster_home: Path):
         yield instance
 
 
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No backoff unless a test sets one: each tick decides from the committed state alone."""
-    monkeypatch.setattr(sensors, "BACKOFF", Backoff(0, 0))
+class Follow:
+    """The settings the sensor under test is built from: no backoff unless a test sets one, so
+    each tick decides from the committed state alone."""
+
+    settings = replace(SETTINGS, retry_backoff_seconds=0.0, retry_backoff_max_seconds=0.0)
 
 
 def tick(instance, journal: Path, database_url: str, cursor: str | None) -> dg.SensorResult:
@@ -47,10 +49,11 @@ def tick(instance, journal: Path, database_url: str, cursor: str | None) -> dg.S
         instance=instance,
         cursor=cursor,
         resources={
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "database": CompetitionDatabase(url=database_url),
         },
     )
+    fill_journal_sensor, _ = build_follow_sensors(Follow.settings)
     result = fill_journal_sensor(context)
     assert isinstance(result, dg.SensorResult), result
     return result
@@ -125,7 +128,7 @@ def test_a_started_run_with_no_worker_is_marked_failed_and_its_window_requested(
 ) -> None:
     """STARTED, no process holds its liveness lock, no event for DEAD_RUN_SECONDS: dead. A
     started run whose worker holds the lock is alive, and its window is left to it."""
-    monkeypatch.setattr(sensors, "DEAD_RUN_SECONDS", 0.5)
+    monkeypatch.setattr(Follow, "settings", replace(Follow.settings, dead_run_seconds=0.5))
     write_segment(journal, RECENT, "seg-1.jsonl", [fill(1, RECENT.start_ms)])
     write_segment(journal, OLD, "seg-1.jsonl", [fill(2, OLD.start_ms)])
     dead = add_run(instance, RECENT, dg.DagsterRunStatus.STARTED)
@@ -154,7 +157,8 @@ def test_a_window_with_a_live_run_is_not_requested_twice(
 def test_a_window_that_keeps_failing_backs_off_and_does_not_hold_up_the_others(
     instance, journal: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sensors, "BACKOFF", Backoff(1.0, 60.0))
+    slow = replace(Follow.settings, retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
+    monkeypatch.setattr(Follow, "settings", slow)
     bad = write_segment(journal, OLD, "seg-1.jsonl", [fill(1, OLD.start_ms)]).with_suffix(".gz")
     bad.write_bytes(b"not gzip")  # OLD's runs fail (a corrupt closed segment)
     write_segment(journal, OPEN, "live.jsonl", [fill(2, OPEN.start_ms)])
@@ -241,7 +245,7 @@ def test_an_unreachable_database_decides_nothing_and_says_why(instance, journal:
     context = dg.build_sensor_context(
         instance=instance,
         resources={
-            "journal": FillSourceResource(root=str(journal)),
+            "fill_source": FillSourceResource(root=str(journal)),
             "database": CompetitionDatabase(url="postgresql://u:pw-xyz@127.0.0.1:1/competition"),
         },
     )
