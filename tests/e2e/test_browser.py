@@ -46,8 +46,8 @@ from tests.dagster_dev import (
     stored_keys,
     wait_for,
 )
-from tests.journal_helpers import fill, write_segment
 from tests.e2e.test_check_partitions import EXECUTIONS, RUN
+from tests.journal_helpers import fill, write_segment
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
@@ -538,7 +538,8 @@ def test_checks_tab_shows_a_partitions_check_result_and_executing_without_one_sa
     picker beside it (its menu only reports an evaluation), and a run of checks alone cannot be
     opened in the launchpad. A check runs for a picked partition with its asset (the Materialize
     dialog, see the tests above) or alone through GraphQL or the CLI
-    (tests/e2e/test_check_partitions.py). What the tab offers is checked here: the chosen partition's
+    (tests/e2e/test_check_partitions.py). What the tab offers is checked here: the chosen
+    partition's
     evaluation, Passed, and "Execute all", which launches the checks alone without a partition:
     its run fails with a message that says what to pick, and records nothing.
     """

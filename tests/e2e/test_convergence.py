@@ -19,8 +19,8 @@ import pytest
 from competition_pipeline.soak import FAULTS
 from competition_pipeline.sources.journal import window_dir
 from tests.conftest import REPO
-from tests.journal_helpers import append, fill, line, write_segment
 from tests.integration.test_asset import T0, WINDOW, materialize, metadata, query
+from tests.journal_helpers import append, fill, line, write_segment
 
 #: Seconds the table may take to converge after the last fault clears: two sensor ticks, the
 #: backoff a failing window reached (the soak caps it at 40 s), the dead-run bound (30 s in the

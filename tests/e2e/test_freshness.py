@@ -16,9 +16,9 @@ from competition_pipeline import metrics
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import Window
 from tests.dagster_dev import dagster_dev_env, free_port, run_dagster_dev, wait_for
-from tests.journal_helpers import fill, write_segment
 from tests.integration.test_alerts import Webhook
 from tests.integration.test_asset import materialize
+from tests.journal_helpers import fill, write_segment
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from competition_pipeline.history import prune_run_history_job
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import HOUR, Window
 from tests.dagster_dev import dagster_dev_env, run_dagster_dev
-from tests.journal_helpers import append, fill, line, write_segment
 from tests.integration.test_asset import WINDOW, materialize
+from tests.journal_helpers import append, fill, line, write_segment
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import pytest
 from competition_pipeline import alerts
 from competition_pipeline.alerts import build_alerts_sensor
 from competition_pipeline.windows import HOUR, Window
+from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 from tests.journal_helpers import fill, write_segment
 from tests.location import SETTINGS
-from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 
 DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
 

@@ -16,9 +16,9 @@ from competition_pipeline.sources.journal import JournalSource
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.window_checks import RECONCILES
 from competition_pipeline.windows import HOUR, Window
+from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 from tests.journal_helpers import W3, fill, write_segment
 from tests.location import competition_fill_events
-from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

@@ -13,8 +13,8 @@ from competition_pipeline import metrics
 from competition_pipeline.sources.journal import window_dir
 from competition_pipeline.windows import HOUR, Window
 from tests.dagster_dev import free_port
-from tests.journal_helpers import W3, append, fill, line, write_segment
 from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
+from tests.journal_helpers import W3, append, fill, line, write_segment
 
 WB = Window(WINDOW.start + HOUR)
 WC = Window(WINDOW.start + 2 * HOUR)

@@ -23,8 +23,8 @@ from competition_pipeline.standings import Competitions
 from competition_pipeline.store import CompetitionStore, StoreError
 from competition_pipeline.windows import Window
 from tests.conftest import REPO
-from tests.journal_helpers import W1, W2, append, fill, line, write_segment
 from tests.integration.test_asset import materialize, metadata, query
+from tests.journal_helpers import W1, W2, append, fill, line, write_segment
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026

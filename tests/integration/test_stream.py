@@ -22,9 +22,9 @@ from competition_pipeline.resources import (
 from competition_pipeline.runs import error_cause
 from competition_pipeline.sensors import build_follow_sensors
 from competition_pipeline.windows import HOUR, Window
+from tests.integration.test_asset import KEY, T0, WINDOW, materialize, metadata, query
 from tests.journal_helpers import fill, line
 from tests.location import SETTINGS, competition_fill_events
-from tests.integration.test_asset import KEY, T0, WINDOW, materialize, metadata, query
 
 
 @pytest.fixture
