@@ -539,9 +539,8 @@ def test_checks_tab_shows_a_partitions_check_result_and_executing_without_one_sa
     opened in the launchpad. A check runs for a picked partition with its asset (the Materialize
     dialog, see the tests above) or alone through GraphQL or the CLI
     (tests/e2e/test_check_partitions.py). What the tab offers is checked here: the chosen
-    partition's
-    evaluation, Passed, and "Execute all", which launches the checks alone without a partition:
-    its run fails with a message that says what to pick, and records nothing.
+    partition's evaluation, Passed, and "Execute all", which launches the checks alone without a
+    partition: its run fails with a message that says what to pick, and records nothing.
     """
     page.goto(f"/assets/{ASSET}?view=checks&checkDetail={RECONCILES}")
     expect(page.get_by_text("Evaluation result", exact=True)).to_be_visible(timeout=60_000)
