@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from competition_pipeline.rows import ROW_FIELDS
-from competition_pipeline.tables import FILL_EVENTS, fill_events
+from competition_pipeline.tables import FILL_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +36,20 @@ class RowsDigest:
 
 def _row_hash(alias: str, *, staged: bool) -> str:
     """SQL: a 64-bit hash of a row's key and content (every stored column that comes from the
-    journal), the same for a staged row (ms timestamps) and the row it is stored as."""
-    nullable = {c.name for c in fill_events.columns if c.nullable}
-    parts = []
-    for column in ROW_FIELDS[3:]:
-        if column == "fill_ts_ms":
-            expr = (
-                f"{alias}.fill_ts_ms"
-                if staged
-                else f"(extract(epoch FROM {alias}.fill_ts) * 1000)::bigint"
-            )
-        else:
-            expr = f"{alias}.{column}"
-        parts.append(f"coalesce({expr}::text, '\\N')" if column in nullable else f"{expr}::text")
-    return f"hashtextextended(concat_ws('|', {', '.join(parts)}), 0)"
+    journal), the same for a staged row (ms timestamps) and the row it is stored as.
+
+    ``hash_record_extended`` (PostgreSQL 14+) hashes each field with its type's own hash, so no
+    field is formatted as text: half the cost of hashing the row's text. The staged and stored
+    columns have the same types (rows.ROW_TYPES, tables.fill_events), the stored timestamp is
+    turned back into the staged milliseconds. A numeric is hashed by value (1.50 and 1.5 are the
+    same price); NULL fields hash alike on both sides."""
+    fields = [
+        f"(extract(epoch FROM {alias}.fill_ts) * 1000)::bigint"
+        if column == "fill_ts_ms" and not staged
+        else f"{alias}.{column}"
+        for column in ROW_FIELDS[3:]
+    ]
+    return f"hash_record_extended(ROW({', '.join(fields)}), 0)"
 
 
 # The hash of a staged row aliased ``s`` and of a stored row aliased ``e``.
