@@ -33,7 +33,8 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     assert "ms_per_window_beyond_floor" in f
     h = result["h_user_path"]
     assert h["rows"] == result["a_plain_copy"]["rows"]
-    for run in (h["first"], h["unchanged"]):
+    # The floor is the same CLI path with an asset and checks that do nothing: the same steps.
+    for run in (h["first"], h["unchanged"], h["floor"]):
         assert run["seconds"] > 0
         # Step times come from the run's event log (not the CLI's stderr, which once lost a
         # check's line): the asset and every check, each timed.
@@ -52,10 +53,12 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
         "f_over_b_rows_per_second",
         "h_first_over_a_rows_per_second",
         "h_unchanged_over_first_seconds",
+        "h_floor_over_first_seconds",
     }
     printed = capsys.readouterr().out
     assert "a. plain COPY (baseline)" in printed and "b/a rows/s" in printed
     assert "Dagster floor" in printed and "h unchanged/first" in printed
+    assert "Dagster floor (no-op asset + checks)" in printed and "h floor/first" in printed
     assert "a'. plain COPY of server-formatted text" in printed and "b/a' rows/s" in printed
     assert "a2. plain COPY into the table and its registry" in printed and "b/a2 rows/s" in printed
 
