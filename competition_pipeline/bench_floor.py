@@ -34,5 +34,7 @@ def _noop_check(name: str) -> dg.AssetChecksDefinition:
 
 
 defs = dg.Definitions(
-    assets=[competition_fill_events], asset_checks=[_noop_check(name) for name in BLOCKING]
+    assets=[competition_fill_events],
+    asset_checks=[_noop_check(name) for name in BLOCKING],
+    executor=dg.in_process_executor,  # as competition_pipeline.definitions: the same step path
 )

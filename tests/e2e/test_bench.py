@@ -63,8 +63,15 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     assert "a2. plain COPY into the table and its registry" in printed and "b/a2 rows/s" in printed
 
 
-def test_bench_figure_g_records_into_an_empty_and_a_filled_table(pg_admin_url: str) -> None:
-    g = bench.stored_growth(pg_admin_url, 2_000, 50_000)
+def test_bench_figure_g_records_into_an_empty_and_a_filled_table(
+    pg_admin_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "g.json"
+    argv = ["--only-g", "--fills", "2000", "--stored-rows", "50000"]
+    assert bench.main([*argv, "--database-url", pg_admin_url, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "a. plain COPY" not in printed  # g alone
+    g = json.loads(out.read_text())["g_stored_rows"]
     assert g["stored_rows"] == 50_000
     for side in ("empty", "stored"):  # every row a first recording, on the fast path
         assert g[side]["rows_inserted"] == g[side]["rows"] > 3_000
