@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from competition_pipeline.rows import ROW_FIELDS
-from competition_pipeline.tables import FILL_EVENTS
+from competition_pipeline.tables import FILL_EVENTS, WINDOW_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ STORED_HASH = _row_hash("e", staged=False)
 # sum(bigint) is exact (numeric result) and adds in 128-bit integers: half the cost of summing
 # numerics, the same value.
 SQL_DIGEST = "SELECT count(*), coalesce(sum({hash}), 0) FROM {source}"
-# The digest of the rows stored for a window (one pass over its index range).
+# The digest of the rows stored for a window: its fill_ts range too, so one month's partition is
+# read (a filter on window_start alone scanned every month).
 SQL_STORED_DIGEST = SQL_DIGEST.format(
-    hash=STORED_HASH, source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s"
+    hash=STORED_HASH, source=f"{FILL_EVENTS} e WHERE {WINDOW_ROWS}"
 )

@@ -253,7 +253,8 @@ class CompetitionStore:
 
     def window_digest(self, window: Window) -> RowsDigest:
         """The digest of the rows stored for the window (one pass over its index range)."""
-        ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, {"window_start": window.start})
+        params = {"window_start": window.start, "window_end": window.end}
+        ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, params)
         return RowsDigest(count, int(hash_sum))
 
     def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:

@@ -150,11 +150,15 @@ def test_per_window_and_standings_queries_read_one_partition(
         write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
         materialize(database_url, journal, window.key)
     params = {"window_start": NOV.start, "window_end": NOV.end}
+    from competition_pipeline.digest import SQL_STORED_DIGEST
     from competition_pipeline.load import _SQL_STORED_ROWS
 
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _SQL_STORED_ROWS, params))
-    assert "competition_fill_events_2026_04" in plan and "2026_03" not in plan, plan
+    # The load's count and the reconciliation's digest of the window's stored rows.
+    for statement in (_SQL_STORED_ROWS, SQL_STORED_DIGEST):
+        with psycopg.connect(dburl.libpq(database_url)) as conn:
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement, params))
+        scanned = {p for p in partitions(database_url) if p in plan}
+        assert scanned == {"competition_fill_events_2026_04"}, plan
 
     competitions = Competitions(CompetitionStore(database_url))
     competitions.create("nov", "April", NOV.start, NOV.end, "pnl")
