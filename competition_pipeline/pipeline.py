@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from competition_pipeline.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.prefetch import prefetched
@@ -243,8 +243,9 @@ def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> N
 
 
 def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
-    """The window's totals, as a re-run that found every row already present reports them."""
-    report = before.summary.totals
+    """The window's totals, as a re-run that found every row already present reports them (a
+    copy: the previous load's summary stays as it was read)."""
+    report = replace(before.summary.totals)
     report.rows_already_present += report.rows_inserted
     report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
     report.seconds = seconds

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from competition_pipeline import dburl
-from competition_pipeline.pipeline import reconcile_window, record_window
+from competition_pipeline.pipeline import _unchanged_report, reconcile_window, record_window
 from competition_pipeline.sources.journal import JournalSource
 from competition_pipeline.store import CompetitionStore
 from competition_pipeline.windows import Window
@@ -40,6 +40,14 @@ def test_a_window_is_recorded_once_and_its_rerun_reads_nothing(
     again = record_window(source, store, WINDOW)
     assert again.unchanged and again.bytes_read == 0
     assert (again.rows_inserted, again.rows_stored) == (0, 4)
+    # The unchanged report is a copy: the previous load's summary keeps what it read.
+    previous = store.previous_loads([WINDOW])[WINDOW]
+    report = _unchanged_report(previous, 0.0)
+    assert (report.rows_inserted, report.rows_already_present) == (0, 4)
+    assert (previous.summary.totals.rows_inserted, previous.summary.totals.bytes_read) == (
+        4,
+        first.bytes_read,
+    )
     assert _count(database_url, "SELECT count(*) FROM competition_fill_rejects") == 1
 
 
