@@ -2,7 +2,7 @@
 
 The rows are staged as a load stages them (same table, same COPY) but never inserted: the
 comparison runs in a transaction of its own, under the window's advisory lock, that is always
-rolled back (:meth:`~competition_pipeline.store.CompetitionStore.window_staging`), so it sees the
+rolled back (:meth:`~competition_pipeline.store.CompetitionStore.window_comparison`), so it sees the
 table as the latest load left it and writes nothing. No Dagster here.
 """
 
@@ -16,7 +16,7 @@ import psycopg
 from competition_pipeline.digest import STAGED_HASH, STORED_HASH
 from competition_pipeline.load import SQL_STAGE_FILLS, copy_sql
 from competition_pipeline.rows import ROW_FIELDS, Row
-from competition_pipeline.tables import FILL_CONFLICTS, FILL_EVENTS, WINDOW_ROWS
+from competition_pipeline.tables import FILL_CONFLICTS, FILL_EVENTS, WINDOW_ROWS, window_params
 from competition_pipeline.windows import Window
 
 
@@ -72,7 +72,7 @@ class WindowComparison:
 
     def __init__(self, conn: psycopg.Connection, window: Window) -> None:
         self._conn = conn
-        self._params = {"window_start": window.start, "window_end": window.end}
+        self._params = window_params(window)
         conn.execute(SQL_STAGE_FILLS)
 
     def stage_rows(self, rows: Sequence[Row]) -> None:

@@ -48,6 +48,7 @@ from competition_pipeline.tables import (
     FILL_WINDOWS,
     WINDOW_ROWS,
     fill_events,
+    window_params,
 )
 from competition_pipeline.windows import Window
 
@@ -237,7 +238,7 @@ class WindowLoad:
     def __init__(self, conn: psycopg.Connection, window: Window) -> None:
         self._conn = conn
         self._window = window
-        self._params = {"window_start": window.start, "window_end": window.end}
+        self._params = window_params(window)
         # Rows carry the window that recorded them, so the window's stored rows after this load
         # are these plus the ones it inserts (no count over millions of fresh rows at the end).
         self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]

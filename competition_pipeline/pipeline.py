@@ -294,7 +294,7 @@ def reconcile_window(source: FillSource, store: CompetitionStore, window: Window
                 )
     report = WindowReport(window=window.key, source=source.describe())
     extent = previous.extent if previous is not None else {}
-    with store.window_staging(window) as staging:
+    with store.window_comparison(window) as comparison:
         for rows, _ in parse_window(source, window, report, ReadStats(), extent):
-            staging.stage_rows(rows)
-        return staging.reconcile()
+            comparison.stage_rows(rows)
+        return comparison.reconcile()

@@ -34,6 +34,7 @@ from competition_pipeline.tables import (
     FILL_WINDOWS,
     fill_events,
     metadata,
+    window_params,
 )
 from competition_pipeline.windows import Window
 
@@ -211,7 +212,7 @@ class CompetitionStore:
             yield LoadSession(self, conn)
 
     @contextmanager
-    def window_staging(self, window: Window) -> Iterator[WindowComparison]:
+    def window_comparison(self, window: Window) -> Iterator[WindowComparison]:
         """A read-only comparison of the window (:meth:`WindowComparison.reconcile`), on its own
         connection, under the window's advisory lock, in a transaction always rolled back."""
         with closing(self.connect()) as conn, self.wrap_errors("database error in"):
@@ -253,8 +254,7 @@ class CompetitionStore:
 
     def window_digest(self, window: Window) -> RowsDigest:
         """The digest of the rows stored for the window (one pass over its index range)."""
-        params = {"window_start": window.start, "window_end": window.end}
-        ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, params)
+        ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, window_params(window))
         return RowsDigest(count, int(hash_sum))
 
     def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:

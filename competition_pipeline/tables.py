@@ -14,8 +14,12 @@ No Dagster here.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
+
+from competition_pipeline.windows import Window
 
 FILL_EVENTS = "competition_fill_events"
 FILL_REJECTS = "competition_fill_rejects"
@@ -159,3 +163,8 @@ competition_standings = sa.Table(
 WINDOW_ROWS = (
     "window_start = %(window_start)s AND fill_ts >= %(window_start)s AND fill_ts < %(window_end)s"
 )
+
+
+def window_params(window: Window) -> dict[str, dt.datetime]:
+    """The parameters :data:`WINDOW_ROWS` (and every per-window statement) names."""
+    return {"window_start": window.start, "window_end": window.end}

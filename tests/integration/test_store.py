@@ -77,7 +77,7 @@ def _rows(trade_ids: range, seq0: int) -> list[tuple]:
 def test_the_comparison_stages_batches_and_writes_nothing(database_url: str) -> None:
     store = CompetitionStore(database_url)
     store.ensure_schema()
-    with store.window_staging(WINDOW) as comparison:
+    with store.window_comparison(WINDOW) as comparison:
         comparison.stage_rows(_rows(range(1, 4), 1))
         comparison.stage_rows(_rows(range(4, 6), 4))
         result = comparison.reconcile(sample=2)
