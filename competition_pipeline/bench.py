@@ -69,6 +69,8 @@ _log = stderr_log("bench")
 PLAIN_COPY_MAX_ROWS = 2_000_000
 #: The columns (a) COPYs, in the table's order: all but ``recorded_at`` (the server's clock).
 _PLAIN_COLUMNS = tuple(c for c in fill_events.columns.keys() if c != "recorded_at")
+#: a2's first COPY: the keys into the registry's empty copy.
+_KEYS_COPY = "COPY bench_plain_keys (trade_id, wallet, fill_ts) FROM STDIN"
 
 
 def _final_rows(journal: Path, limit: int) -> list[tuple]:
@@ -90,14 +92,18 @@ def _final_rows(journal: Path, limit: int) -> list[tuple]:
     return rows
 
 
-def _timed_copy(conn: psycopg.Connection, sql: str, items: list, *, text: bool) -> float:
-    """Seconds to COPY ``items`` (row tuples, or with ``text`` blocks of COPY text) and commit."""
+def _timed_copy(
+    conn: psycopg.Connection, sql: str, items: list, *, text: bool, commit: bool = True
+) -> float:
+    """Seconds to COPY ``items`` (row tuples, or with ``text`` blocks of COPY text) and, unless
+    told not to (a COPY the next one's transaction must include), commit."""
     started = time.perf_counter()
     with conn.cursor().copy(sql) as copy:
         put = copy.write if text else copy.write_row
         for item in items:
             put(item)
-    conn.commit()
+    if commit:
+        conn.commit()
     return time.perf_counter() - started
 
 
@@ -127,11 +133,7 @@ def plain_copy(url: str, journal: Path) -> dict:
         conn.execute("DROP TABLE IF EXISTS bench_plain_keys")
         conn.execute("CREATE TABLE bench_plain_keys (LIKE competition_fill_keys INCLUDING ALL)")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(_KEYS_COPY) as copy:
-            for key in keys:
-                copy.write_row(key)
-        registry_seconds = time.perf_counter() - started
+        registry_seconds = _timed_copy(conn, _KEYS_COPY, keys, text=False, commit=False)
         registry_seconds += _timed_copy(conn, copy_in, rows, text=False)
         conn.execute("DROP TABLE bench_plain_copy")
         conn.execute("DROP TABLE bench_plain_keys")
@@ -145,9 +147,6 @@ def plain_copy(url: str, journal: Path) -> dict:
         "with_registry_seconds": registry_seconds,
         "with_registry_rows_per_second": len(rows) / registry_seconds,
     }
-
-
-_KEYS_COPY = "COPY bench_plain_keys (trade_id, wallet, fill_ts) FROM STDIN"
 
 
 def _child_record(url: str, journal: str, window: Window = BENCH_WINDOW) -> None:
@@ -295,16 +294,14 @@ def _floor_definitions() -> list:
     materialization with the same metadata keys, one evaluation of each check)."""
     import dagster as dg
 
-    from competition_pipeline import settings
     from competition_pipeline.assets import report_metadata
-    from competition_pipeline.partitions import FILL_EVENTS_KEY, fill_partitions
+    from competition_pipeline.bench_floor import PARTITIONS, noop_checks
+    from competition_pipeline.partitions import FILL_EVENTS_KEY
     from competition_pipeline.window_checks import BLOCKING
-
-    partitions = fill_partitions(settings.current())
 
     @dg.asset(
         name=FILL_EVENTS_KEY.path[-1],
-        partitions_def=partitions,
+        partitions_def=PARTITIONS,
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
     )
@@ -323,19 +320,7 @@ def _floor_definitions() -> list:
                     partition=key,
                 )
 
-    def noop_check(name: str) -> dg.AssetChecksDefinition:
-        @dg.asset_check(
-            asset=FILL_EVENTS_KEY,
-            name=name,
-            blocking=BLOCKING[name],
-            partitions_def=partitions,
-        )
-        def check():  # noqa: ANN202
-            return dg.AssetCheckResult(passed=True)
-
-        return check
-
-    return [floor, *(noop_check(name) for name in BLOCKING)]
+    return [floor, *noop_checks()]
 
 
 def backfill(url: str, databases: _Databases, home: Path, days: int, fills_per_hour: int) -> dict:
