@@ -187,8 +187,8 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
         description=(
             "Every fill of the hour, one row per (trade_id, wallet), in table"
             " competition_fill_events; bad lines are quarantined in competition_fill_rejects,"
-            " conflicting duplicates in"
-            " competition_fill_conflicts. Re-running a window is idempotent."
+            " conflicting duplicates in competition_fill_conflicts. Re-running a window is"
+            " idempotent."
         ),
     )
     def competition_fill_events(
