@@ -5,40 +5,34 @@ code server reads the environment then, once. :func:`build_defs` builds the same
 any :class:`~competition_pipeline.settings.Settings` (tests, tools).
 """
 
-import warnings
-
 import dagster as dg
 
 from competition_pipeline import settings as settings_module
-from competition_pipeline.alerts import build_alerts_sensor
-from competition_pipeline.assets import build_fill_asset
-from competition_pipeline.checks import build_checks
-from competition_pipeline.history import prune_run_history_job, prune_run_history_schedule
-from competition_pipeline.jobs import fill_events_job
-from competition_pipeline.maintenance import (
+from competition_pipeline.defs.alerts import build_alerts_sensor
+from competition_pipeline.defs.checks import build_checks
+from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.follow import build_follow_sensors
+from competition_pipeline.defs.history import prune_run_history_job, prune_run_history_schedule
+from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.months import (
     competition_fill_retention_job,
     competition_fill_retention_monthly,
     competition_months_daily,
     competition_months_job,
     owner_database,
 )
-from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
-from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import build_follow_sensors
-from competition_pipeline.settings import Settings
-from competition_pipeline.standings_assets import (
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.schedules import competition_fill_events_hourly
+from competition_pipeline.defs.standings import (
     competition_standings,
     standings_job,
     standings_refresh_sensor,
 )
-
-# Code references are beta in Dagster 1.13; used on purpose (the UI links an asset to its source).
-warnings.filterwarnings(
-    "ignore",
-    message="(Class|Function) `(with_source_code_references|LocalFileCodeReference"
-    "|CodeReferencesMetadataValue)`",
-    category=dg.BetaWarning,
-)
+from competition_pipeline.settings import Settings
 
 
 def build_defs(settings: Settings) -> dg.Definitions:

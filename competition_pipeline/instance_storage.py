@@ -22,7 +22,7 @@ from dagster_postgres import (
 )
 from dagster_postgres.utils import pg_url_from_config
 
-from competition_pipeline import dburl
+from competition_pipeline.store import dburl
 
 
 def psycopg2_config(config_value: Mapping[str, Any]) -> dict[str, Any]:

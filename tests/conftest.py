@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from competition_pipeline import dburl, embedded
-from competition_pipeline.store import CompetitionStore
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.tools import embedded
 from tests.environment import TEST_ENVIRONMENT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +129,7 @@ def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPa
 def _nats_answers(url: str) -> bool:
     import asyncio
 
-    from competition_pipeline.sources.stream import connect
+    from competition_pipeline.fills.stream import connect
 
     async def probe() -> bool:
         try:  # bounded: nats-py can wait forever where nothing answers

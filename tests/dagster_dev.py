@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg
 
-from competition_pipeline import dburl
-from competition_pipeline.contract import Fill, parse_line
-from competition_pipeline.rows import fill_rows
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.contract import Fill, parse_line
+from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import dburl
 from tests.conftest import REPO
 
 SENSOR_INTERVAL = 10

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from competition_pipeline.sources.journal import window_dir
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.journal import window_dir
+from competition_pipeline.fills.windows import Window
 
 W1 = "0x1111111111111111111111111111111111111111"
 W2 = "0x2222222222222222222222222222222222222222"

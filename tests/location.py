@@ -8,10 +8,10 @@ definitions: ``build_follow_sensors(replace(SETTINGS, dead_run_seconds=0.5))``.
 import os
 
 from competition_pipeline import settings
-from competition_pipeline.alerts import build_alerts_sensor
-from competition_pipeline.assets import build_fill_asset
-from competition_pipeline.checks import build_checks
-from competition_pipeline.sensors import build_follow_sensors
+from competition_pipeline.defs.alerts import build_alerts_sensor
+from competition_pipeline.defs.checks import build_checks
+from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.follow import build_follow_sensors
 from tests.environment import TEST_ENVIRONMENT
 
 SETTINGS = settings.load({**TEST_ENVIRONMENT, **os.environ})

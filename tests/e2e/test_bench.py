@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline import bench
+from competition_pipeline.tools import bench
 
 pytestmark = pytest.mark.slow
 

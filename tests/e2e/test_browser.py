@@ -30,10 +30,10 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from competition_pipeline import dburl
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.window_checks import RECONCILES
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.checks import RECONCILES
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
 from tests.conftest import REPO, _fresh_database
 from tests.dagster_dev import (
     LAUNCH,

@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from competition_pipeline import dburl
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.window_checks import BLOCKING, RECONCILES
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.checks import BLOCKING, RECONCILES
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
 from tests.dagster_dev import (
     LAUNCH,
     STATUS,

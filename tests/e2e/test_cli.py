@@ -14,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from competition_pipeline import cli, dburl
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import dburl
+from competition_pipeline.tools import cli
 from tests.conftest import REPO
 from tests.dagster_dev import LOCAL_START_VARIABLES
 from tests.journal_helpers import W1, W2
@@ -154,7 +155,7 @@ def test_standings_not_computed_yet_says_so_and_how(
 
 def test_help_is_plain_text_and_every_argument_is_explained() -> None:
     def help_of(*args: str) -> str:
-        command = [sys.executable, "-m", "competition_pipeline.cli", *args, "--help"]
+        command = [sys.executable, "-m", "competition_pipeline.tools.cli", *args, "--help"]
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -172,7 +173,7 @@ def test_help_is_plain_text_and_every_argument_is_explained() -> None:
 def test_the_local_start_begins_its_partitions_where_its_journal_begins(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from competition_pipeline.windows import HOUR, Window
+    from competition_pipeline.fills.windows import HOUR, Window
 
     monkeypatch.delenv("FILL_JOURNAL_DIR", raising=False)
     monkeypatch.delenv("FILL_PARTITIONS_START", raising=False)
@@ -189,9 +190,9 @@ def test_the_local_start_begins_its_partitions_where_its_journal_begins(
 def test_the_demo_competition_registers_wallets_that_trade_in_the_sample(
     state: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from competition_pipeline import simulate
-    from competition_pipeline.standings import Competitions
-    from competition_pipeline.store import CompetitionStore
+    from competition_pipeline.store.database import CompetitionStore
+    from competition_pipeline.store.standings import Competitions
+    from competition_pipeline.tools import simulate
 
     monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
     journal = state / "journal"

@@ -1,9 +1,9 @@
 """Convergence: the table reaches the journal by itself after faults, and following a growing
 hour costs what was appended.
 
-The fault tests run the chaos soak (``competition_pipeline.soak``): a private PostgreSQL cluster,
-the code location as a gRPC server, ``dagster-daemon run`` with the project's dagster.yaml, the
-journal sensor every 5 s and the simulator appending live fills. After the fault nothing is
+The fault tests run the chaos soak (``competition_pipeline.tools.soak``): a private PostgreSQL
+cluster, the code location as a gRPC server, ``dagster-daemon run`` with the project's dagster.yaml,
+the journal sensor every 5 s and the simulator appending live fills. After the fault nothing is
 re-run by hand: the soak waits for the table to equal its own reading of the journal.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.soak import FAULTS
-from competition_pipeline.sources.journal import window_dir
+from competition_pipeline.fills.journal import window_dir
+from competition_pipeline.tools.soak import FAULTS
 from tests.conftest import REPO
 from tests.integration.test_asset import T0, WINDOW, materialize, metadata, query
 from tests.journal_helpers import append, fill, line, write_segment
@@ -82,7 +82,7 @@ def test_a_late_segment_in_a_closed_hour_reads_only_that_segment(
 
 def soak(tmp_path: Path, *args: str, timeout: float = 1500) -> dict:
     output = tmp_path / "soak.json"
-    command = [sys.executable, "-m", "competition_pipeline.soak", "--json", str(output)]
+    command = [sys.executable, "-m", "competition_pipeline.tools.soak", "--json", str(output)]
     completed = subprocess.run(
         [*command, "--timeout", str(CONVERGENCE_BOUND), *args],
         cwd=REPO,

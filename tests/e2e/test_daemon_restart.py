@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline import simulate
-from competition_pipeline.contract import Fill, parse_line
-from competition_pipeline.rows import fill_rows
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.contract import Fill, parse_line
+from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.tools import simulate
 from tests.conftest import REPO
 from tests.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
 

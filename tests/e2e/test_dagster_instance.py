@@ -11,10 +11,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline import dburl
 from competition_pipeline.definitions import defs
-from competition_pipeline.window_checks import BLOCKING
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.checks import BLOCKING
+from competition_pipeline.store import dburl
 from tests.conftest import REPO
 from tests.journal_helpers import fill, write_segment
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline import metrics
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.tools import metrics
 from tests.dagster_dev import dagster_dev_env, free_port, run_dagster_dev, wait_for
 from tests.integration.test_alerts import Webhook
 from tests.integration.test_asset import materialize

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from competition_pipeline import metrics
+from competition_pipeline.tools import metrics
 from tests.conftest import REPO
 from tests.dagster_dev import free_port, local_start_environment
 

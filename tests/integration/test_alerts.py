@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline import alerts
-from competition_pipeline.alerts import build_alerts_sensor
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs import alerts
+from competition_pipeline.defs.alerts import build_alerts_sensor
+from competition_pipeline.fills.windows import HOUR, Window
 from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 from tests.journal_helpers import fill, write_segment
 from tests.location import SETTINGS

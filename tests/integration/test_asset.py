@@ -11,10 +11,14 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline import dburl
-from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
-from competition_pipeline.sources.journal import window_dir
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.fills.journal import window_dir
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.store import dburl
 from tests.journal_helpers import W1, W2, W3, W4, append, fill, line, write_segment
 from tests.location import (
     competition_fill_events,
@@ -409,7 +413,7 @@ def test_both_url_schemes_are_accepted(database_url: str, journal: Path, scheme:
 
 
 def test_a_simulated_hour_is_recorded_exactly(database_url: str, journal: Path) -> None:
-    from competition_pipeline import simulate
+    from competition_pipeline.tools import simulate
 
     stats = simulate.write_hour(journal, WINDOW, 3_000)
     meta = metadata(materialize(database_url, journal))
@@ -429,7 +433,7 @@ GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO {role};
 
 
 def test_least_privilege_role_records_a_window(database_url: str, journal: Path) -> None:
-    from competition_pipeline.store import CompetitionStore
+    from competition_pipeline.store.database import CompetitionStore
 
     CompetitionStore(database_url).ensure_schema()  # the owner's one-time step
     role = f"recorder_{os.getpid()}"
@@ -501,8 +505,8 @@ def test_a_missing_hour_is_told_apart_from_an_hour_without_trades(
 
 
 def test_lag_is_reported_for_the_open_hour_only() -> None:
-    from competition_pipeline.assets import report_metadata
-    from competition_pipeline.pipeline import WindowReport
+    from competition_pipeline.defs.fill_events import report_metadata
+    from competition_pipeline.recording.fill_events import WindowReport
 
     now = WINDOW.start.timestamp() + 1800  # half way through the window: it is open
     report = WindowReport(window=KEY, source="journal", newest_fill_ms=int(now * 1000) - 4000)
@@ -513,7 +517,7 @@ def test_lag_is_reported_for_the_open_hour_only() -> None:
 
 def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
     from competition_pipeline.definitions import defs
-    from competition_pipeline.store import fill_events
+    from competition_pipeline.store.database import fill_events
 
     spec = defs.resolve_assets_def("competition_fill_events").specs_by_key[
         dg.AssetKey("competition_fill_events")

@@ -9,13 +9,17 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from competition_pipeline import dburl
-from competition_pipeline.pipeline import reconcile_window
-from competition_pipeline.resources import CompetitionDatabase, FillSourceResource, RecordingPolicy
-from competition_pipeline.sources.journal import JournalSource
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.window_checks import RECONCILES
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.checks import RECONCILES
+from competition_pipeline.recording.fill_events import reconcile_window
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
 from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
 from tests.journal_helpers import W3, fill, write_segment
 from tests.location import competition_fill_events

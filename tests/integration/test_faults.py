@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from competition_pipeline import dburl
+from competition_pipeline.store import dburl
 from tests.integration.test_asset import KEY, WINDOW, materialize, metadata, query
 from tests.journal_helpers import bulk_segment
 
@@ -77,10 +77,10 @@ def test_kill_9_during_copy_commits_nothing_and_the_rerun_is_exact(
     script = tmp_path / "record.py"
     script.write_text(
         "import sys\n"
-        "from competition_pipeline.pipeline import record_window\n"
-        "from competition_pipeline.sources.journal import JournalSource\n"
-        "from competition_pipeline.store import CompetitionStore\n"
-        "from competition_pipeline.windows import Window\n"
+        "from competition_pipeline.recording.fill_events import record_window\n"
+        "from competition_pipeline.fills.journal import JournalSource\n"
+        "from competition_pipeline.store.database import CompetitionStore\n"
+        "from competition_pipeline.fills.windows import Window\n"
         "store = CompetitionStore(sys.argv[1]); store.ensure_schema()\n"
         "record_window(JournalSource(sys.argv[2]), store, Window.from_key(sys.argv[3]))\n"
     )

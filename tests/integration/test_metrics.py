@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline import metrics
-from competition_pipeline.sources.journal import window_dir
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.fills.journal import window_dir
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.tools import metrics
 from tests.dagster_dev import free_port
 from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
 from tests.journal_helpers import W3, append, fill, line, write_segment

@@ -20,7 +20,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from competition_pipeline import dburl, embedded
+from competition_pipeline.store import dburl
+from competition_pipeline.tools import embedded
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "docs" / "examples"
@@ -230,7 +231,7 @@ PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
 def test_grants_apply_to_a_fresh_schema_and_give_each_role_what_the_guide_says(
     cluster: Cluster,
 ) -> None:
-    from competition_pipeline.store import CompetitionStore, metadata
+    from competition_pipeline.store.database import CompetitionStore, metadata
 
     c = cluster
     owner_url = c.url(c.competition_db, c.role("owner"))
@@ -287,8 +288,8 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
     partitioning.sql, then upgraded by `competition-pipeline schema`: nothing rebuilt or lost."""
     from alembic import command
 
-    from competition_pipeline import schema
-    from competition_pipeline.store import CompetitionStore
+    from competition_pipeline.store import schema
+    from competition_pipeline.store.database import CompetitionStore
 
     c = cluster
     owner_url = c.url(c.competition_db, c.role("owner"))

@@ -18,10 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from competition_pipeline import dburl, months, schema
-from competition_pipeline.standings import Competitions
-from competition_pipeline.store import CompetitionStore, StoreError
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import dburl, months, schema
+from competition_pipeline.store.database import CompetitionStore, StoreError
+from competition_pipeline.store.standings import Competitions
 from tests.conftest import REPO
 from tests.integration.test_asset import materialize, metadata, query
 from tests.journal_helpers import W1, W2, append, fill, line, write_segment
@@ -150,8 +150,8 @@ def test_per_window_and_standings_queries_read_one_partition(
         write_segment(journal, window, "a.jsonl", [fill(window.start_ms // 1000, window.start_ms)])
         materialize(database_url, journal, window.key)
     params = {"window_start": NOV.start, "window_end": NOV.end}
-    from competition_pipeline.digest import SQL_STORED_DIGEST
-    from competition_pipeline.load import _SQL_STORED_ROWS
+    from competition_pipeline.store.digest import SQL_STORED_DIGEST
+    from competition_pipeline.store.load import _SQL_STORED_ROWS
 
     # The load's count and the reconciliation's digest of the window's stored rows.
     for statement in (_SQL_STORED_ROWS, SQL_STORED_DIGEST):
@@ -164,7 +164,7 @@ def test_per_window_and_standings_queries_read_one_partition(
     competitions.create("nov", "April", NOV.start, NOV.end, "pnl")
     competitions.register("nov", W1)
     with psycopg.connect(dburl.libpq(database_url)) as conn:
-        from competition_pipeline.standings import _REPLACE
+        from competition_pipeline.store.standings import _REPLACE
 
         plan = "\n".join(
             r[0]
@@ -283,10 +283,10 @@ def _previous_release(tmp_path: Path) -> Path:
 _OLD_RECORD = """
 import sys
 import competition_pipeline
-from competition_pipeline.pipeline import record_windows
-from competition_pipeline.sources.journal import JournalSource
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.windows import Window
+from competition_pipeline.recording.fill_events import record_windows
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.fills.windows import Window
 print(competition_pipeline.__file__)
 store = CompetitionStore(sys.argv[1]); store.ensure_schema()
 windows = [Window.from_key(k) for k in sys.argv[3:]]
@@ -363,11 +363,11 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
 
 
 def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
-    from competition_pipeline.maintenance import (
+    from competition_pipeline.defs.months import (
         competition_fill_retention_job,
         competition_months_job,
     )
-    from competition_pipeline.resources import CompetitionDatabase
+    from competition_pipeline.defs.resources import CompetitionDatabase
 
     database = CompetitionDatabase(url=database_url)
     assert competition_months_job.execute_in_process(resources={"database": database}).success
@@ -427,8 +427,9 @@ def test_a_repeat_in_the_third_batch_sends_the_rest_of_the_window_down_the_caref
     """One batch per segment: two batches go in on the fast path, the third holds a conflicting
     version of a fill recorded in another month and a repeat of the first batch's fill; the
     window ends on the careful path with each key once and the journal's digest."""
-    from competition_pipeline import load, pipeline
-    from competition_pipeline.sources.journal import window_dir
+    from competition_pipeline.fills.journal import window_dir
+    from competition_pipeline.recording import fill_events as pipeline
+    from competition_pipeline.store import load
 
     monkeypatch.setattr(pipeline, "STAGE_ROWS", 1)  # every segment's batch staged on its own
     monkeypatch.setattr(load, "_STAGE_TABLES", stage_tables)  # 1: batches 3+ via stage_batch

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import psycopg
 
-from competition_pipeline import dburl
-from competition_pipeline.pipeline import _unchanged_report, reconcile_window, record_window
-from competition_pipeline.sources.journal import JournalSource
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import (
+    _unchanged_report,
+    reconcile_window,
+    record_window,
+)
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
 from tests.journal_helpers import W1, W2, append, fill, line, write_segment
 
 WINDOW = Window.from_key("2026-11-20-05:00")

@@ -14,14 +14,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline.follow import Attempt, Backoff, FollowCursor, plan
-from competition_pipeline.pipeline import record_window
-from competition_pipeline.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.schedules import competition_fill_events_hourly
-from competition_pipeline.sensors import build_follow_sensors
-from competition_pipeline.sources.journal import JournalSource, scan
-from competition_pipeline.store import CommittedWindow
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs.follow import build_follow_sensors
+from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.defs.schedules import competition_fill_events_hourly
+from competition_pipeline.fills.journal import JournalSource, scan
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.fill_events import record_window
+from competition_pipeline.recording.follow import Attempt, Backoff, FollowCursor, plan
+from competition_pipeline.store.database import CommittedWindow
 from tests.journal_helpers import append, fill, write_segment
 from tests.location import SETTINGS, fill_journal_sensor
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from competition_pipeline import cli
-from competition_pipeline.resources import CompetitionDatabase
-from competition_pipeline.standings import CompetitionError, Competitions
-from competition_pipeline.standings_assets import competition_standings, standings_refresh_sensor
-from competition_pipeline.store import CompetitionStore
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs.resources import CompetitionDatabase
+from competition_pipeline.defs.standings import competition_standings, standings_refresh_sensor
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.standings import CompetitionError, Competitions
+from competition_pipeline.tools import cli
 from tests.integration.test_asset import materialize
 from tests.journal_helpers import W1, W2, W3, fill, write_segment
 

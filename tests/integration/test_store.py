@@ -9,11 +9,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from competition_pipeline import dburl, schema
-from competition_pipeline.contract import Fill, parse_line
-from competition_pipeline.rows import fill_rows
-from competition_pipeline.store import CompetitionStore, StoreError, wrap_errors
-from competition_pipeline.windows import Window
+from competition_pipeline.fills.contract import Fill, parse_line
+from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import dburl, schema
+from competition_pipeline.store.database import CompetitionStore, StoreError, wrap_errors
 from tests.journal_helpers import fill, line
 
 URL = "postgresql://recorder:s3cret@db.example:5432/competition"

@@ -13,15 +13,15 @@ import dagster as dg
 import nats
 import pytest
 
-from competition_pipeline.publish import journal_lines, publish_lines, subject_and_id
-from competition_pipeline.resources import (
+from competition_pipeline.defs.follow import build_follow_sensors
+from competition_pipeline.defs.resources import (
     CompetitionDatabase,
     FillSourceResource,
     RecordingPolicy,
 )
-from competition_pipeline.runs import error_cause
-from competition_pipeline.sensors import build_follow_sensors
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.defs.runs import error_cause
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.tools.publish import journal_lines, publish_lines, subject_and_id
 from tests.integration.test_asset import KEY, T0, WINDOW, materialize, metadata, query
 from tests.journal_helpers import fill, line
 from tests.location import SETTINGS, competition_fill_events
@@ -80,7 +80,7 @@ def rows(database_url: str) -> list[tuple]:
 def test_the_same_journal_from_files_and_from_the_stream_gives_identical_tables(
     stream, database_url: str, pg_admin_url: str, journal: Path
 ) -> None:
-    from competition_pipeline import embedded, simulate
+    from competition_pipeline.tools import embedded, simulate
 
     simulate.write_hour(journal, WINDOW, 500)
     materialize(database_url, journal)

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from competition_pipeline.contract import (
+from competition_pipeline.fills.contract import (
     MAX_INT64,
     SKIPPED,
     Fill,

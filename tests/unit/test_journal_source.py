@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.rows import raw_text
-from competition_pipeline.sources import RawBatch, ReadStats, SourceError
-from competition_pipeline.sources import journal as journal_module
-from competition_pipeline.sources.journal import JournalSource
-from competition_pipeline.windows import Window
+from competition_pipeline.fills import journal as journal_module
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.rows import raw_text
+from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError
+from competition_pipeline.fills.windows import Window
 
 WINDOW = Window.from_key("2026-03-31-14:00")
 PREFIX = "date=2026-03-31/hour=14"

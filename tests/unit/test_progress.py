@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline import simulate
-from competition_pipeline.progress import Progress
+from competition_pipeline.tools import simulate
+from competition_pipeline.tools.progress import Progress
 
 
 def test_a_known_total_gives_one_line_per_tenth_and_the_last_at_100_percent() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from competition_pipeline.report import WindowReport, WindowSummary
-from competition_pipeline.store import RowsDigest, StoredCounts
+from competition_pipeline.store.database import RowsDigest, StoredCounts
+from competition_pipeline.store.summary import WindowReport, WindowSummary
 
 #: The keys of competition_fill_windows.summary as the release before WindowSummary wrote them.
 STORED_KEYS = {

@@ -11,8 +11,8 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from competition_pipeline.contract import Fill, parse_line
-from competition_pipeline.rows import ROW_FIELDS, fill_rows
+from competition_pipeline.fills.contract import Fill, parse_line
+from competition_pipeline.fills.rows import ROW_FIELDS, fill_rows
 
 TAKER = "0x1111111111111111111111111111111111111111"
 MAKER = "0x2222222222222222222222222222222222222222"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline import simulate
-from competition_pipeline.contract import SKIPPED, Fill, Reject, parse_line
-from competition_pipeline.sources.journal import SEGMENT, window_dir
-from competition_pipeline.windows import HOUR, Window
+from competition_pipeline.fills.contract import SKIPPED, Fill, Reject, parse_line
+from competition_pipeline.fills.journal import SEGMENT, window_dir
+from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.tools import simulate
 
 WINDOW = Window.from_key("2026-11-20-03:00")
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from competition_pipeline.windows import Window, windows_between
+from competition_pipeline.fills.windows import Window, windows_between
 
 UTC = dt.UTC
 HOUR_MS = 3_600_000

@@ -1,0 +1,262 @@
+"""The ``competition_fill_events`` asset: one hourly window of fills recorded per partition."""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from competition_pipeline.defs.checks import WindowChecks, selected_checks
+from competition_pipeline.defs.partitions import (
+    DATABASE_POOL,
+    fill_freshness_policy,
+    fill_partitions,
+    fill_retry_policy,
+)
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.fills.source import SourceError
+from competition_pipeline.fills.windows import Window, windows_between
+from competition_pipeline.recording.fill_events import (
+    RejectBudgetExceeded,
+    WindowReport,
+    record_windows,
+)
+from competition_pipeline.settings import Settings
+from competition_pipeline.store.database import FILL_EVENTS, StoreError, fill_events
+
+# The table's columns, from the store's own table definition (shown in the asset's Columns tab).
+FILL_EVENTS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(
+            name=column.name,
+            type=str(column.type),
+            constraints=dg.TableColumnConstraints(nullable=column.nullable is not False),
+        )
+        for column in fill_events.columns
+    ],
+    constraints=dg.TableConstraints(other=["primary key (trade_id, wallet)"]),
+)
+
+
+def _journal_data(report: WindowReport) -> bool | None:
+    """Whether the journal holds any segment for the window (None for the stream): an hour that is
+    missing from the journal is not an hour with no trades."""
+    return report.segments > 0 if report.stream_complete is None else None
+
+
+def _open(report: WindowReport, now: float) -> bool:
+    return Window.from_key(report.window).end.timestamp() > now
+
+
+def report_metadata(report: WindowReport, now: float | None = None) -> dict[str, Any]:
+    """Per-window materialization metadata; numbers are plain ints/floats so the UI plots them.
+
+    A number is present only where it means what its name says: ``rows_per_second`` only when
+    this run inserted rows (an unchanged re-run is not a spike), ``lag_seconds`` only for the hour
+    in progress (a closed hour's newest fill is hours old by design).
+    """
+    now = time.time() if now is None else now
+    metadata: dict[str, Any] = {
+        "dagster/table_name": FILL_EVENTS,
+        "window": report.window,
+        "source": report.source,
+        "lines_read": report.lines_read,
+        "fills_read": report.fills_read,
+        "fills_recorded_or_present": report.fills_recorded_or_present,
+        "rows_inserted": report.rows_inserted,
+        "rows_already_present": report.rows_already_present,
+        "skipped_messages": report.skipped_messages,
+        "rejects": report.rejects,
+        "rejects_new": report.rejects_new,
+        "conflicts": report.conflicts,
+        "incomplete_tails": report.incomplete_tails,
+        "segments": report.segments,
+        "bytes_read": report.bytes_read,
+        "incremental": report.incremental,
+        "seconds": round(report.seconds, 3),
+        "accounting_balanced": report.balanced(),
+        "unchanged": report.unchanged,
+        "open_hour": _open(report, now),
+    }
+    if report.rows_stored is not None:  # the window's rows in the table (Dagster's row count)
+        metadata["dagster/partition_row_count"] = report.rows_stored
+    if report.rows_inserted > 0 and report.seconds > 0:
+        metadata["rows_per_second"] = round(report.rows_inserted / report.seconds, 1)
+    if report.newest_fill_ms is not None and metadata["open_hour"]:
+        metadata["lag_seconds"] = round(now - report.newest_fill_ms / 1000, 1)
+    journal_data = _journal_data(report)
+    if journal_data is not None:
+        metadata["journal_data"] = journal_data
+    if report.stream_complete is not None:
+        metadata["stream_complete"] = report.stream_complete
+    if report.rewritten_segments:
+        metadata["rewritten_segments"] = dg.MetadataValue.md(
+            "\n".join(f"- `{name}`" for name in report.rewritten_segments)
+        )
+    if report.ignored_files:
+        metadata["ignored_files"] = dg.MetadataValue.md(
+            "\n".join(f"- `{name}`" for name in report.ignored_files)
+        )
+    return metadata
+
+
+def _record(
+    windows: list[Window],
+    database: CompetitionDatabase,
+    fill_source: FillSourceResource,
+    policy: RecordingPolicy,
+) -> Iterator[WindowReport]:
+    """Record windows in order; a source or database error becomes a failed step naming the
+    window it stopped at (the windows before it are committed)."""
+    done = 0
+    try:
+        source, store = fill_source.source(), database.store()
+        for report in record_windows(source, store, windows, reject_budget=policy.reject_budget()):
+            done += 1
+            yield report
+    except (SourceError, StoreError) as exc:
+        raise dg.Failure(
+            description=f"window {windows[done].key} not recorded (nothing of it committed): {exc}",
+            allow_retries=exc.retryable,
+        ) from None
+    except RejectBudgetExceeded as exc:
+        raise dg.Failure(
+            description=f"{exc}; nothing of the window committed", allow_retries=False
+        ) from None
+
+
+def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+    for name in report.ignored_files:
+        context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+    for name in report.rewritten_segments:
+        context.log.warning(
+            f"{name} changed before its committed offset (rewritten or shrunk; segments are"
+            " append-only): the window was read again in full"
+        )
+
+
+def _missing_from_journal(report: WindowReport) -> bool:
+    """A closed hour without any segment (the open hour may simply have none yet)."""
+    return _journal_data(report) is False and not _open(report, time.time())
+
+
+def _warn_missing(context: dg.AssetExecutionContext, windows: list[str]) -> None:
+    if windows:
+        which = (
+            ", ".join(windows)
+            if len(windows) <= 5
+            else f"{len(windows)} windows from {windows[0]} to {windows[-1]}"
+        )
+        context.log.warning(
+            f"no journal data for {which} (no segment in the date=/hour= directory): missing from"
+            " the journal, which is not the same as an hour without trades; recorded as 0 rows,"
+            " re-run once the journal has it"
+        )
+
+
+def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+    _warn_ignored(context, report)
+    _warn_missing(context, [report.window] if _missing_from_journal(report) else [])
+    context.log.info(
+        f"window {report.window}: {report.fills_read} fills, {report.rows_inserted} rows inserted, "
+        f"{report.rows_already_present} already present, {report.rejects} rejects, "
+        f"{report.conflicts} conflicts, {report.skipped_messages} skipped "
+        f"in {report.seconds:.2f}s"
+    )
+
+
+def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
+    """The ``competition_fill_events`` asset, its partitions and policies from ``settings``."""
+
+    @dg.asset(
+        name="competition_fill_events",
+        partitions_def=fill_partitions(settings),
+        # A backfill of any date range is one run; the run records its windows in order and commits
+        # each on its own, so a failure part way keeps every window finished before it.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=fill_retry_policy(settings),
+        pool=DATABASE_POOL,
+        freshness_policy=fill_freshness_policy(settings),
+        group_name="competition",
+        kinds={"postgres"},
+        owners=["team:trading-competition"],
+        metadata={"dagster/table_name": FILL_EVENTS, "dagster/column_schema": FILL_EVENTS_SCHEMA},
+        # Ranged runs report each window as its own materialization event instead of one output.
+        output_required=False,
+        description=(
+            "Every fill of the hour, one row per (trade_id, wallet), in table"
+            " competition_fill_events; bad lines are quarantined in competition_fill_rejects,"
+            " conflicting duplicates in competition_fill_conflicts. Re-running a window is"
+            " idempotent."
+        ),
+    )
+    def competition_fill_events(
+        context: dg.AssetExecutionContext,
+        database: CompetitionDatabase,
+        fill_source: FillSourceResource,
+        policy: RecordingPolicy,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
+            yield from _materialize(context, database, fill_source, policy)
+
+    return competition_fill_events
+
+
+def _materialize(
+    context: dg.AssetExecutionContext,
+    database: CompetitionDatabase,
+    fill_source: FillSourceResource,
+    policy: RecordingPolicy,
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    time_window = context.partition_time_window
+    windows = windows_between(time_window.start, time_window.end)
+    if len(windows) == 1:
+        (report,) = _record(windows, database, fill_source, policy)
+        _log_report(context, report)
+        yield dg.MaterializeResult(metadata=report_metadata(report))
+        return
+    # A partition range (a backfill): one materialization event per window, as each commits, so
+    # the UI shows every window's counts and a failure leaves the finished windows materialized.
+    # The run log gets a progress line per day, not per window (each event is a storage write).
+    context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
+    # Without an output Dagster skips the check steps of a ranged run: each window's checks are
+    # evaluated here once it has committed, as events for its partition (window_checks.py).
+    checks = WindowChecks(database, fill_source, policy, instance=context.instance)
+    check_names = selected_checks(context)
+    started = time.perf_counter()
+    rows = 0
+    missing: list[str] = []  # warned about with the progress line, not one line per window
+    with checks.shared_connection():
+        for done, report in enumerate(_record(windows, database, fill_source, policy), start=1):
+            _warn_ignored(context, report)
+            if _missing_from_journal(report):
+                missing.append(report.window)
+            # Yielded, not context.log_event(): logged events are buffered until the next yield,
+            # so a failure later in the range would drop the events of windows already committed.
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=report.window,
+                metadata=report_metadata(report),
+            )
+            yield from checks.evaluations(check_names, Window.from_key(report.window))
+            rows += report.rows_inserted
+            if done % 24 == 0 or done == len(windows):
+                context.log.info(
+                    f"{done}/{len(windows)} windows recorded (up to {report.window}),"
+                    f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+                )
+                _warn_missing(context, missing)
+                missing.clear()
+    if check_names:
+        # Said here because Dagster logs "Skipping step ... due to skipped dependencies" for each
+        # check step next, which reads like checks that never ran.
+        context.log.info(
+            f"checks {', '.join(check_names)} evaluated in this step for each of the"
+            f" {len(windows)} windows (each check's Partitions tab shows every window's result);"
+            " the check steps Dagster skips next have nothing left to evaluate"
+        )

@@ -1,0 +1,259 @@
+"""Sensors: follow the journal (``fill_journal_sensor``) or the stream (``fill_stream_sensor``)
+until the competition database has committed all of it (alerts: alerts.py).
+
+Each tick compares the source with what the database committed and requests every window that is
+behind and that no live run is recording, whatever happened to earlier runs. No run key: what
+suppresses a repeat request is a live run of the window, nothing else. The decision and the
+cursor of both sensors are pure functions in ``follow.py``; this module is their Dagster side
+(the live and dead runs, the run requests), built from the settings by ``build_follow_sensors``.
+
+A run is live while it is queued (waiting for the daemon), or launched (not started, starting,
+started) and either holding its liveness lock in the competition database (the asset and its
+checks hold it on a connection of their own, so it dies with the worker) or having logged an
+event within ``FILL_DEAD_RUN_SECONDS``. A launched run with neither is dead (its worker was
+killed, its code server died, or the daemon died while launching it): the sensor marks it failed,
+naming why, and its windows are requested again. Its pool slot is given back by the daemon
+(``free_slots_after_run_end_seconds``).
+"""
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+
+import dagster as dg
+
+from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.partitions import fill_partitions
+from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.defs.runs import selects_fill_asset, window_keys
+from competition_pipeline.fills.journal import scan
+from competition_pipeline.fills.source import SourceError
+from competition_pipeline.fills.stream import StreamSource, windows_since
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.follow import (
+    Backoff,
+    FollowCursor,
+    Plan,
+    journal_windows_behind,
+    keep_stream_position,
+    plan,
+    stream_wanted,
+    stream_windows_behind,
+)
+from competition_pipeline.settings import Settings
+from competition_pipeline.store.database import CommittedWindow, CompetitionStore, StoreError
+
+#: Handed to a worker (or about to be): alive only while the worker shows it. A run the daemon
+#: was launching when it died stays NOT_STARTED or STARTING with no worker at all.
+_LAUNCHED = {
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+}
+_LIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+BehindOf = Callable[[Mapping[Window, CommittedWindow]], Mapping[Window, str]]
+
+
+def _started(record: dg.RunRecord) -> float:
+    return record.start_time or record.create_timestamp.timestamp()
+
+
+def _quiet_seconds(instance: dg.DagsterInstance, record: dg.RunRecord, now: float) -> float:
+    """Seconds since the run's last event (or its start)."""
+    events = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False)
+    last = events.records[0].timestamp if events.records else 0.0
+    return now - max(last, _started(record))
+
+
+def live_windows(
+    instance: dg.DagsterInstance, store: CompetitionStore, log, dead_run_seconds: float
+) -> tuple[set[str], list[str]]:
+    """Windows that a live run of the asset is recording, and the dead runs marked failed now
+    (launched, without the liveness lock and silent for ``dead_run_seconds``)."""
+    now = time.time()
+    records = [
+        r
+        for r in instance.get_run_records(dg.RunsFilter(statuses=_LIVE_STATUSES))
+        if selects_fill_asset(r.dagster_run)
+    ]
+    suspects = [
+        r
+        for r in records
+        if r.dagster_run.status in _LAUNCHED and now - _started(r) > dead_run_seconds
+    ]
+    holding = store.runs_holding_lock(r.dagster_run.run_id for r in suspects) if suspects else set()
+    keys: set[str] = set()
+    reaped: list[str] = []
+    for record in records:
+        run = record.dagster_run
+        if (
+            record in suspects
+            and run.run_id not in holding
+            and _quiet_seconds(instance, record, now) > dead_run_seconds
+        ):
+            message = (
+                f"run worker lost: run {run.run_id} was {run.status.value} but no live process"
+                f" held its liveness lock and it logged nothing for {dead_run_seconds:.0f} s (its"
+                " worker was killed, or its code server or the daemon launching it died); marked"
+                " failed by the fill sensor, its windows are requested again"
+            )
+            instance.report_run_failed(run, message=message)
+            log.warning(message)
+            reaped.append(run.run_id)
+            continue
+        keys.update(window_keys(run))
+    return keys, reaped
+
+
+def partition_bounds(partitions: dg.PartitionsDefinition) -> tuple[Window, Window]:
+    """The first partition and the hour in progress (the last partition) as windows."""
+    last = Window.containing(dt.datetime.now(dt.UTC))
+    first_key = partitions.get_first_partition_key()
+    return (Window.from_key(first_key) if first_key else last), last
+
+
+def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorResult:
+    """Run requests (tagged with why and which attempt) and the cursor; the log says the rest."""
+    if decision.out_of_range:
+        context.log.warning(
+            f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
+        )
+    if decision.deferred:
+        context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
+    if decision.backing_off:
+        failing = {
+            key: f"{decision.cursor.attempts[key].failures + 1} failed, next in {seconds:.0f}s"
+            for key, seconds in list(decision.backing_off.items())[:10]
+        }
+        context.log.warning(f"failing windows, backing off: {failing}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=request.window.key,
+                tags={
+                    "competition/behind": request.reason[:200],
+                    "competition/attempt": str(request.attempt),
+                },
+            )
+            for request in decision.requests
+        ],
+        cursor=decision.cursor.to_json(),
+    )
+
+
+def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """``fill_journal_sensor`` and ``fill_stream_sensor``: interval, default status, backoff,
+    dead-run time and requests per tick from ``settings``."""
+    partitions = fill_partitions(settings)
+    backoff = Backoff(settings.retry_backoff_seconds, settings.retry_backoff_max_seconds)
+    # Stopped by default in a deployment (turn it on in the UI); `bin/start` sets it running.
+    default_status = (
+        dg.DefaultSensorStatus.RUNNING
+        if settings.sensor_default_running
+        else dg.DefaultSensorStatus.STOPPED
+    )
+
+    def decide(
+        context: dg.SensorEvaluationContext,
+        store: CompetitionStore,
+        behind_of: BehindOf,
+        cursor: FollowCursor,
+    ) -> Plan:
+        """One tick's plan from the committed state, the live runs and ``behind_of(committed)``."""
+        committed = store.committed_positions()
+        live, _ = live_windows(context.instance, store, context.log, settings.dead_run_seconds)
+        first, last = partition_bounds(partitions)
+        return plan(
+            behind_of(committed),
+            committed,
+            cursor,
+            now_ns=time.time_ns(),
+            live=live,
+            first=first,
+            last=last,
+            backoff=backoff,
+            max_requests=settings.sensor_max_requests,
+        )
+
+    @dg.sensor(
+        name="fill_journal_sensor",
+        target=fill_events_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=default_status,
+        description=(
+            "Requests a run for every hourly window whose journal holds more than the competition"
+            " database committed for it (never recorded, new or grown segment, late fill), until"
+            " the table has it all; failing windows back off; dead runs are marked failed."
+        ),
+    )
+    def fill_journal_sensor(
+        context: dg.SensorEvaluationContext,
+        fill_source: FillSourceResource,
+        database: CompetitionDatabase,
+    ) -> dg.SensorResult | dg.SkipReason:
+        if fill_source.kind != "journal":
+            return dg.SkipReason(
+                f"FILL_SOURCE is {fill_source.kind}: fill_stream_sensor follows it"
+            )
+        if not fill_source.root:
+            return dg.SkipReason("FILL_JOURNAL_DIR is not set")
+        try:
+            states, ignored = scan(fill_source.root)
+            decision = decide(
+                context,
+                database.store(),
+                lambda committed: journal_windows_behind(states, committed),
+                FollowCursor.from_json(context.cursor),
+            )
+        except (SourceError, StoreError) as exc:
+            return dg.SkipReason(f"nothing decided this tick: {exc}")
+        if ignored:
+            context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
+        return _result(context, decision)
+
+    @dg.sensor(
+        name="fill_stream_sensor",
+        target=fill_events_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=default_status
+        if settings.follows_stream
+        else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "With FILL_SOURCE=nats: requests a run for every window whose newest stream message"
+            " is beyond the stream position its latest committed load covered."
+        ),
+    )
+    def fill_stream_sensor(
+        context: dg.SensorEvaluationContext,
+        fill_source: FillSourceResource,
+        database: CompetitionDatabase,
+    ) -> dg.SensorResult | dg.SkipReason:
+        if fill_source.kind != "nats":
+            return dg.SkipReason(
+                f"FILL_SOURCE is {fill_source.kind}: fill_journal_sensor follows it"
+            )
+        source = fill_source.source()
+        assert isinstance(source, StreamSource)
+        cursor = FollowCursor.from_json(context.cursor)
+        try:
+            seen, last_seq = windows_since(source, cursor.last_seq)
+            wanted = stream_wanted(cursor, seen)
+            decision = decide(
+                context,
+                database.store(),
+                lambda committed: stream_windows_behind(wanted, committed, source.origin),
+                cursor,
+            )
+        except (SourceError, StoreError) as exc:
+            return dg.SkipReason(f"nothing decided this tick: {exc}")
+        keep_stream_position(decision, last_seq, wanted)
+        return _result(context, decision)
+
+    return [fill_journal_sensor, fill_stream_sensor]

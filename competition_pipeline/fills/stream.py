@@ -1,0 +1,309 @@
+"""The live fill stream: NATS JetStream ``ENGINE_FILLS`` (contract, section 4), replayed per window.
+
+A window is read with an ordered, ephemeral consumer that starts at the window's start time
+(publish time is never earlier than a fill's timestamp), and stops once the stream has passed
+the window's end plus the allowed lateness (default 5 minutes): a message published after it
+whose fill is after it too, or the last message that existed when the read began. Fills whose
+``timestamp`` lies in the window are kept; a message without a readable fill timestamp (another
+type, or a line to reject) belongs to the window of its publish time, so it is counted or
+quarantined exactly once. Record ids are stream sequences; a message delivered twice is passed
+on once (and the loader is idempotent anyway).
+
+Runs its own asyncio loop, so the synchronous pipeline (and its prefetch thread) can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import msgspec
+import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError
+from competition_pipeline.fills.windows import Window
+
+STREAM = "ENGINE_FILLS"
+SUBJECT_PREFIX = "engine.fills"
+DEFAULT_LATENESS_MS = 5 * 60 * 1000
+BATCH = 5_000
+
+
+class _Head(msgspec.Struct):
+    """Just enough of a message to place it in a window, or to publish it under its subject."""
+
+    fill: dict | None = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def fill_head(data: bytes) -> dict:
+    """The message's ``fill`` object, or an empty one when it has none or when the line
+    is not readable (the pipeline rejects such a line; placing and publishing it go on)."""
+    try:
+        return _HEAD.decode(data).fill or {}
+    except Exception:  # noqa: BLE001 (msgspec raises several types for a line that is not JSON)
+        return {}
+
+
+def fill_timestamp(data: bytes) -> int | None:
+    """The message's fill timestamp in ms, or None when it has none (or is not readable)."""
+    value = fill_head(data).get("timestamp")
+    return value if type(value) is int else None
+
+
+@dataclass(frozen=True)
+class StreamState:
+    messages: int
+    first_seq: int
+    last_seq: int
+    first_time: dt.datetime | None
+    last_time: dt.datetime | None
+
+
+class StreamSource:
+    """Reads windows from a JetStream stream (``FILL_SOURCE=nats``)."""
+
+    files_by_window = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = STREAM,
+        subject_prefix: str = SUBJECT_PREFIX,
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.subjects = f"{subject_prefix}.>"
+        self.lateness_ms = lateness_ms
+        self.timeout = timeout
+
+    @property
+    def origin(self) -> str:
+        return f"nats:{self.stream}"
+
+    def describe(self) -> str:
+        return f"nats stream {self.stream} at {self.url.split('@')[-1]}"
+
+    def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """False: knowing whether a window changed means replaying it, so every run does."""
+        return False
+
+    def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
+        """False: the stream has no offsets to check (reconciliations compare row by row)."""
+        return False
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _connect(self):
+        try:
+            return await connect(self.url, self.timeout)
+        except Exception as exc:  # noqa: BLE001 (nats-py raises several unrelated types)
+            raise SourceError(
+                f"cannot reach the fill stream at {self.url.split('@')[-1]}: "
+                f"{type(exc).__name__}: {str(exc) or f'no answer within {self.timeout:g} s'}"
+            ) from None
+
+    async def read_state(self, nc) -> StreamState:
+        """The stream's extent on connection ``nc``: message count, sequences and times."""
+        try:
+            info = await nc.jetstream().stream_info(self.stream)
+        except NotFoundError:
+            raise SourceError(f"stream {self.stream} does not exist", retryable=True) from None
+        state = info.state
+        first_time = last_time = None
+        if state.messages:
+            # nats-py's StreamState has no times: read them off the first and last messages.
+            js = nc.jetstream()
+            first_time = _when((await js.get_msg(self.stream, seq=state.first_seq)).time)
+            last_time = _when((await js.get_msg(self.stream, seq=state.last_seq)).time)
+        return StreamState(state.messages, state.first_seq, state.last_seq, first_time, last_time)
+
+    async def _with_connection(self, action):
+        nc = await self._connect()
+        try:
+            return await action(nc)
+        finally:
+            await nc.close()
+
+    def window_complete(self, window: Window, state: StreamState) -> bool:
+        """The stream has passed the window's end plus the allowed lateness."""
+        if state.last_time is None:
+            return False
+        horizon = window.end + dt.timedelta(milliseconds=self.lateness_ms)
+        return state.last_time >= horizon
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read_window(
+        self,
+        window: Window,
+        stats: ReadStats,
+        extent: Mapping[str, int] | None = None,
+        since: Mapping[str, dict] | None = None,
+    ) -> Iterator[RawBatch]:
+        """The window replayed from its start time (``since`` is not used: a window's messages
+        are spread over the stream, so there is no offset to resume from)."""
+        loop = asyncio.new_event_loop()
+        try:
+            nc = loop.run_until_complete(self._connect())
+            try:
+                state = loop.run_until_complete(self.read_state(nc))
+                self._check_retention(window, state)
+                stop_seq = state.last_seq if extent is None else extent.get(self.origin, 0)
+                stats.segments = 1
+                last_seq = 0
+                if state.messages and stop_seq >= state.first_seq:
+                    sub = loop.run_until_complete(self._subscribe(nc, window))
+                    try:
+                        while last_seq < stop_seq:
+                            records, last_seq, done = loop.run_until_complete(
+                                self._next_batch(sub, window, last_seq, stop_seq, stats)
+                            )
+                            if records:
+                                yield RawBatch(self.origin, records)
+                            if done:
+                                break
+                    finally:
+                        loop.run_until_complete(sub.unsubscribe())
+                stats.extent[self.origin] = max(last_seq, min(stop_seq, state.last_seq))
+                stats.complete = self.window_complete(window, state)
+            finally:
+                loop.run_until_complete(nc.close())
+        finally:
+            loop.close()
+
+    def _check_retention(self, window: Window, state: StreamState) -> None:
+        if state.first_seq > 1 and state.first_time is not None and window.start < state.first_time:
+            raise SourceError(
+                f"window {window.key} starts before the oldest message the stream {self.stream} "
+                f"still retains ({state.first_time.isoformat()}): replay it from the journal "
+                "(FILL_SOURCE=journal)",
+                retryable=False,
+            )
+
+    async def _subscribe(self, nc, window: Window):
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=window.start.isoformat()
+        )
+        return await nc.jetstream().subscribe(
+            self.subjects, stream=self.stream, ordered_consumer=True, config=config
+        )
+
+    async def _next_batch(self, sub, window: Window, last_seq: int, stop_seq: int, stats):
+        records: list[tuple[int, bytes]] = []
+        end_ms = window.end_ms + self.lateness_ms
+        while len(records) < BATCH:
+            msg = await _next_new(sub, last_seq, self.timeout)
+            if msg is None:
+                return records, last_seq, True  # nothing more to read now
+            last_seq = msg.metadata.sequence.stream
+            stats.bytes_read += len(msg.data)
+            placed, timestamp, published_ms = _placement(msg)
+            if window.start_ms <= placed < window.end_ms:
+                records.append((last_seq, msg.data))
+            # Past the window for good: published after its end plus the lateness, and a fill
+            # of that time too (a journal re-published later has late publish times throughout).
+            past = published_ms >= end_ms and timestamp is not None and timestamp >= end_ms
+            if last_seq >= stop_seq or past:
+                return records, last_seq, True
+        return records, last_seq, False
+
+
+async def _quiet(_error: Exception) -> None:
+    """nats-py logs every failed attempt; the caller reports the failure once."""
+
+
+async def connect(url: str, timeout: float):
+    """One connection attempt, bounded in time (nats-py can otherwise wait forever)."""
+    return await asyncio.wait_for(
+        nats.connect(
+            url,
+            connect_timeout=timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=_quiet,
+        ),
+        timeout=timeout + 1,
+    )
+
+
+def windows_since(source: StreamSource, after_seq: int) -> tuple[dict[Window, int], int]:
+    """The windows of the messages after stream sequence ``after_seq``, each with the newest
+    sequence seen for it, and the last sequence read (the sensor's scan position). Reads up to
+    the last message that exists when it starts."""
+
+    async def read(nc) -> tuple[dict[Window, int], int]:
+        state = await source.read_state(nc)
+        if state.last_seq <= after_seq:
+            return {}, after_seq
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(after_seq + 1, 1)
+        )
+        sub = await nc.jetstream().subscribe(
+            source.subjects, stream=source.stream, ordered_consumer=True, config=config
+        )
+        windows: dict[Window, int] = {}
+        last = after_seq
+        try:
+            while last < state.last_seq:
+                msg = await _next_new(sub, last, source.timeout)
+                if msg is None:
+                    break
+                last = msg.metadata.sequence.stream
+                placed, _, _ = _placement(msg)
+                windows[Window.containing_ms(placed)] = last
+        finally:
+            await sub.unsubscribe()
+        return windows, last
+
+    return _run(source._with_connection(read))
+
+
+async def _next_new(sub, after_seq: int, timeout: float):
+    """The next message past stream sequence ``after_seq``, or None when none arrives within
+    ``timeout``: the ordered consumer delivers messages again after it resets on a gap."""
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except TimeoutError:
+            return None
+        if msg.metadata.sequence.stream > after_seq:
+            return msg
+
+
+def _placement(msg) -> tuple[int, int | None, int]:
+    """Where a message is placed: its fill timestamp, or its publish time when it has none (in
+    ms); and the two times it was placed by (the fill timestamp None when it has none)."""
+    timestamp = fill_timestamp(msg.data)
+    published_ms = int(msg.metadata.timestamp.timestamp() * 1000)
+    return (timestamp if timestamp is not None else published_ms), timestamp, published_ms
+
+
+def _when(value) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value).replace("Z", "+00:00")
+    if "." in text:  # nanoseconds: keep microseconds
+        head, tail = text.split(".", 1)
+        digits = "".join(c for c in tail if c.isdigit())
+        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
+    return dt.datetime.fromisoformat(text)
+
+
+def _run(coroutine):
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()

@@ -1,0 +1,86 @@
+"""The three per-window checks of ``competition_fill_events``, as plain outcomes.
+
+What each check finds is decided here, from the store and the source alone; the Dagster layer
+(``defs/checks.py``) turns an :class:`Outcome` into a check result or evaluation for the window's
+partition. No Dagster here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from competition_pipeline.fills.source import FillSource
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import reconcile_window
+from competition_pipeline.store.database import CompetitionStore
+
+RECONCILES = "reconciles_with_journal"
+NO_CONFLICTS = "no_conflicting_duplicates"
+REJECTS = "rejects_within_budget"
+#: Check name -> blocking (a failed ERROR evaluation stops downstream).
+BLOCKING = {RECONCILES: True, NO_CONFLICTS: False, REJECTS: False}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One check of one window: ``error`` False means a failure is a warning only."""
+
+    passed: bool
+    metadata: dict[str, Any]
+    error: bool = True
+
+
+@dataclass
+class WindowChecker:
+    """Evaluates the checks of any window against one store (and, to reconcile, one source)."""
+
+    store: CompetitionStore
+    source: FillSource | None = None
+    #: Rejects above this make ``rejects_within_budget`` an error instead of a warning.
+    rejects_error_threshold: int | None = None
+
+    def outcome(self, name: str, window: Window) -> Outcome:
+        evaluate: dict[str, Callable[[Window], Outcome]] = {
+            RECONCILES: self.reconciles_with_journal,
+            NO_CONFLICTS: self.no_conflicting_duplicates,
+            REJECTS: self.rejects_within_budget,
+        }
+        return evaluate[name](window)
+
+    def reconciles_with_journal(self, window: Window) -> Outcome:
+        assert self.source is not None
+        result = reconcile_window(self.source, self.store, window)
+        return Outcome(
+            result.exact,
+            {
+                "expected_rows": result.expected_rows,
+                "stored_rows": result.stored_rows,
+                "missing": result.missing,
+                "unexpected": result.unexpected,
+                "missing_sample": str(result.missing_sample),
+                "unexpected_sample": str(result.unexpected_sample),
+                "changed": result.changed,
+                "changed_sample": str(result.changed_sample),
+                "compared_by": result.compared_by,
+            },
+        )
+
+    def no_conflicting_duplicates(self, window: Window) -> Outcome:
+        rows = self.store.window_conflicts(window)
+        sample = [f"{f}:{n} trade {t} {w} ({d})" for f, n, t, w, d in rows[:5]]
+        return Outcome(not rows, {"conflicts": len(rows), "sample": "\n".join(sample)})
+
+    def rejects_within_budget(self, window: Window) -> Outcome:
+        assert self.rejects_error_threshold is not None
+        by_reason, samples = self.store.window_rejects(window)
+        total = sum(by_reason.values())
+        threshold = self.rejects_error_threshold
+        metadata = {
+            "rejects": total,
+            "error_threshold": threshold,
+            "by_reason": by_reason,  # a mapping: shown as JSON
+            "samples": "\n".join(f"{f}:{n} {r}" for f, n, r in samples),
+        }
+        return Outcome(total == 0, metadata, error=total > threshold)

@@ -1,0 +1,300 @@
+"""Record one window: source -> contract -> rows -> store, with the counts that prove it exact.
+
+This is the whole recording path without Dagster; the asset is a thin wrapper around
+:func:`record_window`, and tests and the benchmark call it directly too.
+
+Accounting identity (checked by :meth:`WindowReport.balanced`): every complete line read is exactly
+one of a fill recorded or already present, a skipped message, a reject, or a conflict; an
+unterminated tail of a plain segment is counted apart, and read on a later run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+
+from competition_pipeline.fills.contract import SKIPPED, Fill, parse_line
+from competition_pipeline.fills.rows import RejectRow, fill_rows, reject_row
+from competition_pipeline.fills.source import FillSource, ReadStats
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.prefetch import prefetched
+from competition_pipeline.store.database import (
+    CompetitionStore,
+    LoadSession,
+    PreviousLoad,
+    Reconciliation,
+)
+from competition_pipeline.store.summary import WindowReport, WindowSummary
+
+
+class RejectBudgetExceeded(Exception):
+    """Strict mode: the window has more rejects than allowed; nothing of it was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectBudget:
+    """Strict mode: fail a window whose rejects exceed a count or a fraction of its lines."""
+
+    max_rejects: int | None = None
+    max_fraction: float | None = None
+
+    def violation(self, rejects: int, lines: int) -> str | None:
+        if self.max_rejects is not None and rejects > self.max_rejects:
+            return f"{rejects} rejects exceed the limit of {self.max_rejects}"
+        if self.max_fraction is not None and lines and rejects / lines > self.max_fraction:
+            return f"{rejects} rejects of {lines} lines exceed the fraction {self.max_fraction}"
+        return None
+
+
+def parse_window(
+    source: FillSource,
+    window: Window,
+    report: WindowReport,
+    stats: ReadStats,
+    extent: Mapping[str, int] | None = None,
+    *,
+    since: Mapping[str, dict] | None = None,
+) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
+    """The window's messages as (wallet rows, rejects) per batch; counts go into ``report``."""
+    seq = 0
+    start_ms, end_ms = window.start_ms, window.end_ms
+    check_window = source.files_by_window
+    newest = -1
+    for batch in source.read_window(window, stats, extent, since):
+        rows: list[tuple] = []
+        rejects: list[RejectRow] = []
+        origin = batch.origin
+        for line_no, data in batch.records:
+            seq += 1
+            result = parse_line(data)
+            if type(result) is Fill:
+                ts = result.timestamp_ms
+                if check_window and not start_ms <= ts < end_ms:
+                    rejects.append(reject_row(origin, line_no, data, window.misfiled(ts)))
+                    continue
+                newest = max(newest, ts)
+                rows.extend(fill_rows(result, seq, origin, line_no))
+                report.fills_read += 1
+            elif result is SKIPPED:
+                report.skipped_messages += 1
+            else:
+                rejects.append(reject_row(origin, line_no, data, result.reason))  # type: ignore[union-attr]
+        report.lines_read += len(batch.records)
+        report.rejects += len(rejects)
+        if newest >= 0:
+            report.newest_fill_ms = newest
+        yield rows, rejects
+    report.incomplete_tails = stats.incomplete_tails
+    report.segments = stats.segments
+    report.bytes_read = stats.bytes_read
+    report.ignored_files = stats.ignored
+    report.stream_complete = stats.complete
+
+
+#: Kept with every window's committed offsets: bump it when parsing or row building changes what
+#: the same bytes give, or how the rows' digest is computed, so that windows recorded by older code
+#: are read again in full (3: the digest hashes the row's fields, no longer its text).
+RECORDING_VERSION = 3
+#: Rows staged per round at least (a window's last round may be smaller).
+STAGE_ROWS = 20_000
+
+
+def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
+    """The committed offsets a load may continue from: only when the window still holds what
+    that load left (a deleted row sends it down the full path) and the recording version is
+    today's."""
+    if before is None or not before.intact:
+        return None
+    if before.summary.version != RECORDING_VERSION:
+        return None
+    return before.positions
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A parsed batch of a window, or (``last``) the end of the window's read."""
+
+    window: Window
+    report: WindowReport
+    stats: ReadStats
+    rows: list[tuple] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+    last: bool = False
+    unchanged: bool = False  # the source is as the latest load left it: nothing was parsed
+
+
+def _parse_windows(
+    source: FillSource, windows: list[Window], previous: Mapping[Window, PreviousLoad]
+) -> Iterator[_Parsed]:
+    """Every window's batches in order, then its end marker. A window is read from its committed
+    offsets (only what was appended since); one whose data is as its latest load left it is
+    announced without being read."""
+    for window in windows:
+        report = WindowReport(window=window.key, source=source.describe())
+        stats = ReadStats()
+        since = _resume_from(previous.get(window))
+        if since is not None and source.unchanged(window, since):
+            yield _Parsed(window, report, stats, last=True, unchanged=True)
+            continue
+        for rows, rejects in parse_window(source, window, report, stats, since=since):
+            yield _Parsed(window, report, stats, rows, rejects)
+        yield _Parsed(window, report, stats, last=True)
+
+
+def record_windows(
+    source: FillSource,
+    store: CompetitionStore,
+    windows: list[Window],
+    *,
+    reject_budget: RejectBudget | None = None,
+) -> Iterator[WindowReport]:
+    """Record ``windows`` in order, each in its own transaction, yielding each one's report once
+    it has committed (a failure part way keeps the windows before it).
+
+    One connection serves them all, and the parser runs ahead in a thread across window
+    boundaries, so a backfill of many small windows pays little more per window than its rows.
+    A window is read from the offsets its latest load committed (a growing open hour costs what
+    was appended); one whose data and stored rows are as that load left them is not read at all:
+    its report repeats the window's totals with ``unchanged`` set and nothing is written.
+    """
+    previous = store.previous_loads(windows)
+    with (
+        store.session() as session,
+        closing(prefetched(_parse_windows(source, windows, previous))) as parsed,
+    ):
+        for window in windows:
+            started = time.perf_counter()
+            item = next(parsed)
+            if item.unchanged:
+                report = _unchanged_report(previous[window], time.perf_counter() - started)
+                _check_budget(report, reject_budget)
+                yield report
+                continue
+            batches = _window_batches(item, parsed)
+            yield _load(session, item, batches, previous.get(window), reject_budget, started)
+
+
+def _window_batches(
+    first: _Parsed, parsed: Iterator[_Parsed]
+) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
+    item = first
+    while not item.last:
+        yield item.rows, item.rejects
+        item = next(parsed)
+
+
+def _load(
+    session: LoadSession,
+    item: _Parsed,
+    batches: Iterator[tuple[list[tuple], list[RejectRow]]],
+    before: PreviousLoad | None,
+    reject_budget: RejectBudget | None,
+    started: float,
+) -> WindowReport:
+    window, report, stats = item.window, item.report, item.stats
+    with session.window(window) as load:
+        # Small batches (one per segment of a quiet hour) are staged together: each staging
+        # round costs several statements whatever its size.
+        pending: list[tuple] = []
+        for rows, rejects in batches:
+            if pending:
+                pending.extend(rows)
+            else:
+                pending = rows
+            if len(pending) >= STAGE_ROWS:
+                load.stage_rows(pending)
+                pending = []
+            if rejects:
+                load.stage_rejects(rejects)
+        load.stage_rows(pending)
+        _check_budget(report, reject_budget)
+        counts = load.finish()
+        report.conflicts = counts.conflict_messages
+        report.conflicts_new = counts.conflicts_recorded
+        report.fills_recorded_or_present = report.fills_read - counts.conflict_messages
+        report.rows_inserted = counts.rows_inserted
+        report.rows_already_present = counts.rows_already_present
+        report.rejects_new = counts.rejects_recorded
+        report.incremental = stats.incremental
+        report.rewritten_segments = list(stats.rewritten)
+        report.seconds = time.perf_counter() - started
+        stored = load.stored_after(counts)
+        report.rows_stored = stored.rows
+        summary = WindowSummary.of_load(
+            report,
+            version=RECORDING_VERSION,
+            positions=stats.positions,
+            stored=stored,
+            rows_digest=load.rows_digest,
+        )
+        if stats.incremental and before is not None:
+            summary = summary.after(before.summary)
+        load.save_window(report.source, stats.extent, summary.to_json())
+    return report
+
+
+def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> None:
+    if reject_budget is not None:
+        violation = reject_budget.violation(report.rejects, report.lines_read)
+        if violation:
+            raise RejectBudgetExceeded(f"window {report.window}: {violation} (strict mode)")
+
+
+def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
+    """The window's totals, as a re-run that found every row already present reports them (a
+    copy: the previous load's summary stays as it was read)."""
+    report = replace(before.summary.totals)
+    report.rows_already_present += report.rows_inserted
+    report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
+    report.seconds = seconds
+    report.unchanged = True
+    report.rows_stored = before.stored.rows if before.stored else None
+    return report
+
+
+def record_window(
+    source: FillSource,
+    store: CompetitionStore,
+    window: Window,
+    *,
+    reject_budget: RejectBudget | None = None,
+) -> WindowReport:
+    """Read ``window`` from ``source`` and record it in ``store`` in one transaction."""
+    (report,) = record_windows(source, store, [window], reject_budget=reject_budget)
+    return report
+
+
+def reconcile_window(source: FillSource, store: CompetitionStore, window: Window) -> Reconciliation:
+    """Compare the rows the source gives for ``window`` with the rows stored for it.
+
+    Cheap when nothing changed: the source is checked to still hold what the window's latest load
+    read (every committed segment there, unchanged up to its committed offset: the guard hash of
+    the bytes before it, so a growing open hour qualifies) and then the digest of the rows the
+    loads' parses gave (computed by PostgreSQL over the staged rows, order-independent, added up
+    over incremental loads) is compared with the same digest over the rows stored now.
+    Otherwise, or when the digests differ, the source is parsed again, to the extent the latest
+    load read (nothing when it was never recorded, so data that arrived since is not counted
+    missing), and compared row by row, which names the missing, unexpected and changed rows.
+    """
+    previous = store.previous_loads([window]).get(window)
+    if previous is not None and previous.positions is not None and previous.rows_digest:
+        if source.holds(window, previous.positions):
+            stored = store.window_digest(window)
+            if stored == previous.rows_digest:
+                return Reconciliation(
+                    expected_rows=stored.rows,
+                    stored_rows=stored.rows,
+                    missing=0,
+                    unexpected=0,
+                    missing_sample=[],
+                    unexpected_sample=[],
+                    compared_by="digest",
+                )
+    report = WindowReport(window=window.key, source=source.describe())
+    extent = previous.extent if previous is not None else {}
+    with store.window_comparison(window) as comparison:
+        for rows, _ in parse_window(source, window, report, ReadStats(), extent):
+            comparison.stage_rows(rows)
+        return comparison.reconcile()

@@ -1,0 +1,338 @@
+"""PostgreSQL: the competition store (connections, reads, locks) and its load sessions.
+
+The concerns live in small modules beside this one: :mod:`~competition_pipeline.store.tables`
+(names and metadata), :mod:`~competition_pipeline.store.load` (one window's transaction: staging,
+fast and careful paths), :mod:`~competition_pipeline.store.compare` (the reconciliation's read-only
+comparison) and :mod:`~competition_pipeline.store.digest` (the rows' digest). This module opens
+the connections they run on, and is the one error boundary: every driver error becomes a
+:class:`StoreError` in :func:`wrap_errors`, which alone decides whether it is worth a retry.
+
+The names other modules import from here (tables, counts, the reconciliation) are re-exported so
+that ``competition_pipeline.store.database`` stays the store's one entry point. No Dagster here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import dburl, schema
+from competition_pipeline.store.compare import Reconciliation, WindowComparison
+from competition_pipeline.store.digest import SQL_STORED_DIGEST, RowsDigest
+from competition_pipeline.store.load import (
+    SQL_STAGE,
+    LoadCounts,
+    StoredCounts,
+    WindowLoad,
+    lock_window,
+)
+from competition_pipeline.store.summary import WindowSummary
+from competition_pipeline.store.tables import (
+    FILL_CONFLICTS,
+    FILL_EVENTS,
+    FILL_KEYS,
+    FILL_REJECTS,
+    FILL_WINDOWS,
+    fill_events,
+    metadata,
+    window_params,
+)
+
+__all__ = [
+    "FILL_CONFLICTS",
+    "FILL_EVENTS",
+    "FILL_KEYS",
+    "FILL_REJECTS",
+    "FILL_WINDOWS",
+    "CommittedWindow",
+    "CompetitionStore",
+    "LoadCounts",
+    "LoadSession",
+    "PreviousLoad",
+    "Reconciliation",
+    "RowsDigest",
+    "StoreError",
+    "StoredCounts",
+    "fill_events",
+    "metadata",
+    "wrap_errors",
+]
+
+# A run's liveness lock (first key; second key: hashtext(run_id), made non-negative): held by the
+# run's worker on its own connection, so PostgreSQL releases it the moment the worker dies.
+_RUN_LOCK_NAMESPACE = 0x6371
+
+
+class StoreError(Exception):
+    """A database failure, with a message that names the cause and never the password."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Transient (the server or the network: worth a retry) or terminal (SQL, data, rights)."""
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, psycopg.errors.InsufficientPrivilege
+    )
+
+
+@contextmanager
+def wrap_errors(doing: str, url: str) -> Iterator[None]:
+    """The store's error boundary: a driver error raised in the block (psycopg's own, or wrapped
+    by SQLAlchemy) leaves it as a :class:`StoreError` naming what was being done, on which
+    database, and the cause, scrubbed of the password; a schema that this role cannot bring to
+    head is terminal. A :class:`StoreError` from an inner boundary passes unchanged."""
+    try:
+        yield
+    except schema.SchemaError as exc:
+        raise StoreError(dburl.scrub(str(exc), url), retryable=False) from None
+    except (psycopg.Error, sa.exc.DBAPIError) as exc:
+        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        detail = " ".join(str(cause).split()) if cause is not None else "unknown error"
+        kind = type(cause).__name__ if cause is not None else "Error"
+        message = f"{doing} {dburl.redacted(url)}: {kind}: {detail}"
+        raise StoreError(
+            dburl.scrub(message, url), retryable=cause is not None and _retryable(cause)
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousLoad:
+    """A window's latest committed load (``competition_fill_windows``) and what the window holds
+    now: ``intact`` when its stored rows, rejects and conflicts are what that load left."""
+
+    extent: dict[str, int]
+    summary: WindowSummary
+    now: StoredCounts | None = None
+
+    @property
+    def positions(self) -> dict[str, dict] | None:
+        """The committed read offsets (journal), or None (never kept: stream, older releases)."""
+        return self.summary.positions
+
+    @property
+    def stored(self) -> StoredCounts | None:
+        return self.summary.stored
+
+    @property
+    def intact(self) -> bool:
+        return self.now is not None and self.now == self.stored
+
+    @property
+    def rows_digest(self) -> RowsDigest | None:
+        """The digest of the rows the journal gave this load (see :class:`RowsDigest`)."""
+        return self.summary.rows_digest
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedWindow:
+    """What a window has durably recorded: journal offsets, its extent (the stream position under
+    ``nats:<stream>``), and when (a token that changes with every commit)."""
+
+    positions: dict[str, dict] | None
+    extent: dict[str, int]
+    recorded_at: str
+
+
+class LoadSession:
+    """An open connection that loads windows one after another, each in its own transaction.
+
+    A backfill records hundreds of windows in one run: one connection and one set of staging
+    tables for all of them keeps the per-window cost to the statements that window needs.
+    """
+
+    def __init__(self, store: CompetitionStore, conn: psycopg.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    @contextmanager
+    def window(self, window: Window) -> Iterator[WindowLoad]:
+        """One window's transaction, under the window's advisory lock (its month created first)."""
+        conn = self._conn
+        with self._store.wrap_errors("database error in"):
+            self._store.ensure_month(conn, window)
+            with conn.transaction():
+                lock_window(conn, window)
+                yield WindowLoad(conn, window)
+
+
+class CompetitionStore:
+    """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        dburl.parse(url)  # fail early, without echoing the URL, when it is not a PostgreSQL URL
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._shared: psycopg.Connection | None = None
+        self._sharing = False
+
+    @property
+    def display_url(self) -> str:
+        return dburl.redacted(self._url)
+
+    def wrap_errors(self, doing: str) -> AbstractContextManager[None]:
+        """This database's error boundary (:func:`wrap_errors`)."""
+        return wrap_errors(doing, self._url)
+
+    def connect(self) -> psycopg.Connection:
+        with self.wrap_errors("cannot connect to"):
+            return psycopg.connect(
+                dburl.libpq(self._url),
+                connect_timeout=self._connect_timeout,
+                application_name="competition-pipeline",
+            )
+
+    def engine(self) -> sa.Engine:
+        """A SQLAlchemy engine over the same connections (for schema work and ad-hoc reads)."""
+        return sa.create_engine("postgresql+psycopg://", creator=self.connect, poolclass=NullPool)
+
+    def ensure_schema(self) -> list[str]:
+        """Bring the tables to the head revision (Alembic ``upgrade head`` under the schema lock;
+        idempotent, race-free); returns the revisions applied."""
+        with self.wrap_errors("cannot migrate the schema in"):
+            return schema.upgrade(self.engine(), self.display_url)
+
+    def ensure_month(self, conn: psycopg.Connection, window: Window) -> None:
+        """Create the month partition of ``window`` if it is missing, in its own short transaction
+        before the window's: creating a partition locks the whole table, which must not be held
+        for a window load. One function call (no DDL rights needed) when the month exists."""
+        with conn.transaction():
+            first_day = window.start.date().replace(day=1)
+            conn.execute("SELECT competition_create_month(%s)", (first_day,))
+
+    @contextmanager
+    def session(self) -> Iterator[LoadSession]:
+        """One connection with its staging tables, for loading any number of windows in turn."""
+        with closing(self.connect()) as conn, self.wrap_errors("database error in"):
+            with conn.transaction():
+                for statement in SQL_STAGE:
+                    conn.execute(statement)
+            yield LoadSession(self, conn)
+
+    @contextmanager
+    def window_comparison(self, window: Window) -> Iterator[WindowComparison]:
+        """A read-only comparison of the window (:meth:`WindowComparison.reconcile`), on its own
+        connection, under the window's advisory lock, in a transaction always rolled back."""
+        with closing(self.connect()) as conn, self.wrap_errors("database error in"):
+            with conn.transaction() as transaction:
+                lock_window(conn, window)
+                yield WindowComparison(conn, window)
+                raise psycopg.Rollback(transaction)
+
+    def previous_loads(self, windows: Iterable[Window]) -> dict[Window, PreviousLoad]:
+        """The latest committed load of each of ``windows`` that has one, with the window's
+        stored counts now (one query; the counts use the ``window_start`` indexes)."""
+        by_start = {w.start: w for w in windows}
+        rows = self._read(
+            f"SELECT w.window_start, w.extent, w.summary,"
+            f" (SELECT count(*) FROM {FILL_EVENTS} e WHERE e.window_start = w.window_start"
+            f"  AND e.fill_ts >= w.window_start AND e.fill_ts < w.window_start + interval '1h'),"
+            f" (SELECT count(*) FROM {FILL_REJECTS} r WHERE r.window_start = w.window_start),"
+            f" (SELECT count(*) FROM {FILL_CONFLICTS} c WHERE c.window_start = w.window_start)"
+            f" FROM {FILL_WINDOWS} w WHERE w.window_start = ANY(%s)",
+            list(by_start),
+        )
+        return {
+            by_start[start]: PreviousLoad(
+                extent, WindowSummary.from_json(summary), StoredCounts(*counts)
+            )
+            for start, extent, summary, *counts in rows
+        }
+
+    def committed_positions(self) -> dict[Window, CommittedWindow]:
+        """Every recorded window's committed offsets and stream position (one query): what the
+        sensor compares with the journal or the stream to find the windows that are behind."""
+        rows = self._read(
+            f"SELECT window_start, summary->'positions', extent, recorded_at FROM {FILL_WINDOWS}"
+        )
+        return {
+            Window(start): CommittedWindow(positions, extent, recorded_at.isoformat())
+            for start, positions, extent, recorded_at in rows
+        }
+
+    def window_digest(self, window: Window) -> RowsDigest:
+        """The digest of the rows stored for the window (one pass over its index range)."""
+        ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, window_params(window))
+        return RowsDigest(count, int(hash_sum))
+
+    def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:
+        """(source_file, line_no, trade_id, wallet, differing_fields) recorded for the window."""
+        return self._read(
+            f"SELECT source_file, line_no, trade_id, wallet, differing_fields FROM {FILL_CONFLICTS}"
+            " WHERE window_start = %s ORDER BY source_file, line_no, wallet LIMIT %s",
+            window.start,
+            limit,
+        )
+
+    def window_rejects(self, window: Window, sample: int = 5) -> tuple[dict[str, int], list]:
+        """Rejects of the window counted by kind (the reason up to its first colon), and samples."""
+        by_kind = self._read(
+            f"SELECT split_part(reason, ':', 1), count(*) FROM {FILL_REJECTS}"
+            " WHERE window_start = %s GROUP BY 1 ORDER BY 2 DESC, 1",
+            window.start,
+        )
+        samples = self._read(
+            f"SELECT source_file, line_no, reason FROM {FILL_REJECTS} WHERE window_start = %s"
+            " ORDER BY source_file, line_no LIMIT %s",
+            window.start,
+            sample,
+        )
+        return dict(by_kind), samples
+
+    @contextmanager
+    def holding_run_lock(self, run_id: str) -> Iterator[None]:
+        """Hold ``run_id``'s liveness lock while the block runs, on a connection of its own: a
+        run that holds it is alive; a dead worker's lock is gone with its connection."""
+        with closing(self.connect()) as conn, self.wrap_errors("database error in"):
+            conn.autocommit = True
+            conn.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s) & 2147483647)",
+                (_RUN_LOCK_NAMESPACE, run_id),
+            )
+            yield
+
+    def runs_holding_lock(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` have a live worker holding their liveness lock (pg_locks only:
+        nothing is locked by asking)."""
+        rows = self._read(
+            "SELECT r FROM unnest(%s::text[]) r WHERE EXISTS ("
+            " SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid = %s AND l.objid = (hashtext(r) & 2147483647)::oid"
+            " AND l.objsubid = 2)",
+            list(run_ids),
+            _RUN_LOCK_NAMESPACE,
+        )
+        return {run_id for (run_id,) in rows}
+
+    @contextmanager
+    def shared_connection(self) -> Iterator[None]:
+        """Reads inside share one connection (opened by the first of them) instead of one each:
+        a backfill's per-window checks, where a new connection costs more than a small window's
+        queries."""
+        self._sharing = True
+        try:
+            yield
+        finally:
+            shared, self._shared, self._sharing = self._shared, None, False
+            if shared is not None:
+                shared.close()
+
+    def _read(self, statement: str, *params: object) -> list[tuple]:
+        bound = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
+        with self.wrap_errors("query failed on"):
+            if self._sharing:
+                if self._shared is None or self._shared.closed:
+                    self._shared = self.connect()
+                    self._shared.autocommit = True  # one round trip a read, no BEGIN/COMMIT
+                return self._shared.execute(statement, bound).fetchall()  # type: ignore[arg-type]
+            with self.connect() as conn:
+                return conn.execute(statement, bound).fetchall()  # type: ignore[arg-type]

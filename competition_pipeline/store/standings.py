@@ -1,0 +1,219 @@
+"""Competitions and their standings, computed in PostgreSQL from the recorded fills.
+
+For each competition and registered wallet, over the rows whose fill time is in
+``[start_ts, end_ts)``, self-trades excluded:
+
+* ``pnl`` = sum of realized PnL (null counts 0) - sum of fees - sum of builder fees (a negative
+  fee is a rebate, so it adds);
+* ``volume`` = sum of price x size; ``trades`` = number of rows; ``fees`` = sum of fees;
+* ``rank`` 1.. by the primary win condition descending, ties broken by the other metric
+  descending, then wallet ascending; ``medal`` 1, 2, 3 for the top three.
+
+A registered wallet with no fills is ranked with zeros. A competition's standings are replaced in
+one transaction, so readers see the old table or the new one, never a mix. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+from competition_pipeline.fills.contract import WALLET
+from competition_pipeline.store.database import CompetitionStore
+
+WIN_CONDITIONS = ("pnl", "volume")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+
+
+class CompetitionError(ValueError):
+    """Bad competition input (unknown id, bad wallet, bad period): a clear message, no trace."""
+
+
+@dataclass(frozen=True)
+class Standing:
+    competition_id: str
+    wallet: str
+    username: str | None
+    rank: int
+    pnl: Decimal
+    volume: Decimal
+    trades: int
+    fees: Decimal
+    medal: int | None
+
+
+@dataclass(frozen=True)
+class Competition:
+    id: str
+    name: str
+    start_ts: dt.datetime
+    end_ts: dt.datetime
+    primary_win_condition: str
+
+
+_REPLACE = """
+WITH stats AS (
+    SELECT p.wallet,
+           COALESCE(sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)), 0)
+               AS pnl,
+           COALESCE(sum(e.price * e.size), 0) AS volume,
+           count(e.trade_id) AS trades,
+           COALESCE(sum(e.fee), 0) AS fees
+    FROM competition_participants p
+    JOIN competitions c ON c.id = p.competition_id
+    -- The period also as parameters: constants let the planner prune competition_fill_events
+    -- (monthly partitions) to the competition's months when it plans the statement.
+    LEFT JOIN competition_fill_events e
+           ON e.wallet = p.wallet AND NOT e.is_self_trade
+          AND e.fill_ts >= c.start_ts AND e.fill_ts < c.end_ts
+          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+    WHERE p.competition_id = %(id)s
+    GROUP BY p.wallet
+), ranked AS (
+    SELECT s.*, row_number() OVER (
+        ORDER BY CASE WHEN %(win)s = 'pnl' THEN s.pnl ELSE s.volume END DESC,
+                 CASE WHEN %(win)s = 'pnl' THEN s.volume ELSE s.pnl END DESC,
+                 s.wallet ASC) AS rank
+    FROM stats s
+)
+INSERT INTO competition_standings
+    (competition_id, wallet, rank, pnl, volume, trades, fees, medal)
+SELECT %(id)s, wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN rank END
+FROM ranked"""
+
+
+@dataclass(frozen=True)
+class CompetitionSummary:
+    id: str
+    name: str
+    start_ts: dt.datetime
+    end_ts: dt.datetime
+    win: str
+    participants: int
+    ranked: int
+
+
+class Competitions:
+    """Competition administration and standings over a :class:`CompetitionStore`."""
+
+    def __init__(self, store: CompetitionStore) -> None:
+        self.store = store
+
+    def create(
+        self, id: str, name: str, start: dt.datetime, end: dt.datetime, win: str
+    ) -> Competition:
+        if not _ID.fullmatch(id):
+            raise CompetitionError(f"competition id {id!r}: letters, digits, _ . - (max 64)")
+        if win not in WIN_CONDITIONS:
+            raise CompetitionError(f"primary win condition must be one of {WIN_CONDITIONS}")
+        if start.tzinfo is None or end.tzinfo is None:
+            raise CompetitionError("start and end must carry a time zone (e.g. 2026-12-01T00:00Z)")
+        if not start < end:
+            raise CompetitionError("the competition must end after it starts")
+        with self.store.connect() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO competitions (id, name, start_ts, end_ts, primary_win_condition)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (id, name, start, end, win),
+                )
+            except psycopg.errors.UniqueViolation:
+                raise CompetitionError(f"competition {id!r} already exists") from None
+        return Competition(id, name, start, end, win)
+
+    def register(self, competition_id: str, wallet: str, username: str | None = None) -> str:
+        """Register a wallet (stored lowercase); registering it again updates the username."""
+        if not WALLET.fullmatch(wallet):
+            raise CompetitionError(f"wallet {wallet!r} is not 0x + 40 hex digits")
+        wallet = wallet.lower()
+        with self.store.connect() as conn:
+            self._competition(conn, competition_id)
+            conn.execute(
+                "INSERT INTO competition_participants (competition_id, wallet, username)"
+                " VALUES (%s, %s, %s) ON CONFLICT (competition_id, wallet)"
+                " DO UPDATE SET username = EXCLUDED.username",
+                (competition_id, wallet, username),
+            )
+        return wallet
+
+    def active_overlapping(self, start: dt.datetime, end: dt.datetime) -> list[str]:
+        """Competitions whose period overlaps ``[start, end)``."""
+        with self.store.connect() as conn:
+            rows = conn.execute(
+                "SELECT id FROM competitions WHERE start_ts < %s AND end_ts > %s ORDER BY id",
+                (end, start),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def summaries(self) -> list[CompetitionSummary]:
+        """Every competition with its registered and ranked wallet counts (``competition list``)."""
+        with self.store.connect() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.name, c.start_ts, c.end_ts, c.primary_win_condition,"
+                " (SELECT count(*) FROM competition_participants p WHERE p.competition_id = c.id),"
+                " (SELECT count(*) FROM competition_standings s WHERE s.competition_id = c.id)"
+                " FROM competitions c ORDER BY c.start_ts, c.id"
+            ).fetchall()
+        return [CompetitionSummary(*row) for row in rows]
+
+    def participant_count(self, competition_id: str) -> int:
+        with self.store.connect() as conn:
+            self._competition(conn, competition_id)
+            row = conn.execute(
+                "SELECT count(*) FROM competition_participants WHERE competition_id = %s",
+                (competition_id,),
+            ).fetchone()
+        return int(row[0])
+
+    def all_ids(self) -> list[str]:
+        with self.store.connect() as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM competitions ORDER BY id")]
+
+    def refresh(self, competition_id: str) -> list[Standing]:
+        """Recompute one competition's standings and replace them in one transaction."""
+        with self.store.connect() as conn:
+            competition = self._competition(conn, competition_id)
+            with conn.transaction():
+                conn.execute(
+                    "SELECT 1 FROM competitions WHERE id = %s FOR UPDATE", (competition_id,)
+                )
+                conn.execute(
+                    "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
+                )
+                conn.execute(
+                    _REPLACE,
+                    {
+                        "id": competition_id,
+                        "win": competition.primary_win_condition,
+                        "start": competition.start_ts,
+                        "end": competition.end_ts,
+                    },
+                )
+        return self.standings(competition_id)
+
+    def standings(self, competition_id: str) -> list[Standing]:
+        with self.store.connect() as conn:
+            self._competition(conn, competition_id)
+            rows = conn.execute(
+                "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
+                " s.trades, s.fees, s.medal FROM competition_standings s"
+                " LEFT JOIN competition_participants p"
+                "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
+                " WHERE s.competition_id = %s ORDER BY s.rank",
+                (competition_id,),
+            ).fetchall()
+        return [Standing(*row) for row in rows]
+
+    def _competition(self, conn: psycopg.Connection, competition_id: str) -> Competition:
+        row = conn.execute(
+            "SELECT id, name, start_ts, end_ts, primary_win_condition FROM competitions"
+            " WHERE id = %s",
+            (competition_id,),
+        ).fetchone()
+        if row is None:
+            raise CompetitionError(f"no competition {competition_id!r}")
+        return Competition(*row)

@@ -1,0 +1,284 @@
+"""Prometheus metrics, computed at scrape time: ``competition-pipeline metrics --port 9464``.
+
+Nothing is counted in a process that could forget it: every value is read, when Prometheus
+scrapes, from where the truth is kept (the competition database's window summaries, the journal's
+directory listing, the Dagster instance). So the exporter can be restarted, or run twice, and its
+counters never go back. What one scrape costs, at any table size:
+
+* ``competition_fill_windows`` (one row per recorded hour, ~8,800 a year): one aggregate over its
+  summaries gives fills, rows and conflicts; one narrow read of the extents feeds windows-behind.
+* ``competition_fill_events``: ``max(fill_ts)`` only, one probe of its ``fill_ts`` index (never a
+  ``count(*)``).
+* ``competition_fill_rejects``: rejects by rule, a ``GROUP BY`` over the quarantine table (it is
+  small; the one read here that grows with a table).
+* the journal: one directory listing per hour and one ``stat`` per segment (as a sensor tick, about
+  0.3 s per 10,000 hours) plus the last 64 KiB of the newest segment.
+* the Dagster instance: the sensors' stored state (a handful of rows), one ``count`` per run status
+  over the runs table's status index (bounded by the run-history pruning job), and the failed
+  runs (kept by the pruning job, few).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from competition_pipeline.fills.contract import Fill, parse_line
+from competition_pipeline.fills.journal import Segment, scan
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.follow import journal_behind
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CommittedWindow
+
+DEFAULT_PORT = 9464
+TAIL_BYTES = 64 * 1024
+
+
+def _tail_lines(segment: Segment, tail: int) -> list[bytes]:
+    """The complete lines among the last ``tail`` bytes of a segment (decompressed for .gz)."""
+    if segment.closed:
+        data = b""
+        with gzip.open(segment.path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                data = (data + chunk)[-tail:]
+        lines = data.split(b"\n")
+        return lines[1:] if len(data) == tail else lines
+    with open(segment.path, "rb") as handle:
+        start = max(0, segment.size - tail)
+        handle.seek(start)
+        lines = handle.read(segment.size - start).split(b"\n")
+    lines.pop()  # unterminated (or empty after the last "\n")
+    return lines[1:] if start else lines
+
+
+def newest_journal_fill_ms(segments: Sequence[Segment], tail: int = TAIL_BYTES) -> int | None:
+    """The newest fill timestamp among the last lines of the newest segment that has a fill
+    (the journal is written in time order, so its tail holds the newest fills)."""
+    for segment in reversed(segments):
+        stamps = [
+            result.timestamp_ms
+            for line in _tail_lines(segment, tail)
+            if type(result := parse_line(line)) is Fill
+        ]
+        if stamps:
+            return max(stamps)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalState:
+    windows_behind: int
+    behind_seconds: float  # the longest a behind window has gone without a commit
+    newest_fill_ms: int | None
+
+
+def journal_state(
+    root: Path, committed: Mapping[Window, CommittedWindow], now: float
+) -> JournalState:
+    """Windows behind (the sensors' rule, ``follow.journal_behind``), how long the worst has gone
+    uncommitted, and the newest fill, from one listing of the journal. A window behind has gone
+    without a commit since its last commit, or, never committed, since its oldest segment was
+    last written."""
+    states, _ = scan(root)
+    behind, behind_seconds, newest_segments = 0, 0.0, []
+    for state in states:
+        last = committed.get(state.window)
+        if journal_behind(state, last) is not None:
+            behind += 1
+            since = (
+                dt.datetime.fromisoformat(last.recorded_at).timestamp()
+                if last is not None
+                else min(s.mtime_ns for s in state.segments) / 1e9
+            )
+            behind_seconds = max(behind_seconds, now - since)
+        newest_segments = list(state.segments)
+    return JournalState(behind, behind_seconds, newest_journal_fill_ms(newest_segments))
+
+
+def _committed(conn: psycopg.Connection) -> dict[Window, CommittedWindow]:
+    rows = conn.execute(
+        "SELECT window_start, summary->'positions', extent, recorded_at"
+        " FROM competition_fill_windows"
+    ).fetchall()
+    return {
+        Window(start): CommittedWindow(positions, extent, at.isoformat())
+        for start, positions, extent, at in rows
+    }
+
+
+class FillMetricsCollector(Collector):
+    """A custom collector: every scrape reads the database, the journal and the instance."""
+
+    def __init__(
+        self,
+        database_url: str,
+        journal_root: str | None,
+        instance: Callable[[], object] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._url = database_url
+        self._journal = Path(journal_root) if journal_root else None
+        self._instance = instance
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._now()
+        with psycopg.connect(dburl.libpq(self._url), connect_timeout=10) as conn:
+            yield from self._database_metrics(conn, now)
+        if self._instance is not None:
+            yield from instance_metrics(self._instance(), now)
+
+    def _database_metrics(self, conn: psycopg.Connection, now: float) -> Iterator[Metric]:
+        fills, rows, conflicts = conn.execute(
+            "SELECT coalesce(sum((summary->>'fills_recorded_or_present')::bigint), 0),"
+            " coalesce(sum((summary->'stored'->>'rows')::bigint), 0),"
+            " coalesce(sum((summary->'stored'->>'conflicts')::bigint), 0)"
+            " FROM competition_fill_windows"
+        ).fetchone()
+        yield _counter("competition_fills_recorded", "Fills recorded (messages).", fills)
+        yield _counter("competition_fill_rows", "Rows in competition_fill_events.", rows)
+        yield _counter("competition_fill_conflicts", "Conflicting duplicates recorded.", conflicts)
+        rejects = CounterMetricFamily(
+            "competition_fill_rejects", "Lines quarantined, by rule.", labels=["reason"]
+        )
+        for reason, count in conn.execute(
+            "SELECT split_part(reason, ':', 1), count(*) FROM competition_fill_rejects GROUP BY 1"
+        ):
+            rejects.add_metric([reason], count)
+        yield rejects
+        (newest,) = conn.execute("SELECT max(fill_ts) FROM competition_fill_events").fetchone()
+        newest_s = newest.timestamp() if newest is not None else None
+        if newest_s is not None:
+            yield _gauge(
+                "competition_fill_staleness_seconds",
+                "Now minus the newest recorded fill.",
+                now - newest_s,
+            )
+        if self._journal is None or not self._journal.is_dir():
+            return
+        state = journal_state(self._journal, _committed(conn), now)
+        yield _gauge(
+            "competition_fill_windows_behind",
+            "Windows whose journal is ahead of what the database committed.",
+            state.windows_behind,
+        )
+        yield _gauge(
+            "competition_fill_behind_seconds",
+            "The longest a window behind has gone without a commit (0: none behind).",
+            state.behind_seconds,
+        )
+        if state.newest_fill_ms is not None:
+            recorded = newest_s if newest_s is not None else 0.0
+            yield _gauge(
+                "competition_fill_lag_seconds",
+                "Newest fill in the journal minus the newest recorded fill.",
+                max(0.0, state.newest_fill_ms / 1000 - recorded),
+            )
+
+
+def instance_metrics(instance, now: float) -> Iterator[Metric]:
+    """Failed window recordings, sensor tick age and runs by status, from the Dagster instance."""
+    import dagster as dg
+
+    from competition_pipeline.defs.dagster_internals import InstigatorType
+    from competition_pipeline.defs.runs import records_fill_asset
+
+    # A failed run of the asset is one failed window recording (a backfill range stops at the
+    # window that failed).
+    failures = sum(
+        records_fill_asset(record.dagster_run)
+        for record in instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])
+        )
+    )
+    yield _counter(
+        "competition_fill_record_failures",
+        "Failed window recordings (failed runs of competition_fill_events).",
+        failures,
+    )
+    age = GaugeMetricFamily(
+        "competition_sensor_last_tick_age_seconds",
+        "Seconds since the sensor last ticked.",
+        labels=["sensor"],
+    )
+    running = GaugeMetricFamily(
+        "competition_sensor_running", "1 when the sensor is running.", labels=["sensor"]
+    )
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        running.add_metric([state.instigator_name], 1.0 if state.is_running else 0.0)
+        data = state.instigator_data
+        last = getattr(data, "last_tick_timestamp", None)
+        if last:
+            age.add_metric([state.instigator_name], now - last)
+    yield age
+    yield running
+    runs = GaugeMetricFamily(
+        "competition_dagster_runs", "Runs in the instance, by status.", labels=["status"]
+    )
+    for status in dg.DagsterRunStatus:
+        runs.add_metric([status.value], instance.get_runs_count(dg.RunsFilter(statuses=[status])))
+    yield runs
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def registry(
+    database_url: str, journal_root: str | None, instance: Callable[[], object] | None
+) -> CollectorRegistry:
+    """A registry with only the pipeline's collector (no process or platform metrics)."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(FillMetricsCollector(database_url, journal_root, instance))
+    return collectors
+
+
+def serve(host: str, port: int, *, use_instance: bool = True) -> tuple[object, object]:
+    """Start the exporter's HTTP server in a thread; the Dagster instance is ``DAGSTER_HOME``'s.
+    Returns the server and its thread (``server.shutdown()`` stops it)."""
+    from prometheus_client import start_http_server
+
+    url = os.environ.get("COMPETITION_DATABASE_URL")
+    if not url:
+        raise SystemExit("COMPETITION_DATABASE_URL is not set")
+    instance_factory = None
+    if use_instance:
+        import dagster as dg
+
+        cached: list = []
+
+        def instance_factory():  # one instance for the exporter's life, opened on first scrape
+            if not cached:
+                cached.append(dg.DagsterInstance.get())
+            return cached[0]
+
+    return start_http_server(
+        port,
+        addr=host,
+        registry=registry(url, os.environ.get("FILL_JOURNAL_DIR"), instance_factory),
+    )
+
+
+def samples(text: str) -> dict[str, float]:
+    """Parse an exposition into ``{'name{labels}': value}`` (for tests and operators' scripts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
