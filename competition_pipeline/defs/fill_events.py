@@ -19,6 +19,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.fill_events import (
@@ -29,17 +30,10 @@ from competition_pipeline.recording.fill_events import (
 from competition_pipeline.settings import Settings
 from competition_pipeline.store.database import FILL_EVENTS, StoreError, fill_events
 
-# The table's columns, from the store's own table definition (shown in the asset's Columns tab).
-FILL_EVENTS_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn(
-            name=column.name,
-            type=str(column.type),
-            constraints=dg.TableColumnConstraints(nullable=column.nullable is not False),
-        )
-        for column in fill_events.columns
-    ],
-    constraints=dg.TableConstraints(other=["primary key (trade_id, wallet)"]),
+# (trade_id, wallet) is the row's key; fill_ts is in the primary key only because a partitioned
+# table's key must hold its partition key.
+FILL_EVENTS_SCHEMA = column_schema(
+    fill_events, "(trade_id, wallet) unique across every month (registry competition_fill_keys)"
 )
 
 
@@ -185,7 +179,10 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
         group_name="competition",
         kinds={"postgres"},
         owners=["team:trading-competition"],
-        metadata={"dagster/table_name": FILL_EVENTS, "dagster/column_schema": FILL_EVENTS_SCHEMA},
+        metadata={
+            "dagster/table_name": FILL_EVENTS,
+            "dagster/column_schema": column_schema(fill_events),
+        },
         # Ranged runs report each window as its own materialization event instead of one output.
         output_required=False,
         description=(

@@ -36,6 +36,8 @@ class PruneResult:
     examined: int
     pruned: list[str]
     kept_latest: int
+    #: Check executions deleted with the pruned runs; None where the storage could not.
+    check_executions_deleted: int | None = 0
 
 
 def latest_materialization_runs(instance: dg.DagsterInstance) -> set[str]:
@@ -69,28 +71,42 @@ def prune_superseded_runs(
         ascending=True,
     )
     pruned = []
+    deleted: int | None = 0
     for record in records:
         run = record.dagster_run
         if PARTITION_NAME_TAG not in run.tags or not records_fill_asset(run):
             continue
         if run.run_id in keep:
             continue
-        _delete_check_executions(instance, run.run_id)
+        count = _delete_check_executions(instance, run.run_id)
+        deleted = None if count is None or deleted is None else deleted + count
         instance.delete_run(run.run_id)
         pruned.append(run.run_id)
-    return PruneResult(examined=len(records), pruned=pruned, kept_latest=len(keep))
+    return PruneResult(
+        examined=len(records),
+        pruned=pruned,
+        kept_latest=len(keep),
+        check_executions_deleted=deleted,
+    )
 
 
-def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> None:
+def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """``delete_run`` leaves the run's rows in ``asset_check_executions``; remove them too, so
-    the checks' history does not point at runs that no longer exist."""
+    the checks' history does not point at runs that no longer exist. Returns how many went, or
+    None where the event log is not a SQL storage (nothing deleted; the op's log says so).
+
+    Dagster has no public API for this (its table and connection are private, imported from
+    ``dagster_internals.py``): ``tests/unit/test_dagster_internals.py`` pins the table's shape and
+    ``tests/e2e/test_history.py`` that the rows go, so an upgrade that changes either fails there.
+    """
     storage = instance.event_log_storage
     if not hasattr(storage, "index_connection"):
-        return
+        return None
     with storage.index_connection() as conn:
-        conn.execute(
+        result = conn.execute(
             AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id == run_id)
         )
+    return result.rowcount
 
 
 class PruneConfig(dg.Config):
@@ -110,6 +126,15 @@ def prune_superseded_runs_op(context: dg.OpExecutionContext, config: PruneConfig
         f" (examined {result.examined}; {result.kept_latest} runs hold a window's latest"
         " materialization)"
     )
+    if result.pruned and result.check_executions_deleted is None:
+        context.log.warning(
+            "this instance's event log is not a SQL storage: the pruned runs' rows in"
+            " asset_check_executions were left (the checks' history names runs that are gone)"
+        )
+    elif result.pruned:
+        context.log.info(
+            f"deleted {result.check_executions_deleted} check executions of the pruned runs"
+        )
 
 
 @dg.job(

@@ -11,7 +11,9 @@ import dagster as dg
 
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.resources import CompetitionDatabase
+from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import tables
 from competition_pipeline.store.standings import Competitions, Standing
 
 STANDINGS_SENSOR_INTERVAL_SECONDS = 30
@@ -35,6 +37,10 @@ def _top_ten(rows: list[Standing]) -> str:
     deps=[FILL_EVENTS_KEY],
     group_name="competition",
     kinds={"postgres"},
+    metadata={
+        "dagster/table_name": "competition_standings",
+        "dagster/column_schema": column_schema(tables.competition_standings),
+    },
     description=(
         "Every competition's leaderboard in table competition_standings, from the recorded fills"
         " in [start_ts, end_ts), self-trades excluded; replaced per competition in one transaction."

@@ -34,28 +34,154 @@ _tz = sa.TIMESTAMP(timezone=True)
 fill_events = sa.Table(
     FILL_EVENTS,
     metadata,
-    sa.Column("trade_id", sa.BigInteger, primary_key=True),
-    sa.Column("wallet", sa.Text, primary_key=True),
-    sa.Column("role", sa.Text, nullable=False),
-    sa.Column("side", sa.Text, nullable=False),
-    sa.Column("counterparty", sa.Text, nullable=False),
-    sa.Column("is_self_trade", sa.Boolean, nullable=False),
-    sa.Column("symbol", sa.Text, nullable=False),
-    sa.Column("price", sa.Numeric, nullable=False),
-    sa.Column("size", sa.Numeric, nullable=False),
-    sa.Column("notional", sa.Numeric, nullable=False),
-    sa.Column("fee", sa.Numeric, nullable=False),
-    sa.Column("realized_pnl", sa.Numeric),
-    sa.Column("builder_code_address", sa.Text),
-    sa.Column("builder_code_fee", sa.Numeric),
-    sa.Column("source_type", sa.Text, nullable=False),
-    sa.Column("taker_order_id", sa.BigInteger, nullable=False),
-    sa.Column("maker_order_id", sa.BigInteger, nullable=False),
-    sa.Column("underlying_notional", sa.Numeric),
+    sa.Column(
+        "trade_id",
+        sa.BigInteger,
+        primary_key=True,
+        comment=(
+            "The engine's trade id, unique per trade across the exchange's history; with wallet, "
+            "the row's key."
+        ),
+    ),
+    sa.Column(
+        "wallet",
+        sa.Text,
+        primary_key=True,
+        comment="The wallet this row is for (0x + 40 hex digits, lowercase).",
+    ),
+    sa.Column(
+        "role",
+        sa.Text,
+        nullable=False,
+        comment="taker, maker, or self (taker and maker wallet the same: the trade's one row).",
+    ),
+    sa.Column(
+        "side",
+        sa.Text,
+        nullable=False,
+        comment=(
+            "This wallet's side, Buy or Sell: the taker's side for the taker, the opposite for the"
+            " maker."
+        ),
+    ),
+    sa.Column(
+        "counterparty",
+        sa.Text,
+        nullable=False,
+        comment="The trade's other wallet (the wallet itself for a self-trade).",
+    ),
+    sa.Column(
+        "is_self_trade",
+        sa.Boolean,
+        nullable=False,
+        comment="True when taker and maker wallet are the same; the standings exclude such rows.",
+    ),
+    sa.Column(
+        "symbol",
+        sa.Text,
+        nullable=False,
+        comment="The instrument: UNDERLYING-YYYYMMDD-STRIKE-C or -P (an option), UNDERLYING-PERP.",
+    ),
+    sa.Column(
+        "price",
+        sa.Numeric,
+        nullable=False,
+        comment="The trade's price, the engine's decimal exactly.",
+    ),
+    sa.Column(
+        "size",
+        sa.Numeric,
+        nullable=False,
+        comment="The trade's size, the engine's decimal exactly.",
+    ),
+    sa.Column(
+        "notional",
+        sa.Numeric,
+        nullable=False,
+        comment="price x size, computed exactly by PostgreSQL.",
+    ),
+    sa.Column(
+        "fee",
+        sa.Numeric,
+        nullable=False,
+        comment=(
+            "This wallet's fee (accounting.taker_fee or maker_fee, negative = rebate; without "
+            "accounting: fill.fee for the taker, 0 for the maker); a self-trade's both fees "
+            "summed."
+        ),
+    ),
+    sa.Column(
+        "realized_pnl",
+        sa.Numeric,
+        comment=(
+            "This wallet's realized PnL on the trade (only on position-reducing fills, else null);"
+            " a self-trade's both legs summed."
+        ),
+    ),
+    sa.Column(
+        "builder_code_address",
+        sa.Text,
+        comment=(
+            "The builder that routed the taker order (on the taker's or self row; null on the "
+            "maker's or when none)."
+        ),
+    ),
+    sa.Column(
+        "builder_code_fee",
+        sa.Numeric,
+        comment=(
+            "What the taker paid the builder (on the taker's or self row; null on the maker's or "
+            "when none)."
+        ),
+    ),
+    sa.Column(
+        "source_type",
+        sa.Text,
+        nullable=False,
+        comment=(
+            "How the trade came about: orderbook, rfq, liquidation, or an unknown type's name as "
+            "written."
+        ),
+    ),
+    sa.Column("taker_order_id", sa.BigInteger, nullable=False, comment="The taker's order id."),
+    sa.Column("maker_order_id", sa.BigInteger, nullable=False, comment="The maker's order id."),
+    sa.Column(
+        "underlying_notional",
+        sa.Numeric,
+        comment=(
+            "The underlying notional in USD at fill time, as the engine reported it (null when "
+            "absent)."
+        ),
+    ),
     # Part of the key: a partitioned table's unique key must contain the partition key.
-    sa.Column("fill_ts", _tz, primary_key=True),
-    sa.Column("window_start", _tz, nullable=False),
-    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "fill_ts",
+        _tz,
+        primary_key=True,
+        comment=(
+            "The fill's event time: the engine's timestamp (milliseconds since the epoch) as a UTC"
+            " instant; the table's month partitions are by this column."
+        ),
+    ),
+    sa.Column(
+        "window_start",
+        _tz,
+        nullable=False,
+        comment=(
+            "Start (UTC) of the hourly window the fill was recorded in: the asset's partition, the"
+            " hour of fill_ts."
+        ),
+    ),
+    sa.Column(
+        "recorded_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment=(
+            "When the transaction that recorded the row began (PostgreSQL now(): the transaction's"
+            " start, not its commit; every row of one load has the same value)."
+        ),
+    ),
     sa.CheckConstraint("role IN ('taker', 'maker', 'self')", name="fill_events_role"),
     sa.CheckConstraint("side IN ('Buy', 'Sell')", name="fill_events_side"),
     sa.Index("ix_competition_fill_events_window_start", "window_start"),
@@ -68,36 +194,125 @@ fill_events = sa.Table(
 fill_keys = sa.Table(
     FILL_KEYS,
     metadata,
-    sa.Column("trade_id", sa.BigInteger, primary_key=True),
-    sa.Column("wallet", sa.Text, primary_key=True),
-    sa.Column("fill_ts", _tz, nullable=False),
+    sa.Column(
+        "trade_id", sa.BigInteger, primary_key=True, comment="The trade id of a recorded row."
+    ),
+    sa.Column("wallet", sa.Text, primary_key=True, comment="The wallet of a recorded row."),
+    sa.Column(
+        "fill_ts",
+        _tz,
+        nullable=False,
+        comment="The first recorded version's fill_ts: where (which month's partition) the row is.",
+    ),
     postgresql_partition_by="HASH (trade_id)",
 )
 
 fill_rejects = sa.Table(
     FILL_REJECTS,
     metadata,
-    sa.Column("window_start", _tz, primary_key=True),
-    sa.Column("source_file", sa.Text, primary_key=True),
-    sa.Column("line_no", sa.BigInteger, primary_key=True),
-    sa.Column("raw_line", sa.Text, nullable=False),
-    # True when raw_line had to be escaped (invalid UTF-8 or NUL): backslash doubled, \xNN bytes.
-    sa.Column("raw_line_escaped", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "window_start",
+        _tz,
+        primary_key=True,
+        comment="Start (UTC) of the window whose journal held the line.",
+    ),
+    sa.Column(
+        "source_file",
+        sa.Text,
+        primary_key=True,
+        comment="The journal segment, relative to the journal root (or the stream's name).",
+    ),
+    sa.Column(
+        "line_no",
+        sa.BigInteger,
+        primary_key=True,
+        comment=(
+            "The line's number in its segment, from 1 (the message's stream sequence for the "
+            "stream)."
+        ),
+    ),
+    sa.Column(
+        "raw_line",
+        sa.Text,
+        nullable=False,
+        comment="The line exactly as read (escaped when raw_line_escaped).",
+    ),
+    sa.Column(
+        "raw_line_escaped",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment=(
+            "True when raw_line had to be escaped (invalid UTF-8 or NUL): backslash doubled,"
+            " \\xNN bytes."
+        ),
+    ),
+    sa.Column(
+        "reason",
+        sa.Text,
+        nullable=False,
+        comment=(
+            "Why the line is not a fill: the field and the rule it broke (contract, section 1)."
+        ),
+    ),
+    sa.Column(
+        "recorded_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the transaction that quarantined the line began (its start, not its commit).",
+    ),
 )
 
 fill_conflicts = sa.Table(
     FILL_CONFLICTS,
     metadata,
-    sa.Column("window_start", _tz, primary_key=True),
-    sa.Column("source_file", sa.Text, primary_key=True),
-    sa.Column("line_no", sa.BigInteger, primary_key=True),
-    sa.Column("wallet", sa.Text, primary_key=True),
-    sa.Column("trade_id", sa.BigInteger, nullable=False),
-    sa.Column("conflicts_with", sa.Text, nullable=False),
-    sa.Column("differing_fields", sa.Text, nullable=False),
-    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "window_start",
+        _tz,
+        primary_key=True,
+        comment="Start (UTC) of the window whose journal held the conflicting message.",
+    ),
+    sa.Column(
+        "source_file",
+        sa.Text,
+        primary_key=True,
+        comment="The segment holding the conflicting message (or the stream's name).",
+    ),
+    sa.Column(
+        "line_no",
+        sa.BigInteger,
+        primary_key=True,
+        comment="Its line number in the segment (the stream sequence for the stream).",
+    ),
+    sa.Column("wallet", sa.Text, primary_key=True, comment="The wallet row that conflicts."),
+    sa.Column(
+        "trade_id",
+        sa.BigInteger,
+        nullable=False,
+        comment="The trade id the message shares with the recorded row.",
+    ),
+    sa.Column(
+        "conflicts_with",
+        sa.Text,
+        nullable=False,
+        comment="What it conflicts with: the recorded row, or an earlier line of the same load.",
+    ),
+    sa.Column(
+        "differing_fields",
+        sa.Text,
+        nullable=False,
+        comment="The fields whose values differ from the first version's (which stays recorded).",
+    ),
+    sa.Column(
+        "recorded_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment=(
+            "When the transaction that reported the conflict began (its start, not its commit)."
+        ),
+    ),
 )
 
 # One row per window: what its latest load read (the extent, so that checks re-read exactly that
@@ -105,22 +320,68 @@ fill_conflicts = sa.Table(
 fill_windows = sa.Table(
     FILL_WINDOWS,
     metadata,
-    sa.Column("window_start", _tz, primary_key=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("extent", sa.dialects.postgresql.JSONB, nullable=False),
-    sa.Column("summary", sa.dialects.postgresql.JSONB, nullable=False),
-    sa.Column("recorded_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "window_start",
+        _tz,
+        primary_key=True,
+        comment="Start (UTC) of the hourly window: one row per window ever recorded.",
+    ),
+    sa.Column(
+        "source",
+        sa.Text,
+        nullable=False,
+        comment="journal or stream: where the window was recorded from.",
+    ),
+    sa.Column(
+        "extent",
+        sa.dialects.postgresql.JSONB,
+        nullable=False,
+        comment=(
+            "What the latest load covered: each segment's committed byte offset (or the stream "
+            "position), so a later load continues there and the checks re-read exactly that data."
+        ),
+    ),
+    sa.Column(
+        "summary",
+        sa.dialects.postgresql.JSONB,
+        nullable=False,
+        comment=(
+            "The window's totals over its loads, the read positions and what it held at commit "
+            "(rows, digest, recording version)."
+        ),
+    ),
+    sa.Column(
+        "recorded_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment=(
+            "When the transaction of the window's latest load began (its start, not its commit)."
+        ),
+    ),
 )
 
 # Competitions, their registered wallets and their standings (see standings.py).
 competitions = sa.Table(
     "competitions",
     metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("start_ts", _tz, nullable=False),
-    sa.Column("end_ts", _tz, nullable=False),
-    sa.Column("primary_win_condition", sa.Text, nullable=False),
+    sa.Column(
+        "id", sa.Text, primary_key=True, comment="The competition's id (letters, digits, _ . -)."
+    ),
+    sa.Column("name", sa.Text, nullable=False, comment="Its display name."),
+    sa.Column(
+        "start_ts",
+        _tz,
+        nullable=False,
+        comment="First instant of the competition (inclusive): fills from here count.",
+    ),
+    sa.Column("end_ts", _tz, nullable=False, comment="End of the competition (exclusive)."),
+    sa.Column(
+        "primary_win_condition",
+        sa.Text,
+        nullable=False,
+        comment="What ranks wallets first: pnl or volume.",
+    ),
     sa.CheckConstraint("primary_win_condition IN ('pnl', 'volume')", name="competitions_win"),
     sa.CheckConstraint("start_ts < end_ts", name="competitions_period"),
 )
@@ -133,6 +394,7 @@ def _competition_key() -> sa.Column:
         sa.Text,
         sa.ForeignKey("competitions.id", ondelete="CASCADE"),
         primary_key=True,
+        comment="The competition (its rows are removed with it).",
     )
 
 
@@ -140,8 +402,13 @@ competition_participants = sa.Table(
     "competition_participants",
     metadata,
     _competition_key(),
-    sa.Column("wallet", sa.Text, primary_key=True),
-    sa.Column("username", sa.Text),
+    sa.Column(
+        "wallet",
+        sa.Text,
+        primary_key=True,
+        comment="A registered wallet (0x + 40 hex digits, lowercase).",
+    ),
+    sa.Column("username", sa.Text, comment="Its display name, if any."),
     sa.CheckConstraint("wallet ~ '^0x[0-9a-f]{40}$'", name="participants_wallet"),
 )
 
@@ -149,14 +416,44 @@ competition_standings = sa.Table(
     "competition_standings",
     metadata,
     _competition_key(),
-    sa.Column("wallet", sa.Text, primary_key=True),
-    sa.Column("rank", sa.Integer, nullable=False),
-    sa.Column("pnl", sa.Numeric, nullable=False),
-    sa.Column("volume", sa.Numeric, nullable=False),
-    sa.Column("trades", sa.BigInteger, nullable=False),
-    sa.Column("fees", sa.Numeric, nullable=False),
-    sa.Column("medal", sa.SmallInteger),
-    sa.Column("computed_at", _tz, nullable=False, server_default=sa.func.now()),
+    sa.Column("wallet", sa.Text, primary_key=True, comment="A registered wallet."),
+    sa.Column(
+        "rank",
+        sa.Integer,
+        nullable=False,
+        comment=(
+            "1.. by the primary win condition descending, ties by the other metric, then wallet."
+        ),
+    ),
+    sa.Column(
+        "pnl",
+        sa.Numeric,
+        nullable=False,
+        comment=(
+            "Realized PnL minus fees minus builder fees over the competition's fills, self-trades "
+            "excluded."
+        ),
+    ),
+    sa.Column(
+        "volume",
+        sa.Numeric,
+        nullable=False,
+        comment=(
+            "Sum of notional (price x size) over the competition's fills, self-trades excluded."
+        ),
+    ),
+    sa.Column(
+        "trades", sa.BigInteger, nullable=False, comment="Number of the wallet's rows counted."
+    ),
+    sa.Column("fees", sa.Numeric, nullable=False, comment="Sum of the wallet's fees counted."),
+    sa.Column("medal", sa.SmallInteger, comment="1, 2 or 3 for the top three ranks, else null."),
+    sa.Column(
+        "computed_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the transaction that computed these standings began.",
+    ),
 )
 
 # Every per-window read of the fills names the window's fill_ts range too (a recorded fill's
