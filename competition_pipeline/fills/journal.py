@@ -75,6 +75,9 @@ class JournalSource:
         except OSError as exc:
             raise SourceError(f"cannot list {directory}: {exc}") from exc
 
+    def has_data(self, window: Window) -> bool:
+        return bool(self.segments(window)[0])
+
     def read_window(
         self,
         window: Window,

@@ -90,6 +90,11 @@ class FillSource(Protocol):
         told without reading it; always False where the source cannot tell cheaply (the stream)."""
         ...
 
+    def has_data(self, window: Window) -> bool | None:
+        """Whether the source holds any data for the window (a journal hour with a segment), or
+        None where it cannot be told without reading it (the stream)."""
+        ...
+
     def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
         """Whether the window's data still begins with what ``since`` describes (it may have
         grown since): what a cheap reconciliation relies on; False where it cannot be told."""

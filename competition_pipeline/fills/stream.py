@@ -93,6 +93,9 @@ class StreamSource:
     def describe(self) -> str:
         return f"nats stream {self.stream} at {self.url.split('@')[-1]}"
 
+    def has_data(self, window: Window) -> None:
+        return None
+
     def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
         """False: knowing whether a window changed means replaying it, so every run does."""
         return False

@@ -82,9 +82,9 @@ def _differs(staged: str, reference: str, *, reference_staged: bool) -> tuple[st
     return distinct, f"concat_ws(',', {names})"
 
 
-_REF_DISTINCT, _REF_FIELDS = _differs("s", "e", reference_staged=False)
-_DUP_DISTINCT, _DUP_FIELDS = _differs("s", "sf", reference_staged=True)
-_INSERT_COLUMNS = [c for c in fill_events.columns.keys() if c != "recorded_at"]
+REF_DISTINCT, REF_FIELDS = _differs("s", "e", reference_staged=False)
+DUP_DISTINCT, DUP_FIELDS = _differs("s", "sf", reference_staged=True)
+INSERT_COLUMNS = [c for c in fill_events.columns.keys() if c != "recorded_at"]
 _INSERT_VALUES = [
     "s.price * s.size"
     if c == "notional"
@@ -93,12 +93,10 @@ _INSERT_VALUES = [
     else "%(window_start)s"
     if c == "window_start"
     else f"s.{c}"
-    for c in _INSERT_COLUMNS
+    for c in INSERT_COLUMNS
 ]
 
-_CAND_VALUES = ", ".join(
-    f"{v} AS {c}" for v, c in zip(_INSERT_VALUES, _INSERT_COLUMNS, strict=True)
-)
+CAND_VALUES = ", ".join(f"{v} AS {c}" for v, c in zip(_INSERT_VALUES, INSERT_COLUMNS, strict=True))
 
 # Created once per connection (a load session records many windows); emptied at every commit or
 # rollback, so each window's transaction starts with empty staging tables.
@@ -121,7 +119,7 @@ ORDER BY s.trade_id, s.wallet, s.seq"""
 _SQL_CONFLICTS = f"""
 CREATE TEMP TABLE stage_conflicts ON COMMIT DROP AS
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
-       'recorded row'::text AS conflicts_with, {_REF_FIELDS} AS differing_fields
+       'recorded row'::text AS conflicts_with, {REF_FIELDS} AS differing_fields
 FROM stage_fills s
 -- One registry probe per staged row, then the recorded row in the one partition its fill_ts names
 -- (run-time pruning; LIMIT 1 keeps the planner from turning this into a hash join that scans the
@@ -133,13 +131,13 @@ CROSS JOIN LATERAL (
     WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet
     LIMIT 1
 ) e
-WHERE {_REF_DISTINCT}
+WHERE {REF_DISTINCT}
 UNION ALL
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
-       sf.source_file || ':' || sf.line_no, {_DUP_FIELDS}
+       sf.source_file || ':' || sf.line_no, {DUP_FIELDS}
 FROM stage_fills s
 JOIN stage_firsts sf ON sf.trade_id = s.trade_id AND sf.wallet = s.wallet AND sf.seq <> s.seq
-WHERE {_DUP_DISTINCT}
+WHERE {DUP_DISTINCT}
   AND NOT EXISTS (
       SELECT 1 FROM {FILL_KEYS} k
       JOIN {FILL_EVENTS} e
@@ -184,7 +182,7 @@ _SQL_REGISTER_BATCH = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
 SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM ONLY {{table}} s"""
 _SQL_INSERT_BATCH = f"""
-INSERT INTO {FILL_EVENTS} ({", ".join(_INSERT_COLUMNS)})
+INSERT INTO {FILL_EVENTS} ({", ".join(INSERT_COLUMNS)})
 SELECT {", ".join(_INSERT_VALUES)} FROM ONLY {{table}} s"""
 # A later batch's staging table: part of stage_fills (inheritance) for the careful path, gone at
 # the end of the window's transaction.
@@ -338,8 +336,8 @@ class WindowLoad:
         # Without duplicate keys in the batch, the DISTINCT ON sort is pure cost: skip it.
         insert = _SQL_INSERT.format(
             table=FILL_EVENTS,
-            columns=", ".join(_INSERT_COLUMNS),
-            values=_CAND_VALUES,
+            columns=", ".join(INSERT_COLUMNS),
+            values=CAND_VALUES,
             distinct="DISTINCT ON (s.trade_id, s.wallet)" if has_duplicates else "",
             order="ORDER BY s.trade_id, s.wallet, s.seq" if has_duplicates else "",
         )

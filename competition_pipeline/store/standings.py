@@ -55,7 +55,7 @@ class Competition:
     primary_win_condition: str
 
 
-_REPLACE = """
+_STANDINGS = """
 WITH stats AS (
     SELECT p.wallet,
            COALESCE(sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)), 0)
@@ -67,7 +67,7 @@ WITH stats AS (
     JOIN competitions c ON c.id = p.competition_id
     -- The period also as parameters: constants let the planner prune competition_fill_events
     -- (monthly partitions) to the competition's months when it plans the statement.
-    LEFT JOIN competition_fill_events e
+    LEFT JOIN {fills} e
            ON e.wallet = p.wallet AND NOT e.is_self_trade
           AND e.fill_ts >= c.start_ts AND e.fill_ts < c.end_ts
           AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
@@ -80,10 +80,33 @@ WITH stats AS (
                  s.wallet ASC) AS rank
     FROM stats s
 )
+SELECT wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN rank END AS medal
+FROM ranked"""
+
+
+def standings_sql(fills: str) -> str:
+    """SQL: one competition's standings (``%(id)s``, ``%(win)s``, ``%(start)s``, ``%(end)s``:
+    :func:`period_params`) computed over ``fills``, a relation with the columns of
+    competition_fill_events (the table itself, or a rebuild's preview of it)."""
+    return _STANDINGS.format(fills=fills)
+
+
+def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, object]:
+    """The parameters :func:`standings_sql` names, read from the competition's row."""
+    row = conn.execute(
+        "SELECT primary_win_condition, start_ts, end_ts FROM competitions WHERE id = %s",
+        (competition_id,),
+    ).fetchone()
+    if row is None:
+        raise CompetitionError(f"no competition {competition_id!r}")
+    win, start, end = row
+    return {"id": competition_id, "win": win, "start": start, "end": end}
+
+
+_REPLACE = f"""
 INSERT INTO competition_standings
     (competition_id, wallet, rank, pnl, volume, trades, fees, medal)
-SELECT %(id)s, wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN rank END
-FROM ranked"""
+SELECT %(id)s, r.* FROM ({standings_sql("competition_fill_events")}) r"""
 
 
 @dataclass(frozen=True)
@@ -176,7 +199,7 @@ class Competitions:
     def refresh(self, competition_id: str) -> list[Standing]:
         """Recompute one competition's standings and replace them in one transaction."""
         with self.store.connect() as conn:
-            competition = self._competition(conn, competition_id)
+            self._competition(conn, competition_id)
             with conn.transaction():
                 conn.execute(
                     "SELECT 1 FROM competitions WHERE id = %s FOR UPDATE", (competition_id,)
@@ -184,15 +207,7 @@ class Competitions:
                 conn.execute(
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
-                conn.execute(
-                    _REPLACE,
-                    {
-                        "id": competition_id,
-                        "win": competition.primary_win_condition,
-                        "start": competition.start_ts,
-                        "end": competition.end_ts,
-                    },
-                )
+                conn.execute(_REPLACE, period_params(conn, competition_id))
         return self.standings(competition_id)
 
     def standings(self, competition_id: str) -> list[Standing]:

@@ -27,6 +27,10 @@ FILL_REJECTS = "competition_fill_rejects"
 FILL_CONFLICTS = "competition_fill_conflicts"
 FILL_WINDOWS = "competition_fill_windows"
 FILL_KEYS = "competition_fill_keys"
+FILL_REBUILDS = "competition_fill_rebuilds"
+FILL_REVISIONS = "competition_fill_revisions"
+FILL_RETIRED = "competition_fill_retired"
+COUNTER_OFFSETS = "competition_fill_counter_offsets"
 
 metadata = sa.MetaData()
 _tz = sa.TIMESTAMP(timezone=True)
@@ -360,6 +364,211 @@ fill_windows = sa.Table(
         ),
     ),
 )
+
+# Changing recorded history (store/rebuild.py, store/months.py; migration 0003): written only by
+# the tables' owner, never by the recorder.
+fill_rebuilds = sa.Table(
+    FILL_REBUILDS,
+    metadata,
+    sa.Column(
+        "rebuild_id",
+        sa.Text,
+        primary_key=True,
+        comment="The rebuild's (or undo's) id: its Dagster run id, or the id the CLI printed.",
+    ),
+    sa.Column(
+        "window_start", _tz, primary_key=True, comment="Start (UTC) of the window it replaced."
+    ),
+    sa.Column(
+        "kind",
+        sa.Text,
+        nullable=False,
+        comment=(
+            "rebuild (rows re-derived from the journal with the current rules) or undo (a "
+            "rebuild's rows restored)."
+        ),
+    ),
+    sa.Column("undoes", sa.Text, comment="For an undo: the rebuild_id it reverted."),
+    sa.Column(
+        "reason", sa.Text, nullable=False, comment="Why, as the operator gave it (--reason)."
+    ),
+    sa.Column(
+        "version_from",
+        sa.Integer,
+        comment="The recording version the window held before (null: unknown, an older release).",
+    ),
+    sa.Column(
+        "version_to",
+        sa.Integer,
+        nullable=False,
+        comment="The recording version the window holds after.",
+    ),
+    sa.Column(
+        "changes",
+        sa.dialects.postgresql.JSONB,
+        nullable=False,
+        comment=(
+            "What changed: rows added, removed and changed (by field), rejects and conflicts, the "
+            "digest after."
+        ),
+    ),
+    sa.Column(
+        "previous_window",
+        sa.dialects.postgresql.JSONB,
+        comment="The window's competition_fill_windows row before (null: never recorded).",
+    ),
+    sa.Column(
+        "previous_rejects",
+        sa.dialects.postgresql.JSONB,
+        nullable=False,
+        comment="The window's rejects before, whole (restored by an undo).",
+    ),
+    sa.Column(
+        "previous_conflicts",
+        sa.dialects.postgresql.JSONB,
+        nullable=False,
+        comment="The window's conflicts before, whole (restored by an undo).",
+    ),
+    sa.Column(
+        "previous_retired",
+        sa.dialects.postgresql.JSONB,
+        comment=(
+            "The window's competition_fill_retired row before, if it was retired (a rebuild "
+            "restores a retired window)."
+        ),
+    ),
+    sa.Column("undone_by", sa.Text, comment="The undo that reverted this rebuild, once one has."),
+    sa.Column(
+        "applied_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the replacing transaction began.",
+    ),
+)
+
+fill_revisions = sa.Table(
+    FILL_REVISIONS,
+    metadata,
+    sa.Column(
+        "revision_id",
+        sa.BigInteger,
+        primary_key=True,
+        autoincrement=True,
+        comment="Order of the revisions.",
+    ),
+    sa.Column(
+        "rebuild_id",
+        sa.Text,
+        nullable=False,
+        comment="The rebuild (or undo) that superseded the row.",
+    ),
+    sa.Column(
+        "window_start", _tz, nullable=False, comment="Start (UTC) of the window the row belongs to."
+    ),
+    sa.Column(
+        "change",
+        sa.Text,
+        nullable=False,
+        comment="added (no old row), removed (the old row no longer derives) or changed.",
+    ),
+    sa.Column("trade_id", sa.BigInteger, nullable=False, comment="The row's trade id."),
+    sa.Column("wallet", sa.Text, nullable=False, comment="The row's wallet."),
+    sa.Column(
+        "old_row",
+        sa.dialects.postgresql.JSONB,
+        comment="The superseded competition_fill_events row, every column (null for an added row).",
+    ),
+    sa.Column(
+        "changed_fields",
+        sa.Text,
+        nullable=False,
+        comment="The columns whose values changed, comma-separated (empty unless changed).",
+    ),
+    sa.Column(
+        "version_from", sa.Integer, comment="The recording version of the superseded row's window."
+    ),
+    sa.Column(
+        "version_to", sa.Integer, nullable=False, comment="The recording version after the change."
+    ),
+    sa.Column("reason", sa.Text, nullable=False, comment="The rebuild's reason."),
+    sa.Column(
+        "revised_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the replacing transaction began.",
+    ),
+    sa.Index("ix_competition_fill_revisions_rebuild", "rebuild_id", "window_start"),
+)
+
+fill_retired = sa.Table(
+    FILL_RETIRED,
+    metadata,
+    sa.Column(
+        "window_start",
+        _tz,
+        primary_key=True,
+        comment=(
+            "Start (UTC) of a window retention took out (its rows dropped, archived if configured)."
+        ),
+    ),
+    sa.Column(
+        "month_table", sa.Text, nullable=False, comment="The month partition it was dropped with."
+    ),
+    sa.Column(
+        "retired_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the retention transaction began.",
+    ),
+)
+
+counter_offsets = sa.Table(
+    COUNTER_OFFSETS,
+    metadata,
+    sa.Column(
+        "offset_id",
+        sa.BigInteger,
+        primary_key=True,
+        autoincrement=True,
+        comment="Order of the offsets.",
+    ),
+    sa.Column(
+        "metric",
+        sa.Text,
+        nullable=False,
+        comment="The counter (fills, rows, conflicts, rejects) whose tables lost the amount.",
+    ),
+    sa.Column(
+        "label",
+        sa.Text,
+        nullable=False,
+        server_default="",
+        comment="The counter's label value (the reject rule for rejects), or empty.",
+    ),
+    sa.Column(
+        "amount",
+        sa.BigInteger,
+        nullable=False,
+        comment="What retention or a rebuild removed from the tables the counter is summed over.",
+    ),
+    sa.Column(
+        "cause",
+        sa.Text,
+        nullable=False,
+        comment="retention of a month, or the rebuild (or undo) id.",
+    ),
+    sa.Column(
+        "recorded_at",
+        _tz,
+        nullable=False,
+        server_default=sa.func.now(),
+        comment="When the removing transaction began.",
+    ),
+)
+
 
 # Competitions, their registered wallets and their standings (see standings.py).
 competitions = sa.Table(

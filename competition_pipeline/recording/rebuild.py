@@ -1,0 +1,207 @@
+"""Rebuild recorded windows with the current rules: a dry run's diff, or an audited replace.
+
+When to use which: a normal run, re-run or backfill of the asset records what is not recorded
+yet and never rewrites a stored row (the contract's first-version rule is the engine's, and a
+journal carrying two versions of one fill stays a conflict). A rebuild is for a change of *this
+code's* rules (``RECORDING_VERSION``): it re-reads each window's journal with the current code
+and shows what would change; applied, it replaces each window atomically and keeps every row it
+superseded, and an undo puts them back. The operation and its SQL are ``store/rebuild.py``; this
+module reads the journal for it and decides what may be done. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from competition_pipeline.fills.source import FillSource, ReadStats
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import RECORDING_VERSION, parse_window
+from competition_pipeline.store.database import CompetitionStore, StoredCounts
+from competition_pipeline.store.rebuild import (
+    RebuildError,
+    RebuildSession,
+    StandingChange,
+    WindowDiff,
+    standing_changes,
+)
+from competition_pipeline.store.standings import Competitions
+from competition_pipeline.store.summary import WindowReport, WindowSummary
+
+__all__ = ["RebuildError", "RebuildReport", "new_id", "rebuild_windows", "undo_rebuild"]
+
+#: The environment variable an apply or an undo needs (the tables' owner role).
+OWNER_URL = "COMPETITION_OWNER_DATABASE_URL"
+
+
+def new_id(kind: str) -> str:
+    """An id for a rebuild or undo run outside Dagster (a Dagster run uses its run id)."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild found (dry run) or did (applied), window by window."""
+
+    rebuild_id: str
+    applied: bool
+    reason: str | None
+    windows: list[WindowDiff] = field(default_factory=list)
+    #: Windows not rebuilt, with why (no journal data).
+    refused: dict[str, str] = field(default_factory=dict)
+    standings: list[StandingChange] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> list[WindowDiff]:
+        return [w for w in self.windows if not w.unchanged]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rebuild_id": self.rebuild_id,
+            "applied": self.applied,
+            "reason": self.reason,
+            "windows": [w.as_dict() for w in self.windows],
+            "refused": self.refused,
+            "standings": [s.describe() for s in self.standings],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _no_data(source: FillSource, windows: Sequence[Window]) -> dict[str, str]:
+    return {
+        w.key: (
+            f"no journal data for window {w.key} (no segment in its date=/hour= directory, or"
+            " its journal was retired): nothing to derive it from; a rebuild never empties a"
+            " window because its journal is gone"
+        )
+        for w in windows
+        if source.has_data(w) is False
+    }
+
+
+def rebuild_windows(
+    source: FillSource,
+    store: CompetitionStore,
+    windows: Sequence[Window],
+    *,
+    apply: bool = False,
+    reason: str | None = None,
+    rebuild_id: str | None = None,
+    sample: int = 5,
+) -> RebuildReport:
+    """Re-derive ``windows`` from ``source`` with the current rules and diff them against the
+    stored rows; with ``apply``, replace each changed window in one transaction (``store`` must
+    then be the tables' owner: see :data:`OWNER_URL`).
+
+    A dry run writes nothing (its transactions are READ ONLY). An apply is refused before any
+    window is touched when ``reason`` is empty, when a window has no journal data, or when the
+    role lacks the rights; an unchanged window is not touched.
+    """
+    started = time.perf_counter()
+    if apply and not (reason or "").strip():
+        raise RebuildError("an applied rebuild needs a reason (--reason '...'): it is audited")
+    report = RebuildReport(rebuild_id or new_id("rebuild"), apply, reason)
+    report.refused = _no_data(source, windows)
+    if apply and report.refused:
+        raise RebuildError("; ".join(report.refused.values()) + ": nothing was applied")
+    competitions = _overlapping(store, windows)
+    with closing(store.connect()) as conn, store.wrap_errors("database error in"):
+        session = RebuildSession(conn, store.ensure_month)
+        if apply:
+            missing = session.missing_privileges()
+            if missing:
+                raise RebuildError(
+                    f"applying a rebuild replaces rows, which this role of {store.display_url}"
+                    f" may not ({', '.join(missing)}): set {OWNER_URL} to the tables' owner"
+                    " (the role `competition-pipeline schema` runs as); the recorder keeps"
+                    " SELECT and INSERT only"
+                )
+        before = session.standings(competitions) if apply else None
+        for window in windows:
+            if window.key not in report.refused:
+                report.windows.append(_window(session, source, window, report, sample))
+        if before is None:  # a dry run: the table as it is, and as the derivations would leave it
+            before = session.standings(competitions)
+        after = session.standings(competitions, preview=not apply)
+        report.standings = standing_changes(before, after)
+    if apply and report.changed:
+        # The stored standings follow at once (the standings sensor would, a tick later).
+        for competition_id in competitions:
+            Competitions(store).refresh(competition_id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _window(
+    session: RebuildSession,
+    source: FillSource,
+    window: Window,
+    report: RebuildReport,
+    sample: int,
+) -> WindowDiff:
+    with session.window(window, apply=report.applied) as rebuild:
+        read = WindowReport(window=window.key, source=source.describe())
+        stats = ReadStats()
+        for rows, rejects in parse_window(source, window, read, stats):
+            rebuild.stage_rows(rows)
+            rebuild.stage_rejects(rejects)
+        diff = rebuild.diff(RECORDING_VERSION, sample)
+        if not report.applied:
+            rebuild.keep_for_standings()
+        elif not diff.unchanged:
+            assert report.reason is not None
+            rebuild.apply(
+                rebuild_id=report.rebuild_id,
+                reason=report.reason,
+                source=read.source,
+                extent=stats.extent,
+                summary=_summary(read, stats, diff).to_json(),
+            )
+    return diff
+
+
+def _summary(read: WindowReport, stats: ReadStats, diff: WindowDiff) -> WindowSummary:
+    """The window's summary after the replace: as a first recording of today's journal."""
+    read.conflicts = read.conflicts_new = diff.conflict_messages
+    read.fills_recorded_or_present = read.fills_read - diff.conflict_messages
+    read.rows_inserted = read.rows_stored = diff.rows_derived
+    read.rejects_new = diff.rejects_derived
+    read.rewritten_segments = list(stats.rewritten)
+    stored = StoredCounts(diff.rows_derived, diff.rejects_derived, diff.conflict_rows)
+    return WindowSummary.of_load(
+        read,
+        version=RECORDING_VERSION,
+        positions=stats.positions,
+        stored=stored,
+        rows_digest=diff.digest_after,
+    )
+
+
+def _overlapping(store: CompetitionStore, windows: Sequence[Window]) -> list[str]:
+    if not windows:
+        return []
+    first, last = min(windows, key=lambda w: w.start), max(windows, key=lambda w: w.start)
+    return Competitions(store).active_overlapping(first.start, last.end)
+
+
+def undo_rebuild(
+    store: CompetitionStore, rebuild_id: str, *, reason: str, undo_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Restore every window ``rebuild_id`` replaced, each atomically, from the rows it kept;
+    audited as a rebuild of kind ``undo`` (``undo_id``)."""
+    if not (reason or "").strip():
+        raise RebuildError("an undo needs a reason (--reason '...'): it is audited")
+    with closing(store.connect()) as conn, store.wrap_errors("database error in"):
+        session = RebuildSession(conn, store.ensure_month)
+        missing = session.missing_privileges()
+        if missing:
+            raise RebuildError(
+                f"undoing a rebuild replaces rows, which this role of {store.display_url} may not"
+                f" ({', '.join(missing)}): set {OWNER_URL} to the tables' owner"
+            )
+        return session.undo(rebuild_id, undo_id or new_id("undo"), reason)

@@ -1,0 +1,285 @@
+"""Rebuild: a dry run's exact diff that writes nothing; an atomic, audited apply; an exact undo."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import msgspec
+import psycopg
+import pytest
+
+from competition_pipeline.fills import rows
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording import fill_events as recording
+from competition_pipeline.recording.fill_events import record_window
+from competition_pipeline.recording.rebuild import RebuildError, rebuild_windows, undo_rebuild
+from competition_pipeline.store import dburl
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.standings import Competitions
+from tests.journal_helpers import fill, write_segment
+
+WINDOW = Window.from_key("2026-03-31-14:00")
+T0 = WINDOW.start_ms
+W1 = "0x" + "1" * 40
+W2 = "0x" + "2" * 40
+W3 = "0x" + "3" * 40
+#: Every table a rebuild may touch, compared whole before and after.
+TABLES = (
+    "competition_fill_events",
+    "competition_fill_keys",
+    "competition_fill_rejects",
+    "competition_fill_conflicts",
+    "competition_fill_windows",
+    "competition_fill_retired",
+    "competition_fill_rebuilds",
+    "competition_fill_revisions",
+    "competition_fill_counter_offsets",
+    "competition_standings",
+)
+
+
+def snapshot(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, as text, in a stable order."""
+    with psycopg.connect(dburl.libpq(url)) as conn:
+        return {
+            table: conn.execute(
+                f"SELECT t::text FROM {table} t ORDER BY 1"  # noqa: S608
+            ).fetchall()
+            for table in TABLES
+        }
+
+
+def fills_table(url: str) -> list[tuple]:
+    with psycopg.connect(dburl.libpq(url)) as conn:
+        return conn.execute(
+            "SELECT trade_id, wallet, role, side, fee::text, price::text, fill_ts, window_start"
+            " FROM competition_fill_events ORDER BY trade_id, wallet"
+        ).fetchall()
+
+
+def old_release(monkeypatch: pytest.MonkeyPatch, version: int = 2) -> None:
+    """The rules of an earlier release: the maker's fee taken from ``fee`` (the taker's), not
+    ``accounting.maker_fee``; recorded under an older RECORDING_VERSION."""
+
+    def old_rows(fill_: rows.Fill, *args):  # type: ignore[name-defined]
+        return rows.fill_rows(msgspec.structs.replace(fill_, maker_fee=fill_.taker_fee), *args)
+
+    monkeypatch.setattr(recording, "fill_rows", old_rows)
+    monkeypatch.setattr(recording, "RECORDING_VERSION", version)
+
+
+def journal_of(journal: Path) -> None:
+    write_segment(
+        journal,
+        WINDOW,
+        "s.jsonl",
+        [
+            fill(1, T0 + 1),
+            fill(2, T0 + 2, taker_wallet_address=W2, maker_wallet_address=W1),
+            fill(3, T0 + 3),
+            "garbage",
+        ],
+    )
+
+
+def test_a_dry_run_lists_exactly_the_changed_rows_and_fields_and_writes_nothing(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, WINDOW)
+    before = snapshot(database_url)
+
+    report = rebuild_windows(JournalSource(journal), store, [WINDOW])
+
+    assert snapshot(database_url) == before  # byte for byte
+    (diff,) = report.windows
+    assert not report.applied
+    assert (diff.added, diff.removed, diff.changed) == (0, 0, 3)  # the three maker rows
+    assert diff.changed_by_field == {"fee": 3}
+    assert diff.version_from == 2 and diff.version_to == recording.RECORDING_VERSION
+    makers = {(s.trade_id, s.wallet) for s in diff.samples}
+    assert makers == {(1, W2), (2, W1), (3, W2)}
+    assert all(s.fields == {"fee": ("0.38", "-0.05")} for s in diff.samples)
+    assert not diff.rejects.any and not diff.conflicts.any
+
+
+def test_apply_equals_a_fresh_recording_keeps_the_old_rows_and_undo_restores_them_exactly(
+    database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, WINDOW)
+    old_fills = fills_table(database_url)
+    before = snapshot(database_url)
+
+    report = rebuild_windows(
+        JournalSource(journal), store, [WINDOW], apply=True, reason="maker fee rule fixed"
+    )
+
+    fresh = CompetitionStore(empty_database_url)
+    fresh.ensure_schema()
+    record_window(JournalSource(journal), fresh, WINDOW)
+    assert fills_table(database_url) == fills_table(empty_database_url)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        kept = conn.execute(
+            "SELECT change, trade_id, wallet, old_row->>'fee', changed_fields, version_from,"
+            " version_to, reason FROM competition_fill_revisions WHERE rebuild_id = %s"
+            " ORDER BY trade_id",
+            (report.rebuild_id,),
+        ).fetchall()
+        summary_version = conn.execute(
+            "SELECT summary->>'version' FROM competition_fill_windows"
+        ).fetchone()[0]
+    assert kept == [
+        ("changed", t, w, "0.38", "fee", 2, recording.RECORDING_VERSION, "maker fee rule fixed")
+        for t, w in ((1, W2), (2, W1), (3, W2))
+    ]
+    assert int(summary_version) == recording.RECORDING_VERSION
+    # Applied once, a second rebuild finds nothing to change and touches nothing.
+    after = snapshot(database_url)
+    again = rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="again")
+    assert again.windows[0].unchanged and snapshot(database_url) == after
+
+    undo_rebuild(store, report.rebuild_id, reason="back out")
+
+    assert fills_table(database_url) == old_fills
+    restored = snapshot(database_url)
+    for table in ("competition_fill_events", "competition_fill_keys", "competition_fill_rejects"):
+        assert restored[table] == before[table], table
+    assert restored["competition_fill_windows"] == before["competition_fill_windows"]
+    with pytest.raises(RebuildError, match="undone already"):
+        undo_rebuild(store, report.rebuild_id, reason="twice")
+
+
+def test_a_rule_change_that_adds_and_removes_rows(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The older rule gave a self-trade two rows (taker and maker) instead of one "self" row.
+    write_segment(
+        journal,
+        WINDOW,
+        "s.jsonl",
+        [fill(1, T0 + 1, taker_wallet_address=W3, maker_wallet_address=W3), fill(2, T0 + 2)],
+    )
+    store = CompetitionStore(database_url)
+    with monkeypatch.context() as patch:
+
+        def two_rows(fill_, *args):
+            if fill_.taker_wallet != fill_.maker_wallet:
+                return rows.fill_rows(fill_, *args)
+            taker, _ = rows.fill_rows(msgspec.structs.replace(fill_, maker_wallet=W1), *args)
+            maker = list(taker)
+            maker[4:9] = [W1, "maker", "Sell", W3, False]
+            return [taker, tuple(maker)]
+
+        patch.setattr(recording, "fill_rows", two_rows)
+        patch.setattr(recording, "RECORDING_VERSION", 2)
+        record_window(JournalSource(journal), store, WINDOW)
+    assert len(fills_table(database_url)) == 4
+
+    dry = rebuild_windows(JournalSource(journal), store, [WINDOW])
+    (diff,) = dry.windows
+    assert (diff.added, diff.removed, diff.changed) == (0, 1, 1)  # W1's row goes; W3's is "self"
+    # The self row: its own role and flag, and both legs' fees.
+    assert diff.changed_by_field == {"counterparty": 1, "fee": 1, "is_self_trade": 1, "role": 1}
+
+    rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="self-trades")
+    rows_now = fills_table(database_url)
+    assert [(t, w, role) for t, w, role, *_ in rows_now] == [
+        (1, W3, "self"),
+        (2, W1, "taker"),
+        (2, W2, "maker"),
+    ]
+
+
+def test_a_fill_whose_corrected_timestamp_moves_it_to_another_month(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window is the first hour of April; the older rule read the timestamp an hour early,
+    # so the row went to March's partition (the registry too).
+    window = Window.from_key("2026-04-01-00:00")
+    write_segment(journal, window, "s.jsonl", [fill(7, window.start_ms + 5)])
+    store = CompetitionStore(database_url)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:  # the month the old rule wrote to
+        conn.execute("SELECT competition_create_month('2026-03-01')")
+    with monkeypatch.context() as patch:
+
+        def early(fill_, *args):
+            early_fill = msgspec.structs.replace(fill_, timestamp_ms=fill_.timestamp_ms - 3_600_000)
+            return rows.fill_rows(early_fill, *args)
+
+        patch.setattr(recording, "fill_rows", early)
+        patch.setattr(recording, "RECORDING_VERSION", 2)
+        record_window(JournalSource(journal), store, window)
+    march = dt.datetime(2026, 3, 31, 23, 0, 0, 5000, tzinfo=dt.UTC)
+    assert {r[6] for r in fills_table(database_url)} == {march}
+
+    report = rebuild_windows(JournalSource(journal), store, [window], apply=True, reason="ts")
+
+    assert report.windows[0].changed_by_field == {"fill_ts": 2}
+    april = window.start + dt.timedelta(milliseconds=5)
+    assert {r[6] for r in fills_table(database_url)} == {april}
+    with psycopg.connect(dburl.libpq(database_url)) as conn:
+        parts = conn.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM competition_fill_events GROUP BY 1"
+        ).fetchall()
+        keys = conn.execute("SELECT fill_ts FROM competition_fill_keys").fetchall()
+    assert parts == [("competition_fill_events_2026_04", 2)]
+    assert keys == [(april,), (april,)]
+
+
+def test_standings_after_a_rebuild_equal_standings_from_a_fresh_recording(
+    database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal_of(journal)
+    store, fresh = CompetitionStore(database_url), CompetitionStore(empty_database_url)
+    fresh.ensure_schema()
+    start, end = WINDOW.start, WINDOW.end
+    for s in (store, fresh):
+        competitions = Competitions(s)
+        competitions.create("c1", "c1", start, end, "pnl")
+        for wallet in (W1, W2):
+            competitions.register("c1", wallet)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, WINDOW)
+    Competitions(store).refresh("c1")
+    record_window(JournalSource(journal), fresh, WINDOW)
+    expected = Competitions(fresh).refresh("c1")
+
+    dry = rebuild_windows(JournalSource(journal), store, [WINDOW])
+    assert {c.wallet for c in dry.standings} == {W1, W2}  # both wallets' pnl moves
+    (w2,) = [c for c in dry.standings if c.wallet == W2]
+    assert w2.pnl[0] != w2.pnl[1]
+    rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="fee rule")
+
+    got = Competitions(store).standings("c1")
+    assert [(s.wallet, s.rank, s.pnl, s.volume) for s in got] == [
+        (s.wallet, s.rank, s.pnl, s.volume) for s in expected
+    ]
+
+
+def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
+    database_url: str, journal: Path
+) -> None:
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    record_window(JournalSource(journal), store, WINDOW)
+    before = snapshot(database_url)
+    empty = Window(WINDOW.end)
+    with pytest.raises(RebuildError, match="needs a reason"):
+        rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason=" ")
+    with pytest.raises(RebuildError, match=f"no journal data for window {empty.key}"):
+        rebuild_windows(JournalSource(journal), store, [WINDOW, empty], apply=True, reason="x")
+    dry = rebuild_windows(JournalSource(journal), store, [WINDOW, empty])
+    assert list(dry.refused) == [empty.key] and dry.windows[0].unchanged
+    with pytest.raises(RebuildError, match="unknown id, or a dry run"):
+        undo_rebuild(store, "rebuild-nope", reason="x")
+    assert snapshot(database_url) == before
