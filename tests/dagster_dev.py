@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl
+from competition_pipeline.tools.ports import free_port
 from tests.conftest import REPO
 
 SENSOR_INTERVAL = 10
@@ -55,12 +55,6 @@ LOCAL_START_VARIABLES = (
 def local_start_environment() -> dict[str, str]:
     """This process's environment without what would steer the local start elsewhere."""
     return {k: v for k, v in os.environ.items() if k not in LOCAL_START_VARIABLES}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DagsterDev:

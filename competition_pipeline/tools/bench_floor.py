@@ -4,8 +4,9 @@
 competition_fill_events --partition KEY`` goes through everything the real command does (process
 start, importing Dagster, loading the instance, creating the run, one asset step and three check
 steps, each writing its events to the instance storage) with an asset and checks that do nothing.
-What the real command costs beyond this is the project's own work. Used by ``bench.user_path``; its
-no-op checks also stand beside the no-op ranged asset of (f)'s floor (``bench._floor_definitions``).
+What the real command costs beyond this is the project's own work. Used by
+``bench.dagster_runs.user_path``; its no-op checks also stand beside the no-op ranged asset of
+(f)'s floor (``bench.dagster_runs._floor_definitions``).
 """
 
 from __future__ import annotations

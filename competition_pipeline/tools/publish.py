@@ -1,7 +1,7 @@
 """Publish engine messages to the fill stream, as the engine does (contract, section 4).
 
-    python -m competition_pipeline.tools.publish journal DIR [--window YYYY-MM-DD-HH:00 ...]
-    python -m competition_pipeline.tools.publish simulate [--rate 20] [--duration 60]
+    competition-pipeline publish journal DIR [--window YYYY-MM-DD-HH:00 ...]
+    competition-pipeline publish simulate [--rate 20] [--duration 60]
 
 Subjects ``<prefix>.<underlying>`` (``engine.fills.BTC``; messages without a symbol go to
 ``<prefix>.system``); header ``Nats-Msg-Id`` is the ``trade_id`` of a fill (a digest of the line
@@ -25,7 +25,8 @@ from nats.js.errors import NotFoundError
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.stream import STREAM, SUBJECT_PREFIX, connect, fill_head
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.tools.progress import Progress, stderr_log
+from competition_pipeline.tools.log import log
+from competition_pipeline.tools.progress import Progress
 
 
 @dataclass
@@ -98,27 +99,13 @@ def journal_lines(root: Path, windows: list[Window] | None = None) -> Iterable[b
                 yield line
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--url", default="nats://127.0.0.1:4222", help="NATS_URL")
-    parser.add_argument("--stream", default=STREAM)
-    parser.add_argument("--prefix", default=SUBJECT_PREFIX, help="subject prefix")
-    commands = parser.add_subparsers(dest="command", required=True)
-    journal = commands.add_parser("journal", help="publish an existing journal directory")
-    journal.add_argument("root", type=Path)
-    journal.add_argument("--window", action="append", help="only these windows (repeatable)")
-    simulate = commands.add_parser("simulate", help="publish simulated fills live")
-    simulate.add_argument("--rate", type=float, default=20.0, help="fills per second")
-    simulate.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
-    args = parser.parse_args(argv)
-    if args.command == "journal":
+def run(args: argparse.Namespace) -> int:
+    if args.source == "journal":
         windows = [Window.from_key(k) for k in args.window] if args.window else None
         lines: Iterable[bytes] = journal_lines(args.root, windows)
     else:
         lines = live_lines(args.rate, args.duration)
-    progress = Progress("published", stderr_log("publish"))
+    progress = Progress("published", log)
     result = asyncio.run(
         publish_lines(args.url, lines, stream=args.stream, prefix=args.prefix, progress=progress)
     )
@@ -127,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def live_lines(rate: float, duration: float) -> Iterable[bytes]:
-    from competition_pipeline.tools.simulate import FillSimulator
+    from competition_pipeline.tools.simulate.messages import FillSimulator
 
     sim = FillSimulator(seed=time.time_ns() % 2**32, trade_id_base=time.time_ns() // 1000)
     started = time.monotonic()
@@ -136,7 +123,3 @@ def live_lines(rate: float, duration: float) -> Iterable[bytes]:
         batch = sim.render([now_ms])
         yield from (line for line in batch.text.encode().splitlines() if line)
         time.sleep(1 / rate if rate > 0 else 1)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """The chaos soak: the real processes, faults at random, then no manual step: does the table
 converge to the journal by itself?
 
-``python -m competition_pipeline.tools.soak --duration 1800 --seed 7`` starts, all on this machine:
+``competition-pipeline soak --duration 1800 --seed 7`` starts, all on this machine:
 
 * a private PostgreSQL cluster (its own data directory and port; the soak stops and starts it)
   holding the Dagster instance (``dagster``) and the competition tables (``competition``);
@@ -50,41 +50,21 @@ from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.journal import scan, window_dir
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import HOUR, Window
-from competition_pipeline.tools import simulate
+from competition_pipeline.tools import embedded, simulate
+from competition_pipeline.tools.log import log as _log
+from competition_pipeline.tools.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
 
 
-def _log(message: str) -> None:
-    print(f"[soak {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def postgres_bindir() -> Path:
-    """Where ``initdb`` and ``pg_ctl`` are: PG_BINDIR, PATH, Debian's layout, or the embedded
-    PostgreSQL's own binaries."""
-    candidates = [os.environ.get("PG_BINDIR")]
-    found = shutil.which("pg_ctl")
-    candidates.append(str(Path(found).parent) if found else None)
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    candidates.extend(str(p) for p in reversed(debian))
-    try:
-        import pgserver  # the embedded PostgreSQL ships its binaries in its wheel
-
-        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin"))
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise SystemExit("no PostgreSQL binaries found (set PG_BINDIR to the directory of initdb)")
+    """Where ``initdb`` and ``pg_ctl`` are (``embedded.postgres_bindir``), or SystemExit."""
+    bindir = embedded.postgres_bindir("initdb")
+    if bindir is None:
+        raise SystemExit("no PostgreSQL binaries found (set PG_BINDIR to the directory of initdb)")
+    return bindir
 
 
 @dataclass
@@ -500,29 +480,11 @@ def render(result: dict) -> str:
     return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m competition_pipeline.tools.soak",
-        description="Chaos soak: real processes, random faults, then convergence with no step.",
-    )
-    parser.add_argument("--duration", type=float, default=300, help="seconds of faults")
-    parser.add_argument("--seed", type=int, default=1, help="random seed of the fault plan")
-    parser.add_argument(
-        "--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=300, help="seconds to wait for convergence afterwards"
-    )
-    parser.add_argument("--max-faults", type=int, help="stop injecting after this many faults")
-    parser.add_argument("--fills-per-hour", type=int, default=2000, help="sample closed hours")
-    parser.add_argument("--hours", type=int, default=3, help="closed sample hours")
-    parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
-    parser.add_argument("--json", help="also write the result to this file")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
     if unknown:
-        parser.error(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+        args.error(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="competition-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     soak = Soak(workdir, args.seed, faults)
@@ -538,7 +500,3 @@ def main(argv: list[str] | None = None) -> int:
     if not args.workdir and result["converged"]:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if result["converged"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.tools import bench
+from competition_pipeline.tools import cli
+from competition_pipeline.tools.bench.growth import g_table
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +17,7 @@ def test_bench_reports_every_figure(pg_admin_url: str, tmp_path: Path, capsys) -
     out = tmp_path / "bench.json"
     args = ["--fills", "3000", "--hour-directories", "200", "--backfill-days", "1"]
     args += ["--backfill-fills-per-hour", "50", "--database-url", pg_admin_url, "--json", str(out)]
-    assert bench.main(args) == 0
+    assert cli.main(["bench", *args]) == 0
     result = json.loads(out.read_text())
     for figure in ("a_plain_copy", "b_first_recording", "c_rerun_unchanged", "f_backfill"):
         assert result[figure]["rows"] > 0 and result[figure]["seconds"] > 0
@@ -68,7 +69,7 @@ def test_bench_figure_g_records_into_an_empty_and_a_filled_table(
 ) -> None:
     out = tmp_path / "g.json"
     argv = ["--only-g", "--fills", "2000", "--stored-rows", "50000"]
-    assert bench.main([*argv, "--database-url", pg_admin_url, "--json", str(out)]) == 0
+    assert cli.main(["bench", *argv, "--database-url", pg_admin_url, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "a. plain COPY" not in printed  # g alone
     g = json.loads(out.read_text())["g_stored_rows"]
@@ -76,4 +77,4 @@ def test_bench_figure_g_records_into_an_empty_and_a_filled_table(
     for side in ("empty", "stored"):  # every row a first recording, on the fast path
         assert g[side]["rows_inserted"] == g[side]["rows"] > 3_000
     assert g["ratio_rows_per_second"] > 0
-    assert "50,000 rows stored" in bench.g_table(g)
+    assert "50,000 rows stored" in g_table(g)

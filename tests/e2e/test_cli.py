@@ -16,7 +16,7 @@ import pytest
 
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl
-from competition_pipeline.tools import cli
+from competition_pipeline.tools import cli, local, local_state
 from tests.conftest import REPO
 from tests.dagster_dev import LOCAL_START_VARIABLES
 from tests.journal_helpers import W1, W2
@@ -54,7 +54,7 @@ def write_state(state: Path, monkeypatch: pytest.MonkeyPatch, url: str, **extra)
     """The state file as a running ``up`` (this process) writes it."""
     monkeypatch.setenv("COMPETITION_DATABASE_URL", url)
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
-    path = cli._write_local_state(state, ui="http://127.0.0.1:3000", **extra)
+    path = local_state.write_local_state(state, ui="http://127.0.0.1:3000", **extra)
     monkeypatch.delenv("COMPETITION_DATABASE_URL")
     monkeypatch.delenv("DAGSTER_POSTGRES_URL")
     return path
@@ -72,14 +72,14 @@ def test_commands_use_the_running_local_start(
     state: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     write_state(state, monkeypatch, database_url)
-    assert cli.database_url() == database_url
+    assert local_state.database_url() == database_url
     assert cli.main(["competition", "list"]) == 0
     assert "no competitions" in capsys.readouterr().out
     args = ["competition", "create", "c1", "--start", "2026-11-20T00:00Z"]
     assert cli.main([*args, "--end", "2026-11-27T00:00Z"]) == 0
     # The environment wins over the state file.
     monkeypatch.setenv("COMPETITION_DATABASE_URL", "postgresql://elsewhere@127.0.0.1:1/none")
-    assert cli.database_url() == "postgresql://elsewhere@127.0.0.1:1/none"
+    assert local_state.database_url() == "postgresql://elsewhere@127.0.0.1:1/none"
 
 
 def test_a_state_file_of_a_stopped_start_is_ignored(
@@ -90,9 +90,9 @@ def test_a_state_file_of_a_stopped_start_is_ignored(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     path.write_text(json.dumps({**data, "pid": dead.pid}))
-    assert cli.read_local_state() is None
+    assert local_state.read_local_state() is None
     with pytest.raises(SystemExit, match="bin/start"):
-        cli.database_url()
+        local_state.database_url()
 
 
 def test_a_password_is_never_written_to_the_state_file(
@@ -103,7 +103,7 @@ def test_a_password_is_never_written_to_the_state_file(
     assert "s3cret" not in text
     assert json.loads(text)["competition_database_url"] is None
     with pytest.raises(SystemExit) as exc:
-        cli.database_url()
+        local_state.database_url()
     assert "COMPETITION_DATABASE_URL" in str(exc.value) and "s3cret" not in str(exc.value)
 
 
@@ -177,13 +177,13 @@ def test_the_local_start_begins_its_partitions_where_its_journal_begins(
 
     monkeypatch.delenv("FILL_JOURNAL_DIR", raising=False)
     monkeypatch.delenv("FILL_PARTITIONS_START", raising=False)
-    journal = cli._prepare_journal(state, hours=2, fills_per_hour=20)
+    journal = local._prepare_journal(state, hours=2, fills_per_hour=20)
     first = Window(Window.containing(dt.datetime.now(dt.UTC)).start - 2 * HOUR)
-    assert [w.key for w in cli.journal_hours(journal)][:1] == [first.key]
+    assert [w.key for w in local.journal_hours(journal)][:1] == [first.key]
     assert os.environ["FILL_PARTITIONS_START"] == first.key
     # A deployment's own start is kept.
     monkeypatch.setenv("FILL_PARTITIONS_START", "2026-01-01-00:00")
-    cli._prepare_journal(state, hours=2, fills_per_hour=20)
+    local._prepare_journal(state, hours=2, fills_per_hour=20)
     assert os.environ["FILL_PARTITIONS_START"] == "2026-01-01-00:00"
 
 
@@ -197,8 +197,8 @@ def test_the_demo_competition_registers_wallets_that_trade_in_the_sample(
     monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
     journal = state / "journal"
     simulate.write_hour(journal, WINDOW, 300)
-    cli._prepare_demo_competition(journal)
-    cli._prepare_demo_competition(journal)  # a restart keeps it
+    local._prepare_demo_competition(journal)
+    local._prepare_demo_competition(journal)  # a restart keeps it
     (demo,) = Competitions(CompetitionStore(database_url)).summaries()
     assert (demo.id, demo.start_ts, demo.participants) == ("demo", WINDOW.start, 12)
     assert demo.end_ts - demo.start_ts == dt.timedelta(days=7)

@@ -82,7 +82,14 @@ def test_a_late_segment_in_a_closed_hour_reads_only_that_segment(
 
 def soak(tmp_path: Path, *args: str, timeout: float = 1500) -> dict:
     output = tmp_path / "soak.json"
-    command = [sys.executable, "-m", "competition_pipeline.tools.soak", "--json", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "competition_pipeline.tools.cli",
+        "soak",
+        "--json",
+        str(output),
+    ]
     completed = subprocess.run(
         [*command, "--timeout", str(CONVERGENCE_BOUND), *args],
         cwd=REPO,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.tools import simulate
+from competition_pipeline.tools import cli, simulate
 from competition_pipeline.tools.progress import Progress
 
 
@@ -42,7 +42,7 @@ def test_the_simulator_shows_the_way_through_a_large_hour(
 ) -> None:
     fills = 3 * simulate.CHUNK_FILLS
     args = ["--journal", str(tmp_path), "--hours", "1", "--fills-per-hour", str(fills)]
-    assert simulate.main([*args, "--end-hour", "2026-11-20-05:00"]) == 0
+    assert cli.main(["simulate", *args, "--end-hour", "2026-11-20-05:00"]) == 0
     err = capsys.readouterr().err
     assert f"[simulate] 2026-11-20-05:00: {fills:,} of {fills:,} (100%" in err
     assert f"[simulate] 2026-11-20-05:00: {simulate.CHUNK_FILLS:,} of {fills:,} (" in err

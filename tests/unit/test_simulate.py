@@ -19,7 +19,8 @@ import pytest
 from competition_pipeline.fills.contract import SKIPPED, Fill, Reject, parse_line
 from competition_pipeline.fills.journal import SEGMENT, window_dir
 from competition_pipeline.fills.windows import HOUR, Window
-from competition_pipeline.tools import simulate
+from competition_pipeline.tools import cli, simulate
+from competition_pipeline.tools.simulate.messages import _fixed
 
 WINDOW = Window.from_key("2026-11-20-03:00")
 
@@ -202,7 +203,7 @@ def test_fixed_point_strings_are_exact() -> None:
     for _ in range(20_000):
         value = rng.randint(-(10 ** rng.randint(0, 15)), 10 ** rng.randint(0, 15))
         places = rng.randint(0, 10)
-        text = simulate._fixed(value, places)
+        text = _fixed(value, places)
         assert Decimal(text) == Decimal(value).scaleb(-places)
         assert text.lstrip("-")[0].isdigit()
 
@@ -292,7 +293,7 @@ def test_append_live_rejects_a_non_positive_rate(tmp_path: Path) -> None:
 
 def test_cli_writes_the_requested_hours(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["--journal", str(tmp_path), "--hours", "3", "--fills-per-hour", "200", "--seed", "2"]
-    assert simulate.main([*args, "--end-hour", "2026-11-20-05:00"]) == 0
+    assert cli.main(["simulate", *args, "--end-hour", "2026-11-20-05:00"]) == 0
     hours = sorted(f"{p.parent.name}/{p.name}" for p in tmp_path.glob("date=*/hour=*"))
     assert hours == [
         "date=2026-11-20/hour=03",
@@ -313,7 +314,7 @@ def test_cli_writes_the_requested_hours(tmp_path: Path, capsys: pytest.CaptureFi
 def test_cli_writes_the_open_hour_and_follows(tmp_path: Path) -> None:
     before = time.time_ns() // 1_000_000
     args = ["--journal", str(tmp_path), "--hours", "2", "--fills-per-hour", "3600"]
-    assert simulate.main([*args, "--follow", "--rate", "500", "--duration", "0.3"]) == 0
+    assert cli.main(["simulate", *args, "--follow", "--rate", "500", "--duration", "0.3"]) == 0
     after = time.time_ns() // 1_000_000
     current = Window.containing_ms(after)
     previous = Window(Window.containing_ms(before).start - HOUR)
@@ -325,8 +326,8 @@ def test_cli_writes_the_open_hour_and_follows(tmp_path: Path) -> None:
 
 def test_running_the_cli_again_never_reuses_a_trade_id(tmp_path: Path) -> None:
     base = ["--journal", str(tmp_path), "--fills-per-hour", "3600", "--follow", "--rate", "300"]
-    assert simulate.main([*base, "--hours", "2", "--duration", "0.2"]) == 0
-    assert simulate.main([*base, "--hours", "4", "--seed", "1", "--duration", "0.2"]) == 0
+    assert cli.main(["simulate", *base, "--hours", "2", "--duration", "0.2"]) == 0
+    assert cli.main(["simulate", *base, "--hours", "4", "--seed", "1", "--duration", "0.2"]) == 0
     ids: list[int] = []
     for hour in sorted(tmp_path.glob("date=*/hour=*")):
         window = Window.from_key(f"{hour.parent.name[5:]}-{hour.name[5:]}:00")
