@@ -83,7 +83,10 @@ class WindowChecks:
         """``name`` on ``window`` as the result of a check step run for that partition."""
         outcome = self.checker.outcome(name, window)
         return dg.AssetCheckResult(
-            passed=outcome.passed, metadata=outcome.metadata, severity=_severity(outcome)
+            passed=outcome.passed,
+            metadata=outcome.metadata,
+            severity=_severity(outcome),
+            description=outcome.description,
         )
 
     def evaluation(
@@ -101,6 +104,7 @@ class WindowChecks:
             passed=outcome.passed,
             metadata=outcome.metadata,
             severity=_severity(outcome),
+            description=outcome.description,
             blocking=BLOCKING[name],
             partition=window.key,
             target_materialization_data=target or self._target(window),

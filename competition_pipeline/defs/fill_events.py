@@ -23,6 +23,7 @@ from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.fill_events import (
+    RECORDING_VERSION,
     RejectBudgetExceeded,
     WindowReport,
     record_windows,
@@ -75,6 +76,8 @@ def report_metadata(report: WindowReport, now: float | None = None) -> dict[str,
         "seconds": round(report.seconds, 3),
         "accounting_balanced": report.balanced(),
         "unchanged": report.unchanged,
+        # The rules that turned the journal into these rows (the asset's code version).
+        "recording_version": RECORDING_VERSION,
         "open_hour": _open(report, now),
     }
     if report.rows_stored is not None:  # the window's rows in the table (Dagster's row count)
@@ -153,6 +156,17 @@ def _warn_missing(context: dg.AssetExecutionContext, windows: list[str]) -> None
         )
 
 
+def _retired_message(windows: list[str]) -> str:
+    which = (
+        windows[0] if len(windows) == 1 else f"{len(windows)} windows {windows[0]}..{windows[-1]}"
+    )
+    return (
+        f"{which} retired by competition_fill_retention_job (rows dropped): not recorded again."
+        " Restoring a retired window is an explicit, audited rebuild: competition-pipeline"
+        f" rebuild --from {windows[0]} --to {windows[-1]} (a dry run), then with --apply --reason"
+    )
+
+
 def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     _warn_ignored(context, report)
     _warn_missing(context, [report.window] if _missing_from_journal(report) else [])
@@ -170,6 +184,10 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name="competition_fill_events",
         partitions_def=fill_partitions(settings),
+        # The recording rules' version: bumped when the same journal bytes give other rows, so
+        # the UI marks the asset's code changed; windows recorded before it are listed by
+        # `competition-pipeline status` and re-derived only by a rebuild (never by a re-run).
+        code_version=str(RECORDING_VERSION),
         # A backfill of any date range is one run; the run records its windows in order and commits
         # each on its own, so a failure part way keeps every window finished before it.
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -214,6 +232,8 @@ def _materialize(
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
         (report,) = _record(windows, database, fill_source, policy)
+        if report.retired:
+            raise dg.Failure(description=_retired_message([report.window]), allow_retries=False)
         _log_report(context, report)
         yield dg.MaterializeResult(metadata=report_metadata(report))
         return
@@ -228,8 +248,12 @@ def _materialize(
     started = time.perf_counter()
     rows = 0
     missing: list[str] = []  # warned about with the progress line, not one line per window
+    retired: list[str] = []
     with checks.shared_connection():
         for done, report in enumerate(_record(windows, database, fill_source, policy), start=1):
+            if report.retired:
+                retired.append(report.window)
+                continue
             _warn_ignored(context, report)
             if _missing_from_journal(report):
                 missing.append(report.window)
@@ -249,6 +273,8 @@ def _materialize(
                 )
                 _warn_missing(context, missing)
                 missing.clear()
+    if retired:
+        context.log.warning(_retired_message(retired))
     if check_names:
         # Said here because Dagster logs "Skipping step ... due to skipped dependencies" for each
         # check step next, which reads like checks that never ran.

@@ -30,6 +30,8 @@ class Outcome:
     passed: bool
     metadata: dict[str, Any]
     error: bool = True
+    #: What a failure means and what to do about it (shown with the check's result).
+    description: str | None = None
 
 
 @dataclass
@@ -52,6 +54,15 @@ class WindowChecker:
     def reconciles_with_journal(self, window: Window) -> Outcome:
         assert self.source is not None
         result = reconcile_window(self.source, self.store, window)
+        hint = None
+        if not result.exact:
+            hint = (
+                f"window {window.key}: {result.missing} missing, {result.unexpected} unexpected,"
+                f" {result.changed} changed rows against the journal. A re-run records what is"
+                " missing but never rewrites a stored row; to see what the current rules would"
+                f" change, run a rebuild dry run: competition-pipeline rebuild --from {window.key}"
+                f" --to {window.key}"
+            )
         return Outcome(
             result.exact,
             {
@@ -63,8 +74,10 @@ class WindowChecker:
                 "unexpected_sample": str(result.unexpected_sample),
                 "changed": result.changed,
                 "changed_sample": str(result.changed_sample),
+                "changed_fields": "\n".join(result.changed_fields),
                 "compared_by": result.compared_by,
             },
+            description=hint,
         )
 
     def no_conflicting_duplicates(self, window: Window) -> Outcome:

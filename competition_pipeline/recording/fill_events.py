@@ -157,14 +157,20 @@ def record_windows(
     boundaries, so a backfill of many small windows pays little more per window than its rows.
     A window is read from the offsets its latest load committed (a growing open hour costs what
     was appended); one whose data and stored rows are as that load left them is not read at all:
-    its report repeats the window's totals with ``unchanged`` set and nothing is written.
+    its report repeats the window's totals with ``unchanged`` set and nothing is written. A window
+    retention took out is neither read nor written: its report has ``retired`` set.
     """
     previous = store.previous_loads(windows)
+    retired = store.retired_windows(windows)
+    todo = [w for w in windows if w not in retired]
     with (
         store.session() as session,
-        closing(prefetched(_parse_windows(source, windows, previous))) as parsed,
+        closing(prefetched(_parse_windows(source, todo, previous))) as parsed,
     ):
         for window in windows:
+            if window in retired:  # restored only by an explicit, audited rebuild
+                yield WindowReport(window=window.key, source=source.describe(), retired=True)
+                continue
             started = time.perf_counter()
             item = next(parsed)
             if item.unchanged:

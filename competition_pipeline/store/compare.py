@@ -9,21 +9,56 @@ table as the latest load left it and writes nothing. No Dagster here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 
 from competition_pipeline.fills.rows import ROW_FIELDS, Row
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.digest import STAGED_HASH, STORED_HASH
-from competition_pipeline.store.load import SQL_STAGE_FILLS, copy_sql
+from competition_pipeline.store.load import CAND_VALUES, SQL_STAGE_FILLS, copy_sql
 from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
     WINDOW_ROWS,
+    fill_events,
     window_params,
 )
+
+#: The columns a changed row is compared in (the key is the comparison itself, the window the
+#: same, and ``recorded_at`` says when, not what).
+DIFF_COLUMNS = [
+    c
+    for c in fill_events.columns.keys()
+    if c not in ("trade_id", "wallet", "window_start", "recorded_at")
+]
+
+
+def exact_row(text: str | None) -> dict[str, Any]:
+    """A row read as JSON text (``to_jsonb(row)::text``), its decimals kept exact as strings
+    (0.380 stays 0.380, never a float)."""
+    if text is None:
+        return {}
+    return {
+        k: str(v) if isinstance(v, Decimal) else v
+        for k, v in json.loads(text, parse_float=Decimal).items()
+    }
+
+
+def field_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each of :data:`DIFF_COLUMNS` whose value differs, old -> new (decimals by value)."""
+
+    def same(a: Any, b: Any) -> bool:
+        try:
+            return a == b or Decimal(a) == Decimal(b)
+        except (TypeError, ArithmeticError, ValueError):
+            return False
+
+    return {c: (old.get(c), new.get(c)) for c in DIFF_COLUMNS if not same(old.get(c), new.get(c))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +76,8 @@ class Reconciliation:
     changed: int = 0
     changed_sample: list[tuple[int, str]] = field(default_factory=list)
     compared_by: str = "rows"
+    #: For the changed sample: each row's differing fields, stored -> what the journal gives.
+    changed_fields: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -67,6 +104,25 @@ SELECT CASE WHEN s.trade_id IS NULL THEN 'missing'
        coalesce(x.trade_id, s.trade_id) AS trade_id, coalesce(x.wallet, s.wallet) AS wallet
 FROM expected x FULL JOIN stored s ON s.trade_id = x.trade_id AND s.wallet = x.wallet
 WHERE x.trade_id IS NULL OR s.trade_id IS NULL OR x.h <> s.h"""
+
+
+# A changed row, stored and as the journal gives it (the window's expected row, in the stored
+# layout), for naming the fields that differ.
+_SQL_CHANGED_FIELDS = f"""
+SELECT x.trade_id, x.wallet, to_jsonb(x)::text, to_jsonb(e)::text FROM (
+    SELECT DISTINCT ON (s.trade_id, s.wallet) {CAND_VALUES}
+    FROM stage_fills s
+    JOIN reconcile_diff d ON d.side = 'changed' AND d.trade_id = s.trade_id AND d.wallet = s.wallet
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {FILL_CONFLICTS} c
+        WHERE c.window_start = %(window_start)s
+          AND c.source_file = s.source_file AND c.line_no = s.line_no)
+    ORDER BY s.trade_id, s.wallet, s.seq
+) x
+JOIN {FILL_EVENTS} e ON e.trade_id = x.trade_id AND e.wallet = x.wallet
+ AND e.window_start = %(window_start)s
+ AND e.fill_ts >= %(window_start)s AND e.fill_ts < %(window_end)s
+ORDER BY x.trade_id, x.wallet LIMIT %(sample)s"""
 
 
 class WindowComparison:
@@ -109,6 +165,13 @@ class WindowComparison:
             params,
         )
         expected, stored = cur.fetchone()  # type: ignore[misc]
+        changed_fields = []
+        for trade_id, wallet, journal_row, stored_row in cur.execute(
+            _SQL_CHANGED_FIELDS, {**params, "sample": sample}
+        ):
+            changes = field_changes(exact_row(stored_row), exact_row(journal_row))
+            parts = ", ".join(f"{c} {old} -> {new}" for c, (old, new) in changes.items())
+            changed_fields.append(f"trade {trade_id} {wallet}: {parts}")
         return Reconciliation(
             expected_rows=expected,
             stored_rows=stored,
@@ -118,4 +181,5 @@ class WindowComparison:
             unexpected_sample=samples["unexpected"],
             changed=counts.get("changed", 0),
             changed_sample=samples["changed"],
+            changed_fields=changed_fields,
         )

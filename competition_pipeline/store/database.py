@@ -38,6 +38,7 @@ from competition_pipeline.store.tables import (
     FILL_EVENTS,
     FILL_KEYS,
     FILL_REJECTS,
+    FILL_RETIRED,
     FILL_WINDOWS,
     fill_events,
     metadata,
@@ -246,6 +247,18 @@ class CompetitionStore:
             )
             for start, extent, summary, *counts in rows
         }
+
+    def retired_windows(self, windows: Iterable[Window] | None = None) -> set[Window]:
+        """The windows retention took out (of ``windows``, or all): recorded again only by an
+        explicit rebuild (``competition_fill_retired``)."""
+        if windows is None:
+            rows = self._read(f"SELECT window_start FROM {FILL_RETIRED}")
+        else:
+            starts = [w.start for w in windows]
+            rows = self._read(
+                f"SELECT window_start FROM {FILL_RETIRED} WHERE window_start = ANY(%s)", starts
+            )
+        return {Window(start) for (start,) in rows}
 
     def committed_positions(self) -> dict[Window, CommittedWindow]:
         """Every recorded window's committed offsets and stream position (one query): what the

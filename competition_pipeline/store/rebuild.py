@@ -33,7 +33,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -41,6 +40,7 @@ from psycopg.types.json import Jsonb
 
 from competition_pipeline.fills.rows import REJECT_FIELDS, ROW_FIELDS, Row
 from competition_pipeline.fills.windows import Window
+from competition_pipeline.store.compare import DIFF_COLUMNS, exact_row
 from competition_pipeline.store.digest import SQL_DIGEST, STORED_HASH, RowsDigest
 from competition_pipeline.store.load import (
     CAND_VALUES,
@@ -67,12 +67,6 @@ from competition_pipeline.store.tables import (
     fill_events,
 )
 
-#: The columns a change is found in (the key and the window are the comparison itself, and
-#: ``recorded_at`` says when, not what).
-DIFF_COLUMNS = [
-    c for c in fill_events.columns.keys() if c not in ("trade_id", "wallet", "window_start")
-]
-DIFF_COLUMNS.remove("recorded_at")
 _ALL_COLUMNS = ", ".join(fill_events.columns.keys())
 
 #: What an apply or an undo writes, by table: checked before anything is done, so the recorder's
@@ -420,21 +414,11 @@ def standing_changes(before: Standings, after: Standings) -> list[StandingChange
     return changes
 
 
-def _fields(text: str | None) -> dict[str, Any]:
-    """A row as JSON text, its decimals kept exact (as strings: 0.380 stays 0.380)."""
-    if text is None:
-        return {}
-    return {
-        k: str(v) if isinstance(v, Decimal) else v
-        for k, v in json.loads(text, parse_float=Decimal).items()
-    }
-
-
 def _row_change(
     change: str, trade_id: int, wallet: str, fields: str, old: Any, new: Any
 ) -> RowChange:
     names = [f for f in fields.split(",") if f]
-    before, after = _fields(old), _fields(new)
+    before, after = exact_row(old), exact_row(new)
     return RowChange(
         change, trade_id, wallet, {name: (before.get(name), after.get(name)) for name in names}
     )

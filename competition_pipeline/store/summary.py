@@ -43,6 +43,7 @@ class WindowReport:
     incremental: bool = False  # read from the committed offsets: only what was appended since
     rewritten_segments: list[str] = field(default_factory=list)  # changed before their offset
     rows_stored: int | None = None  # rows the window holds once this load committed
+    retired: bool = False  # retention took the window out: nothing was read or written
 
     @property
     def rows_per_second(self) -> float:
@@ -63,7 +64,14 @@ class WindowReport:
 
 #: Report fields about one run only, not kept with the window (``rows_stored`` is kept as
 #: ``stored``).
-_TRANSIENT = ("ignored_files", "rewritten_segments", "incremental", "seconds", "rows_stored")
+_TRANSIENT = (
+    "ignored_files",
+    "rewritten_segments",
+    "incremental",
+    "seconds",
+    "rows_stored",
+    "retired",
+)
 _KEPT = tuple(f.name for f in fields(WindowReport) if f.name not in _TRANSIENT)
 #: Counts that add up over a window's loads: an incremental load stores the window's totals.
 _ADDITIVE = (

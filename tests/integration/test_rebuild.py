@@ -283,3 +283,28 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
     with pytest.raises(RebuildError, match="unknown id, or a dry run"):
         undo_rebuild(store, "rebuild-nope", reason="x")
     assert snapshot(database_url) == before
+
+
+def test_the_reconciliation_names_a_changed_rows_fields_and_says_to_run_a_rebuild_dry_run(
+    database_url: str, journal: Path
+) -> None:
+    from competition_pipeline.recording.checks import WindowChecker
+
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    record_window(JournalSource(journal), store, WINDOW)
+    with psycopg.connect(dburl.libpq(database_url)) as conn:  # a fee set wrong by hand
+        conn.execute(
+            "UPDATE competition_fill_events SET fee = 9 WHERE trade_id = 2 AND wallet = %s", (W1,)
+        )
+    outcome = WindowChecker(store, JournalSource(journal)).reconciles_with_journal(WINDOW)
+    assert not outcome.passed and outcome.metadata["changed"] == 1
+    assert outcome.metadata["changed_fields"] == f"trade 2 {W1}: fee 9 -> -0.05"
+    assert f"competition-pipeline rebuild --from {WINDOW.key} --to {WINDOW.key}" in (
+        outcome.description or ""
+    )
+    # The dry run shows the same change; applied, the check passes again.
+    (diff,) = rebuild_windows(JournalSource(journal), store, [WINDOW]).windows
+    assert [s.describe() for s in diff.samples] == [f"changed trade 2 {W1}: fee 9 -> -0.05"]
+    rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="hand edit")
+    assert WindowChecker(store, JournalSource(journal)).reconciles_with_journal(WINDOW).passed
