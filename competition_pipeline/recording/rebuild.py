@@ -60,6 +60,44 @@ class RebuildReport:
     def changed(self) -> list[WindowDiff]:
         return [w for w in self.windows if not w.unchanged]
 
+    #: The diff's table: one row per window (the CLI prints it aligned, the run's metadata as
+    #: Markdown).
+    COLUMNS = (
+        "window",
+        "version",
+        "stored",
+        "derived",
+        "added",
+        "removed",
+        "changed",
+        "fields",
+        "rejects",
+        "conflicts",
+    )
+
+    def table(self) -> list[tuple[str, ...]]:
+        def counts(diff: Any) -> str:
+            return "=" if not diff.any else f"+{diff.added} -{diff.removed} ~{diff.changed}"
+
+        rows = []
+        for w in self.windows:
+            fields = ", ".join(f"{name} {n}" for name, n in w.changed_by_field.items())
+            rows.append(
+                (
+                    w.window.key,
+                    f"{w.version_from} -> {w.version_to}",
+                    str(w.rows_stored),
+                    str(w.rows_derived),
+                    str(w.added),
+                    str(w.removed),
+                    str(w.changed),
+                    fields or ("retired: restored" if w.retired else "-"),
+                    counts(w.rejects),
+                    counts(w.conflicts),
+                )
+            )
+        return rows
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rebuild_id": self.rebuild_id,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -37,6 +38,7 @@ from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
     FILL_KEYS,
+    FILL_REBUILDS,
     FILL_REJECTS,
     FILL_RETIRED,
     FILL_WINDOWS,
@@ -165,6 +167,9 @@ class LoadSession:
                 yield WindowLoad(conn, window)
 
 
+_REBUILD_FIELDS = ("rebuild_id", "kind", "applied_at", "windows", "reason", "undone_by")
+
+
 class CompetitionStore:
     """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
 
@@ -259,6 +264,41 @@ class CompetitionStore:
                 f"SELECT window_start FROM {FILL_RETIRED} WHERE window_start = ANY(%s)", starts
             )
         return {Window(start) for (start,) in rows}
+
+    def history_status(self, current_version: int, rebuilds: int = 10) -> dict[str, Any]:
+        """Windows by recording version, the ranges recorded under another than
+        ``current_version`` and the retired ranges (first, last, count), the latest rebuilds."""
+        islands = (
+            "SELECT min(s), max(s), count(*) FROM (SELECT s, s - row_number() OVER (ORDER BY s)"
+            " * interval '1 hour' AS g FROM ({}) w(s)) x GROUP BY g ORDER BY 1"
+        )
+        by_version = self._read(
+            f"SELECT coalesce(summary->>'version', 'none'), count(*) FROM {FILL_WINDOWS}"
+            " GROUP BY 1 ORDER BY 1"
+        )
+        older = self._read(
+            islands.format(
+                f"SELECT window_start FROM {FILL_WINDOWS}"
+                " WHERE (summary->>'version') IS DISTINCT FROM %s"
+            ),
+            str(current_version),
+        )
+        retired = self._read(islands.format(f"SELECT window_start FROM {FILL_RETIRED}"))
+        latest = self._read(
+            f"SELECT rebuild_id, kind, min(applied_at), count(*), max(reason), max(undone_by)"
+            f" FROM {FILL_REBUILDS} GROUP BY rebuild_id, kind ORDER BY 3 DESC LIMIT %s",
+            rebuilds,
+        )
+
+        def keys(rows: list[tuple]) -> list[tuple[str, str, int]]:
+            return [(Window(a).key, Window(b).key, n) for a, b, n in rows]
+
+        return {
+            "windows_by_version": dict(by_version),
+            "older": keys(older),
+            "retired": keys(retired),
+            "rebuilds": [dict(zip(_REBUILD_FIELDS, r, strict=True)) for r in latest],
+        }
 
     def committed_positions(self) -> dict[Window, CommittedWindow]:
         """Every recorded window's committed offsets and stream position (one query): what the

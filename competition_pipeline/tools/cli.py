@@ -123,11 +123,41 @@ def build_parser() -> argparse.ArgumentParser:
     standings.add_argument("--json", action="store_true", help="as JSON (decimals as strings)")
     standings.add_argument("--refresh", action="store_true", help="recompute them first")
     standings.set_defaults(func=_command("admin", "cmd_standings"))
+    _rebuild_parsers(commands)
     _simulate_parser(commands)
     _publish_parser(commands)
     _soak_parser(commands)
     _bench_parser(commands)
     return parser
+
+
+def _rebuild_parsers(commands) -> None:
+    rebuild = _parser(
+        "rebuild",
+        commands,
+        "re-derive recorded windows with the current rules: diff (dry run), apply, undo",
+        "Re-derive each window of --from..--to (partition keys YYYY-MM-DD-HH:00, UTC, both\n"
+        "included) from the journal with the current recording rules and diff it against the\n"
+        "stored rows by (trade_id, wallet) and field: a dry run by default, which writes nothing.\n"
+        "--apply --reason replaces each changed window in one transaction, keeping every\n"
+        "superseded row (COMPETITION_OWNER_DATABASE_URL: it needs the tables' owner); --undo\n"
+        "restores what a rebuild replaced. A re-run of the asset never rewrites a stored row.",
+    )
+    rebuild.add_argument("--from", dest="first", metavar="HOUR", help="first window")
+    rebuild.add_argument("--to", dest="last", metavar="HOUR", help="last window (included)")
+    rebuild.add_argument("--apply", action="store_true", help="replace the changed windows")
+    rebuild.add_argument("--reason", help="why (required with --apply: it is audited)")
+    rebuild.add_argument("--undo", metavar="REBUILD_ID", help="restore what a rebuild replaced")
+    rebuild.add_argument("--json", action="store_true", help="the diff as JSON")
+    rebuild.add_argument("--samples", type=int, default=5, help="changed rows shown per kind")
+    rebuild.set_defaults(func=_command("rebuild", "cmd_rebuild"))
+    status = _parser(
+        "status",
+        commands,
+        "recording versions of the recorded windows, retired windows, recent rebuilds",
+    )
+    status.add_argument("--json", action="store_true", help="as JSON")
+    status.set_defaults(func=_command("rebuild", "cmd_status"))
 
 
 def _simulate_parser(commands) -> None:
