@@ -127,6 +127,11 @@ def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorRes
         )
     if decision.deferred:
         context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
+    if decision.retired:
+        context.log.info(
+            f"retired by retention, not requested ({len(decision.retired)}; a rebuild restores"
+            f" one): {decision.retired[:10]}"
+        )
     if decision.backing_off:
         failing = {
             key: f"{decision.cursor.attempts[key].failures + 1} failed, next in {seconds:.0f}s"
@@ -180,6 +185,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
             last=last,
             backoff=backoff,
             max_requests=settings.sensor_max_requests,
+            retired=store.retired_windows(),
         )
 
     @dg.sensor(

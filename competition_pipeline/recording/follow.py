@@ -95,6 +95,8 @@ class Plan:
     deferred: list[str]  # behind, but a live run is recording it
     backing_off: dict[str, float]  # behind, failing: seconds until the next request
     out_of_range: list[str]  # hour directories outside the partitions (before start, future)
+    #: In the journal but retired by retention: never requested (only a rebuild restores one).
+    retired: list[str] = field(default_factory=list)
 
 
 def journal_behind(state: WindowState, committed: CommittedWindow | None) -> str | None:
@@ -174,18 +176,25 @@ def plan(
     last: Window,
     backoff: Backoff,
     max_requests: int,
+    retired: frozenset[Window] | set[Window] = frozenset(),
 ) -> Plan:
     """The run requests of one tick: every behind window inside the partitions that no live run
-    is recording and that is not backing off; the hour in progress first, then the windows that
-    failed least, newest first, at most ``max_requests`` (the rest come on later ticks)."""
+    is recording, that is not backing off and that retention did not take out (``retired``: its
+    rows are gone on purpose, and the journal still holding it makes it no less retired); the
+    hour in progress first, then the windows that failed least, newest first, at most
+    ``max_requests`` (the rest come on later ticks)."""
     attempts: dict[str, Attempt] = {}
     candidates: list[tuple[Window, str, int, str | None]] = []
     deferred: list[str] = []
     backing_off: dict[str, float] = {}
     out_of_range: list[str] = []
     in_range: dict[str, str] = {}
+    skipped_retired: list[str] = []
     for window, reason in sorted(behind.items()):
         key = window.key
+        if window in retired:
+            skipped_retired.append(key)
+            continue
         if not first <= window <= last:
             out_of_range.append(key)
             continue
@@ -218,4 +227,6 @@ def plan(
         requests.append(Request(window, reason, failures + 1))
         attempts[window.key] = Attempt(failures, token, now_ns)
     next_cursor = FollowCursor(attempts, cursor.last_seq, dict(cursor.wanted))
-    return Plan(requests, next_cursor, in_range, deferred, backing_off, out_of_range)
+    return Plan(
+        requests, next_cursor, in_range, deferred, backing_off, out_of_range, skipped_retired
+    )

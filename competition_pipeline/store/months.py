@@ -7,7 +7,9 @@ missing month before a window of it (:meth:`CompetitionStore.ensure_month`).
 ``retire`` takes months whose end is older than the retention out of the table: ``DETACH
 PARTITION ... CONCURRENTLY`` (loads of other months go on), optionally a gzipped CSV archive
 (``COPY``, the table's columns in order), then in one transaction ``DROP TABLE`` and the month's
-keys, windows, rejects and conflicts. It refuses a month that a running or future competition
+keys, windows, rejects and conflicts, keeping what the month added to the lifetime counters
+(``counters.py``) and marking each of its hours retired (``competition_fill_retired``: never
+requested again; a rebuild restores one). It refuses a month that a running or future competition
 overlaps (its standings are recomputed from the rows present), and never touches the history
 partition of the cutover. It needs the tables' owner (DDL). A run interrupted after the detach
 finishes on the next run: detached month tables are found by name. No Dagster here.
@@ -24,6 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from competition_pipeline.store.counters import SQL_KEEP_MONTH
 from competition_pipeline.store.database import (
     FILL_CONFLICTS,
     FILL_EVENTS,
@@ -32,7 +35,13 @@ from competition_pipeline.store.database import (
     FILL_WINDOWS,
     CompetitionStore,
 )
+from competition_pipeline.store.tables import FILL_RETIRED
 
+_SQL_MARK_RETIRED = f"""
+INSERT INTO {FILL_RETIRED} (window_start, month_table)
+SELECT generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - interval '1 hour',
+                       interval '1 hour'), %(table)s
+ON CONFLICT (window_start) DO NOTHING"""
 _MONTH_TABLE = re.compile(rf"{FILL_EVENTS}_(\d{{4}})_(\d{{2}})")
 
 
@@ -146,6 +155,11 @@ def retire(
             with conn.transaction():
                 conn.execute(sql.SQL("DROP TABLE {}").format(table))
                 bounds = {"lo": month.start, "hi": month.end}
+                # What the month added to the lifetime counters stays counted (they never
+                # fall), and every hour of it is retired: the follow rule never asks for it
+                # again, however long the journal keeps it; only a rebuild restores one.
+                conn.execute(SQL_KEEP_MONTH, {**bounds, "cause": f"retention {month.table}"})
+                conn.execute(_SQL_MARK_RETIRED, {**bounds, "table": month.table})
                 # Kept, the keys would make a replay of the month report its rows "already
                 # present" while they are gone. The registry has no fill_ts index: one full read
                 # of it per retired month.

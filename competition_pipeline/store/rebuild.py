@@ -41,6 +41,7 @@ from psycopg.types.json import Jsonb
 from competition_pipeline.fills.rows import REJECT_FIELDS, ROW_FIELDS, Row
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.compare import DIFF_COLUMNS, exact_row
+from competition_pipeline.store.counters import REJECT_RULE, counters_of
 from competition_pipeline.store.digest import SQL_DIGEST, STORED_HASH, RowsDigest
 from competition_pipeline.store.load import (
     CAND_VALUES,
@@ -180,9 +181,7 @@ _SQL_WINDOW_STATE = f"""
 SELECT EXISTS (SELECT 1 FROM {FILL_RETIRED} WHERE window_start = %(window_start)s),
        (SELECT (summary->>'version')::int FROM {FILL_WINDOWS}
          WHERE window_start = %(window_start)s)"""
-_SQL_NEW_REJECTS_BY_RULE = (
-    "SELECT split_part(reason, ':', 1), count(*) FROM stage_rejects GROUP BY 1"
-)
+_SQL_NEW_REJECTS_BY_RULE = f"SELECT {REJECT_RULE}, count(*) FROM stage_rejects GROUP BY 1"
 _SQL_BY_FIELD = """
 SELECT f, count(*) FROM rb_diff, unnest(string_to_array(fields, ',')) f
 WHERE change = 'changed' GROUP BY f ORDER BY f"""
@@ -222,7 +221,7 @@ SELECT (SELECT to_jsonb(w) FROM {FILL_WINDOWS} w WHERE w.window_start = %(window
           FROM {FILL_CONFLICTS} c WHERE c.window_start = %(window_start)s),
        (SELECT to_jsonb(t) FROM {FILL_RETIRED} t WHERE t.window_start = %(window_start)s)"""
 _SQL_REJECTS_BY_RULE = f"""
-SELECT split_part(reason, ':', 1), count(*) FROM {FILL_REJECTS}
+SELECT {REJECT_RULE}, count(*) FROM {FILL_REJECTS}
 WHERE window_start = %(window_start)s GROUP BY 1"""
 _SQL_CLEAR_WINDOW = (
     f"DELETE FROM {FILL_REJECTS} WHERE window_start = %(window_start)s",
@@ -601,22 +600,6 @@ def _offsets(
         lost = amount - after.get((metric, label), 0)
         if lost > 0:
             cur.execute(_SQL_OFFSET, (metric, label, lost, cause))
-
-
-def counters_of(
-    summary: dict | None, rejects_by_rule: dict[str, int]
-) -> dict[tuple[str, str], int]:
-    """What a window contributes to the exporter's counters (``tools/metrics.py`` sums the same
-    fields over every window)."""
-    summary = summary or {}
-    stored = summary.get("stored") or {}
-    counters = {
-        ("fills", ""): int(summary.get("fills_recorded_or_present") or 0),
-        ("rows", ""): int(stored.get("rows") or 0),
-        ("conflicts", ""): int(stored.get("conflicts") or 0),
-    }
-    counters.update({("rejects", rule): n for rule, n in rejects_by_rule.items()})
-    return counters
 
 
 class RebuildSession:

@@ -6,7 +6,10 @@ directory listing, the Dagster instance). So the exporter can be restarted, or r
 counters never go back. What one scrape costs, at any table size:
 
 * ``competition_fill_windows`` (one row per recorded hour, ~8,800 a year): one aggregate over its
-  summaries gives fills, rows and conflicts; one narrow read of the extents feeds windows-behind.
+  summaries gives fills, rows and conflicts, plus ``competition_fill_counter_offsets`` (what
+  retention and rebuilds took away: a row per retired month or rebuilt window), so the counters
+  are lifetime totals that never fall (store/counters.py); one narrow read of the extents feeds
+  windows-behind.
 * ``competition_fill_events``: ``max(fill_ts)`` only, one probe of its ``fill_ts`` index (never a
   ``count(*)``).
 * ``competition_fill_rejects``: rejects by rule, a ``GROUP BY`` over the quarantine table (it is
@@ -37,6 +40,7 @@ from competition_pipeline.fills.journal import Segment, scan
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.follow import journal_behind
 from competition_pipeline.store import dburl
+from competition_pipeline.store.counters import SQL_COUNTERS
 from competition_pipeline.store.database import CommittedWindow
 
 DEFAULT_PORT = 9464
@@ -138,23 +142,36 @@ class FillMetricsCollector(Collector):
             yield from instance_metrics(self._instance(), now)
 
     def _database_metrics(self, conn: psycopg.Connection, now: float) -> Iterator[Metric]:
-        fills, rows, conflicts = conn.execute(
-            "SELECT coalesce(sum((summary->>'fills_recorded_or_present')::bigint), 0),"
-            " coalesce(sum((summary->'stored'->>'rows')::bigint), 0),"
-            " coalesce(sum((summary->'stored'->>'conflicts')::bigint), 0)"
-            " FROM competition_fill_windows"
-        ).fetchone()
-        yield _counter("competition_fills_recorded", "Fills recorded (messages).", fills)
-        yield _counter("competition_fill_rows", "Rows in competition_fill_events.", rows)
-        yield _counter("competition_fill_conflicts", "Conflicting duplicates recorded.", conflicts)
+        # Lifetime totals: the tables' sums plus what retention and rebuilds took from them
+        # (store/counters.py), so no counter ever falls; what the table holds now is a gauge.
+        totals: dict[tuple[str, str], int] = {
+            (metric, label): value for metric, label, value in conn.execute(SQL_COUNTERS)
+        }
+        yield _counter(
+            "competition_fills_recorded", "Fills recorded (messages).", totals.get(("fills", ""), 0)
+        )
+        yield _counter(
+            "competition_fill_rows",
+            "Rows ever recorded into competition_fill_events (none retired or rebuilt away).",
+            totals.get(("rows", ""), 0),
+        )
+        yield _counter(
+            "competition_fill_conflicts",
+            "Conflicting duplicates recorded.",
+            totals.get(("conflicts", ""), 0),
+        )
         rejects = CounterMetricFamily(
             "competition_fill_rejects", "Lines quarantined, by rule.", labels=["reason"]
         )
-        for reason, count in conn.execute(
-            "SELECT split_part(reason, ':', 1), count(*) FROM competition_fill_rejects GROUP BY 1"
-        ):
-            rejects.add_metric([reason], count)
+        for (metric, label), value in sorted(totals.items()):
+            if metric == "rejects":
+                rejects.add_metric([label], value)
         yield rejects
+        (stored,) = conn.execute(
+            "SELECT coalesce(sum((summary->'stored'->>'rows')::bigint), 0)"
+            " FROM competition_fill_windows"
+        ).fetchone()
+        yield _gauge("competition_fill_rows_stored", "Rows in competition_fill_events now.", stored)
         (newest,) = conn.execute("SELECT max(fill_ts) FROM competition_fill_events").fetchone()
         newest_s = newest.timestamp() if newest is not None else None
         if newest_s is not None:
