@@ -21,6 +21,7 @@ from competition_pipeline.defs.months import (
     competition_months_job,
     owner_database,
 )
+from competition_pipeline.defs.rebuild import build_rebuild_job
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
     FillSourceResource,
@@ -47,6 +48,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             prune_run_history_job,
             competition_months_job,
             competition_fill_retention_job,
+            build_rebuild_job(settings),
         ],
         sensors=[
             *build_follow_sensors(settings),
@@ -64,7 +66,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
         executor=dg.in_process_executor,
         resources={
             "database": CompetitionDatabase(url=dg.EnvVar("COMPETITION_DATABASE_URL")),
-            # Month retention needs DDL: COMPETITION_OWNER_DATABASE_URL when set (maintenance.py).
+            # Month retention (DDL) and an applied rebuild (DELETE, UPDATE) need the tables' owner:
+            # COMPETITION_OWNER_DATABASE_URL when set (defs/months.py).
             "owner_database": owner_database(settings),
             "fill_source": FillSourceResource.from_settings(settings),
             "policy": RecordingPolicy.from_settings(settings),

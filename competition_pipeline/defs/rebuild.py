@@ -1,0 +1,136 @@
+"""``competition_fill_rebuild_job``: the rebuild (``recording/rebuild.py``) from the Dagster UI.
+
+Partitioned like ``competition_fill_events``, so a range is launched as a backfill from the UI
+(Materialize... is the asset's; this is the job's Launchpad or its partitions' Backfill). Config
+``apply: false`` by default: the run is a dry run whose diff is a table in the step's output
+metadata and in the run's log, and nothing is written. With ``apply: true`` and a ``reason`` the
+changed windows are replaced (the run connects with ``owner_database``, the tables' owner: the
+recorder may not replace rows) under the run's id, which ``competition-pipeline rebuild --undo``
+takes; each replaced window is reported as a materialization of its partition of
+``competition_fill_events`` (recording version and rebuild id in its metadata), so the partition
+view shows the new version and the standings sensor sees it.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from competition_pipeline.defs.partitions import FILL_EVENTS_KEY, fill_partitions
+from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.fills.source import SourceError
+from competition_pipeline.fills.windows import windows_between
+from competition_pipeline.recording.rebuild import RebuildError, RebuildReport, rebuild_windows
+from competition_pipeline.settings import Settings
+from competition_pipeline.store.database import StoreError
+
+
+class RebuildConfig(dg.Config):
+    apply: bool = Field(
+        default=False,
+        description="Replace the changed windows (false: a dry run, which writes nothing).",
+    )
+    reason: str = Field(default="", description="Why (required with apply: it is audited).")
+
+
+def diff_markdown(report: RebuildReport) -> str:
+    """The diff as a Markdown table (the run's metadata), with its samples and standings."""
+    lines = [
+        "| " + " | ".join(report.COLUMNS) + " |",
+        "|" + "---|" * len(report.COLUMNS),
+        *("| " + " | ".join(row) + " |" for row in report.table()),
+    ]
+    for window in report.windows:
+        lines += [f"- `{window.window.key}` {sample.describe()}" for sample in window.samples]
+    lines += [f"- standings {change.describe()}" for change in report.standings]
+    lines += [f"- refused: {why}" for why in report.refused.values()]
+    return "\n".join(lines)
+
+
+def _metadata(report: RebuildReport) -> dict[str, Any]:
+    return {
+        "rebuild_id": report.rebuild_id,
+        "applied": report.applied,
+        "diff": dg.MetadataValue.md(diff_markdown(report)),
+        "windows": len(report.windows),
+        "windows_changed": len(report.changed),
+        "rows_added": sum(w.added for w in report.windows),
+        "rows_removed": sum(w.removed for w in report.windows),
+        "rows_changed": sum(w.changed for w in report.windows),
+        "standings_changes": len(report.standings),
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
+    """The rebuild job over ``settings``' partitions."""
+
+    @dg.op(
+        name="rebuild_fill_windows",
+        description="Re-derive the run's windows from the journal with the current rules and"
+        " diff them against the stored rows; with apply, replace them (audited, undoable).",
+    )
+    def rebuild_fill_windows(
+        context: dg.OpExecutionContext,
+        config: RebuildConfig,
+        database: CompetitionDatabase,
+        owner_database: CompetitionDatabase,
+        fill_source: FillSourceResource,
+    ) -> Iterator[dg.AssetMaterialization | dg.Output]:
+        time_window = context.partition_time_window
+        windows = windows_between(time_window.start, time_window.end)
+        label = windows[0].key if len(windows) == 1 else f"{windows[0]}..{windows[-1]}"
+        try:
+            report = rebuild_windows(
+                fill_source.source(),
+                (owner_database if config.apply else database).store(),
+                windows,
+                apply=config.apply,
+                reason=config.reason or None,
+                rebuild_id=context.run_id,
+            )
+        except (RebuildError, StoreError, SourceError) as exc:
+            raise dg.Failure(
+                description=f"window {label} not rebuilt (nothing of it written): {exc}",
+                allow_retries=False,
+            ) from None
+        context.log.info(
+            f"rebuild {'applied' if report.applied else 'dry run'}:\n"
+            + ("\n".join("  ".join(row) for row in report.table()) or "no window")
+        )
+        for why in report.refused.values():
+            context.log.warning(why)
+        if report.applied:
+            for window in report.changed:
+                yield dg.AssetMaterialization(
+                    asset_key=FILL_EVENTS_KEY,
+                    partition=window.window.key,
+                    description=f"rebuilt by {report.rebuild_id}: {config.reason}",
+                    metadata={
+                        "rebuild_id": report.rebuild_id,
+                        "recording_version": window.version_to,
+                        "recording_version_before": window.version_from or 0,
+                        "rows_added": window.added,
+                        "rows_removed": window.removed,
+                        "rows_changed": window.changed,
+                        "dagster/partition_row_count": window.rows_derived,
+                    },
+                )
+        if report.refused and not report.windows:
+            raise dg.Failure(description="; ".join(report.refused.values()), allow_retries=False)
+        yield dg.Output(None, metadata=_metadata(report))
+
+    @dg.job(
+        name="competition_fill_rebuild_job",
+        partitions_def=fill_partitions(settings),
+        executor_def=dg.in_process_executor,
+        description="Rebuild windows of competition_fill_events with the current recording rules:"
+        " a dry run's diff by default; apply: true and a reason replace them (audited, undo with"
+        " competition-pipeline rebuild --undo RUN_ID).",
+        tags={"competition/kind": "rebuild"},
+    )
+    def competition_fill_rebuild_job() -> None:
+        rebuild_fill_windows()
+
+    return competition_fill_rebuild_job
