@@ -21,6 +21,7 @@ from typing import Any
 from competition_pipeline.fills.source import FillSource, ReadStats
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import RECORDING_VERSION, parse_window
+from competition_pipeline.recording.prefetch import prefetched
 from competition_pipeline.store.database import CompetitionStore, StoredCounts
 from competition_pipeline.store.rebuild import (
     RebuildError,
@@ -185,9 +186,11 @@ def _window(
     with session.window(window, apply=report.applied) as rebuild:
         read = WindowReport(window=window.key, source=source.describe())
         stats = ReadStats()
-        for rows, rejects in parse_window(source, window, read, stats):
-            rebuild.stage_rows(rows)
-            rebuild.stage_rejects(rejects)
+        # Parsed a batch ahead in a thread, as a recording is: the parse overlaps the COPY.
+        with closing(prefetched(parse_window(source, window, read, stats))) as batches:
+            for rows, rejects in batches:
+                rebuild.stage_rows(rows)
+                rebuild.stage_rejects(rejects)
         diff = rebuild.diff(RECORDING_VERSION, sample)
         if not report.applied:
             rebuild.keep_for_standings()

@@ -73,7 +73,7 @@ _ALL_COLUMNS = ", ".join(fill_events.columns.keys())
 #: What an apply or an undo writes, by table: checked before anything is done, so the recorder's
 #: role (SELECT and INSERT) fails at once with the URL to set instead of half way.
 OWNER_PRIVILEGES = {
-    FILL_EVENTS: ("INSERT", "DELETE"),
+    FILL_EVENTS: ("INSERT", "UPDATE", "DELETE"),
     FILL_KEYS: ("INSERT", "UPDATE", "DELETE"),
     FILL_REJECTS: ("INSERT", "DELETE"),
     FILL_CONFLICTS: ("INSERT", "DELETE"),
@@ -93,52 +93,66 @@ _SQL_SESSION = (
     "CREATE TEMP TABLE rb_conflicts (seq bigint, source_file text, line_no bigint,"
     " trade_id bigint, wallet text, conflicts_with text, differing_fields text)"
     " ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE rb_diff (change text, trade_id bigint, wallet text, fields text)"
+    "CREATE TEMP TABLE rb_diff (change text, trade_id bigint, wallet text, fields text,"
+    " moves boolean)"
     " ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE rb_elsewhere (LIKE {FILL_EVENTS}) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE rb_dups (trade_id bigint, wallet text) ON COMMIT DELETE ROWS",
     # The range's derived rows and its windows, for the standings effect (kept across commits).
     f"CREATE TEMP TABLE rb_range_rows (LIKE {FILL_EVENTS}) ON COMMIT PRESERVE ROWS",
     "CREATE TEMP TABLE rb_range_windows (window_start timestamptz PRIMARY KEY)"
     " ON COMMIT PRESERVE ROWS",
 )
 
-# A key recorded under another window (the registry names its row, whose window is not this
-# one): that window's row, not this one's to replace.
-_OTHER_WINDOW = f"""EXISTS (
-    SELECT 1 FROM {FILL_KEYS} k
-    JOIN {FILL_EVENTS} o
-      ON o.trade_id = k.trade_id AND o.wallet = k.wallet AND o.fill_ts = k.fill_ts
-    WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet
-      AND o.window_start <> %(window_start)s)"""
+# The staged keys recorded under another window, with that recorded row: only keys the window
+# does not hold itself are looked up in the registry (on a rebuild of a recorded window, none or
+# a few: one probe each instead of one per staged row).
+_SQL_ELSEWHERE = f"""
+INSERT INTO rb_elsewhere
+SELECT e.* FROM (
+    SELECT DISTINCT s.trade_id, s.wallet FROM stage_fills s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM rb_stored o WHERE o.trade_id = s.trade_id AND o.wallet = s.wallet)
+) c
+CROSS JOIN LATERAL (
+    SELECT e0.* FROM {FILL_KEYS} k
+    JOIN {FILL_EVENTS} e0
+      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
+    WHERE k.trade_id = c.trade_id AND k.wallet = c.wallet
+    LIMIT 1
+) e
+WHERE e.window_start <> %(window_start)s"""
+_SQL_DUPS = """
+INSERT INTO rb_dups SELECT trade_id, wallet FROM stage_fills GROUP BY 1, 2 HAVING count(*) > 1"""
 # As the careful path of a load finds conflicts, with this window's stored rows not counted as
 # recorded (they are what is being replaced): against another window's row, or a later message
 # with a key's first version in the journal and other content.
 _SQL_CONFLICTS = f"""
 INSERT INTO rb_conflicts
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet, 'recorded row', {REF_FIELDS}
-FROM stage_fills s
-CROSS JOIN LATERAL (
-    SELECT e0.* FROM {FILL_KEYS} k
-    JOIN {FILL_EVENTS} e0
-      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
-    WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet
-      AND e0.window_start <> %(window_start)s
-    LIMIT 1
-) e
+FROM stage_fills s JOIN rb_elsewhere e ON e.trade_id = s.trade_id AND e.wallet = s.wallet
 WHERE {REF_DISTINCT}
 UNION ALL
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
        sf.source_file || ':' || sf.line_no, {DUP_FIELDS}
 FROM stage_fills s
 JOIN (
-    SELECT DISTINCT ON (trade_id, wallet) * FROM stage_fills ORDER BY trade_id, wallet, seq
+    SELECT DISTINCT ON (s2.trade_id, s2.wallet) s2.*
+    FROM stage_fills s2 JOIN rb_dups USING (trade_id, wallet)
+    ORDER BY s2.trade_id, s2.wallet, s2.seq
 ) sf ON sf.trade_id = s.trade_id AND sf.wallet = s.wallet AND sf.seq <> s.seq
-WHERE {DUP_DISTINCT} AND NOT {_OTHER_WINDOW}"""
+WHERE {DUP_DISTINCT}
+  AND NOT EXISTS (
+      SELECT 1 FROM rb_elsewhere e WHERE e.trade_id = s.trade_id AND e.wallet = s.wallet)"""
+# Without a repeated key the DISTINCT ON sort is pure cost: {distinct} and {order} are empty.
 _SQL_DERIVE = f"""
 INSERT INTO rb_rows ({", ".join(INSERT_COLUMNS)})
-SELECT DISTINCT ON (s.trade_id, s.wallet) {CAND_VALUES}
+SELECT {{distinct}} {CAND_VALUES}
 FROM stage_fills s
-WHERE NOT EXISTS (SELECT 1 FROM rb_conflicts c WHERE c.seq = s.seq) AND NOT {_OTHER_WINDOW}
-ORDER BY s.trade_id, s.wallet, s.seq"""
+WHERE NOT EXISTS (SELECT 1 FROM rb_conflicts c WHERE c.seq = s.seq)
+  AND NOT EXISTS (
+      SELECT 1 FROM rb_elsewhere e WHERE e.trade_id = s.trade_id AND e.wallet = s.wallet)
+{{order}}"""
 # Every row stored under the window, whatever month its fill_ts put it in (an older rule may
 # have placed it outside the window's hour, where the per-window reads do not look).
 _SQL_STORED = (
@@ -152,7 +166,9 @@ INSERT INTO rb_diff
 SELECT CASE WHEN o.trade_id IS NULL THEN 'added' WHEN n.trade_id IS NULL THEN 'removed'
             ELSE 'changed' END,
        coalesce(n.trade_id, o.trade_id), coalesce(n.wallet, o.wallet),
-       CASE WHEN n.trade_id IS NULL OR o.trade_id IS NULL THEN '' ELSE concat_ws(',', {_FIELDS}) END
+       CASE WHEN n.trade_id IS NULL OR o.trade_id IS NULL THEN ''
+            ELSE concat_ws(',', {_FIELDS}) END,
+       n.fill_ts IS DISTINCT FROM o.fill_ts
 FROM rb_rows n FULL JOIN rb_stored o ON o.trade_id = n.trade_id AND o.wallet = n.wallet
 WHERE n.trade_id IS NULL OR o.trade_id IS NULL OR ({_NEW}) IS DISTINCT FROM ({_OLD})"""
 _SQL_REJECTS_DIFF = f"""
@@ -196,23 +212,43 @@ SELECT %(rebuild_id)s, %(window_start)s, d.change, d.trade_id, d.wallet,
        %(version_from)s, %(version_to)s, %(reason)s
 FROM rb_diff d LEFT JOIN rb_stored o ON o.trade_id = d.trade_id AND o.wallet = d.wallet
 ORDER BY d.trade_id, d.wallet"""
+# A changed row that stays in its partition (same fill_ts) is updated in place: no key, no index
+# entry changes (the indexed columns are the key, fill_ts and the window). One that moves (its
+# fill_ts changed, maybe to another month's partition), and one removed, is deleted with its key;
+# one added or moved is inserted with its key.
+_SET = ", ".join(f"{c} = n.{c}" for c in DIFF_COLUMNS if c != "fill_ts")
+_SQL_UPDATE_IN_PLACE = f"""
+UPDATE {FILL_EVENTS} e SET {_SET}, recorded_at = n.recorded_at
+FROM rb_diff d JOIN rb_rows n ON n.trade_id = d.trade_id AND n.wallet = d.wallet
+WHERE d.change = 'changed' AND NOT d.moves
+  AND e.window_start = %(window_start)s AND e.trade_id = d.trade_id AND e.wallet = d.wallet"""
+_REPLACED = "(d.change = 'removed' OR (d.change = 'changed' AND d.moves))"
+_INSERTED = "(d.change = 'added' OR (d.change = 'changed' AND d.moves))"
 _SQL_REMOVE_SUPERSEDED = f"""
 DELETE FROM {FILL_EVENTS} e USING rb_diff d
 WHERE e.window_start = %(window_start)s AND e.trade_id = d.trade_id AND e.wallet = d.wallet
-  AND d.change <> 'added'"""
+  AND {_REPLACED}"""
 _SQL_REMOVE_KEYS = f"""
 DELETE FROM {FILL_KEYS} k USING rb_diff d
-WHERE k.trade_id = d.trade_id AND k.wallet = d.wallet AND d.change <> 'added'"""
+WHERE k.trade_id = d.trade_id AND k.wallet = d.wallet AND {_REPLACED}"""
 # A key registered without its row (deleted by hand) is taken over by the new version.
 _SQL_ADD_KEYS = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
 SELECT n.trade_id, n.wallet, n.fill_ts FROM rb_rows n
-JOIN rb_diff d ON d.trade_id = n.trade_id AND d.wallet = n.wallet AND d.change <> 'removed'
+JOIN rb_diff d ON d.trade_id = n.trade_id AND d.wallet = n.wallet AND {_INSERTED}
 ON CONFLICT (trade_id, wallet) DO UPDATE SET fill_ts = EXCLUDED.fill_ts"""
 _SQL_ADD_ROWS = f"""
 INSERT INTO {FILL_EVENTS} ({_ALL_COLUMNS})
 SELECT {", ".join(f"n.{c}" for c in fill_events.columns.keys())} FROM rb_rows n
-JOIN rb_diff d ON d.trade_id = n.trade_id AND d.wallet = n.wallet AND d.change <> 'removed'"""
+JOIN rb_diff d ON d.trade_id = n.trade_id AND d.wallet = n.wallet AND {_INSERTED}"""
+#: The replace, in order (the undo replays a rebuild's revisions through the same statements).
+_SQL_REPLACE = (
+    _SQL_UPDATE_IN_PLACE,
+    _SQL_REMOVE_SUPERSEDED,
+    _SQL_REMOVE_KEYS,
+    _SQL_ADD_KEYS,
+    _SQL_ADD_ROWS,
+)
 _SQL_PREVIOUS = f"""
 SELECT (SELECT to_jsonb(w) FROM {FILL_WINDOWS} w WHERE w.window_start = %(window_start)s),
        (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.source_file, r.line_no), '[]')
@@ -255,13 +291,14 @@ INSERT INTO {COUNTER_OFFSETS} (metric, label, amount, cause) VALUES (%s, %s, %s,
 # -- undo -------------------------------------------------------------------------------------
 _SQL_UNDO_STORED = f"""
 INSERT INTO rb_stored SELECT e.* FROM {FILL_EVENTS} e
+JOIN {FILL_REVISIONS} r ON r.trade_id = e.trade_id AND r.wallet = e.wallet
 WHERE e.window_start = %(window_start)s
-  AND EXISTS (SELECT 1 FROM {FILL_REVISIONS} r WHERE r.rebuild_id = %(undoes)s
-              AND r.window_start = %(window_start)s AND r.trade_id = e.trade_id
-              AND r.wallet = e.wallet)"""
+  AND r.rebuild_id = %(undoes)s AND r.window_start = %(window_start)s"""
+# LATERAL: ``(f(x)).*`` would call the function once per column.
 _SQL_UNDO_ROWS = f"""
 INSERT INTO rb_rows
-SELECT (jsonb_populate_record(NULL::{FILL_EVENTS}, r.old_row)).* FROM {FILL_REVISIONS} r
+SELECT p.* FROM {FILL_REVISIONS} r
+CROSS JOIN LATERAL jsonb_populate_record(NULL::{FILL_EVENTS}, r.old_row) p
 WHERE r.rebuild_id = %(undoes)s AND r.window_start = %(window_start)s AND r.old_row IS NOT NULL"""
 _SQL_RESTORE_REJECTS = f"""
 INSERT INTO {FILL_REJECTS} SELECT * FROM jsonb_populate_recordset(NULL::{FILL_REJECTS}, %s)"""
@@ -455,10 +492,23 @@ class WindowRebuild:
         """Derive the window's rows from what was staged and compare them with the stored."""
         cur = self._conn.cursor()
         params = self._params
-        cur.execute(_SQL_CONFLICTS, params)
-        cur.execute(_SQL_DERIVE, params)
         cur.execute(_SQL_STORED, params)
+        cur.execute("ANALYZE stage_fills")  # temporary tables: the planner knows them only so
+        cur.execute(_SQL_ELSEWHERE, params)
+        cur.execute(_SQL_DUPS)
+        repeated = cur.rowcount > 0
+        cur.execute(_SQL_CONFLICTS, params)
+        cur.execute(
+            _SQL_DERIVE.format(
+                distinct="DISTINCT ON (s.trade_id, s.wallet)" if repeated else "",
+                order="ORDER BY s.trade_id, s.wallet, s.seq" if repeated else "",
+            ),
+            params,
+        )
+        cur.execute("ANALYZE rb_rows")
+        cur.execute("ANALYZE rb_stored")
         cur.execute(_SQL_DIFF)
+        cur.execute("ANALYZE rb_diff")
         counts = dict(cur.execute("SELECT change, count(*) FROM rb_diff GROUP BY 1").fetchall())
         by_field = dict(cur.execute(_SQL_BY_FIELD).fetchall())
         samples = [
@@ -530,13 +580,7 @@ class WindowRebuild:
         previous = cur.execute(_SQL_PREVIOUS, params).fetchone()
         assert previous is not None
         if diff.rows_changed:
-            for statement in (
-                _SQL_KEEP_REVISIONS,
-                _SQL_REMOVE_SUPERSEDED,
-                _SQL_REMOVE_KEYS,
-                _SQL_ADD_KEYS,
-                _SQL_ADD_ROWS,
-            ):
+            for statement in (_SQL_KEEP_REVISIONS, *_SQL_REPLACE):
                 cur.execute(statement, params)
         for statement in _SQL_CLEAR_WINDOW:
             cur.execute(statement, params)
@@ -730,14 +774,11 @@ class RebuildSession:
             # The rebuild's versions (its added and changed rows) out, the rows it superseded in.
             cur.execute(_SQL_UNDO_STORED, params)
             cur.execute(_SQL_UNDO_ROWS, params)
+            for table in ("rb_stored", "rb_rows"):
+                cur.execute(f"ANALYZE {table}")
             cur.execute(_SQL_DIFF)
-            for statement in (
-                _SQL_KEEP_REVISIONS,
-                _SQL_REMOVE_SUPERSEDED,
-                _SQL_REMOVE_KEYS,
-                _SQL_ADD_KEYS,
-                _SQL_ADD_ROWS,
-            ):
+            cur.execute("ANALYZE rb_diff")
+            for statement in (_SQL_KEEP_REVISIONS, *_SQL_REPLACE):
                 cur.execute(statement, params)
             for statement in _SQL_CLEAR_WINDOW:
                 cur.execute(statement, params)
