@@ -308,3 +308,109 @@ def test_the_reconciliation_names_a_changed_rows_fields_and_says_to_run_a_rebuil
     assert [s.describe() for s in diff.samples] == [f"changed trade 2 {W1}: fee 9 -> -0.05"]
     rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="hand edit")
     assert WindowChecker(store, JournalSource(journal)).reconciles_with_journal(WINDOW).passed
+
+
+def test_kill_9_during_apply_leaves_the_window_old_and_the_rerun_finishes_it(
+    database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, WINDOW)
+    old = snapshot(database_url)
+    env = {**os.environ, "COMPETITION_DATABASE_URL": database_url, "FILL_JOURNAL_DIR": str(journal)}
+    command = [sys.executable, "-m", "competition_pipeline.tools.cli", "rebuild"]
+    command += ["--from", WINDOW.key, "--to", WINDOW.key, "--apply", "--reason", "kill test"]
+    # Holding the window's row makes the apply wait at its last statements, its rows already
+    # replaced inside its transaction: then the process dies. (Watched from a connection of its
+    # own: pg_stat_activity is read once per transaction.)
+    with (
+        psycopg.connect(dburl.libpq(database_url)) as holder,
+        psycopg.connect(dburl.libpq(database_url), autocommit=True) as watcher,
+    ):
+        holder.execute("SELECT 1 FROM competition_fill_windows FOR UPDATE")
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            (waiting,) = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE %s",
+                ("%INSERT INTO competition_fill_windows%",),
+            ).fetchone()
+            if waiting:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, "apply never waited"
+            time.sleep(0.05)
+        replaced = watcher.execute(
+            "SELECT count(*) FROM competition_fill_revisions"
+        ).fetchone()  # nothing visible: the apply has not committed
+        assert replaced == (0,)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        holder.rollback()
+    deadline = time.monotonic() + 30
+    while snapshot(database_url) != old:  # the server notices the dead client, rolls it back
+        assert time.monotonic() < deadline, "the killed apply left the window changed"
+        time.sleep(0.2)
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    fresh = CompetitionStore(empty_database_url)
+    fresh.ensure_schema()
+    record_window(JournalSource(journal), fresh, WINDOW)
+    assert fills_table(database_url) == fills_table(empty_database_url)
+
+
+def test_a_rebuild_and_a_recording_of_the_same_window_at_once_end_exact(
+    database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tests.journal_helpers import append, line
+
+    journal_of(journal)
+    store = CompetitionStore(database_url)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, WINDOW)
+    segment = journal / "date=2026-03-31" / "hour=14" / "s.jsonl"
+    for trade in range(10, 60):
+        append(segment, line(fill(trade, T0 + trade)) + "\n")
+    errors: list[BaseException] = []
+
+    def run(work) -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(
+            target=run, args=(lambda: record_window(JournalSource(journal), store, WINDOW),)
+        ),
+        threading.Thread(
+            target=run,
+            args=(
+                lambda: rebuild_windows(
+                    JournalSource(journal), store, [WINDOW], apply=True, reason="at once"
+                ),
+            ),
+        ),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert not errors
+    # Whichever took the window's lock first, the other saw what it committed.
+    fresh = CompetitionStore(empty_database_url)
+    fresh.ensure_schema()
+    record_window(JournalSource(journal), fresh, WINDOW)
+    assert fills_table(database_url) == fills_table(empty_database_url)
