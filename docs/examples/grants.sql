@@ -13,6 +13,11 @@ SET ROLE competition_owner;
 GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO competition_recorder;
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder;
+-- Changing recorded history (docs/history.md) is the owner's: a rebuild's apply and undo, and
+-- retention, connect as competition_owner (COMPETITION_OWNER_DATABASE_URL). The recorder reads
+-- what they leave: retired windows (never recorded again), counter offsets, the rebuilds' audit.
+GRANT SELECT ON competition_fill_rebuilds, competition_fill_revisions, competition_fill_retired,
+      competition_fill_counter_offsets TO competition_recorder;
 
 -- The recorder, for competition_standings (the asset and standings_refresh_sensor use the same
 -- COMPETITION_DATABASE_URL). Its SELECT ... FOR UPDATE on competitions needs UPDATE there;

@@ -201,9 +201,17 @@ def cluster(pg_admin_url: str) -> Iterator[Cluster]:
 
 
 # What section 4 of docs/operations.md promises, table by table (absent: no privilege).
+#: What rebuilds and retention write (the owner only); the recorder and the analyst read them.
+HISTORY_TABLES = (
+    "competition_fill_rebuilds",
+    "competition_fill_revisions",
+    "competition_fill_retired",
+    "competition_fill_counter_offsets",
+)
 EXPECTED = {
     "recorder": {
         **{t: {"SELECT", "INSERT"} for t in FILL_TABLES},
+        **{t: {"SELECT"} for t in HISTORY_TABLES},
         "competition_fill_windows": {"SELECT", "INSERT", "UPDATE"},
         "competitions": {"SELECT", "UPDATE"},
         "competition_participants": {"SELECT"},
@@ -218,6 +226,7 @@ EXPECTED = {
         t: {"SELECT"}
         for t in (
             *FILL_TABLES,
+            *HISTORY_TABLES,
             "competition_fill_windows",
             "competitions",
             "competition_participants",
@@ -325,7 +334,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
             " VALUES ('2026-12-31 22:00+00', 'journal', '{}', '{}')"
         )
 
-    assert [r.split(" ")[0] for r in store.ensure_schema()] == ["0002"]  # the upgrade
+    assert [r.split(" ")[0] for r in store.ensure_schema()] == ["0002", "0003"]  # the upgrade
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"

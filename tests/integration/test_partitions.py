@@ -48,7 +48,7 @@ def partitions(url: str) -> dict[str, int]:
 def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: str) -> None:
     store = CompetitionStore(empty_database_url)
     applied = store.ensure_schema()
-    assert [r.split(" ")[0] for r in applied] == ["0001", "0002"]
+    assert [r.split(" ")[0] for r in applied] == ["0001", "0002", "0003"]
     assert store.ensure_schema() == []  # at head: nothing to do
     assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
         (schema.head(),)
@@ -207,7 +207,9 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
         # The owner's upgrade then succeeds and the role passes the check without DDL.
         assert store.ensure_schema() == [
             "0002 (Monthly partitions of competition_fill_events on"
-            " fill_ts; the key registry competition_fill_keys.)"
+            " fill_ts; the key registry competition_fill_keys.)",
+            "0003 (Changing recorded history: rebuilds with their superseded rows, retired"
+            " windows, counter offsets.)",
         ]
         assert recorder.ensure_schema() == []
     finally:
@@ -253,9 +255,27 @@ def test_retention_drops_an_old_month_and_refuses_one_a_running_competition_cove
     archive = Path(result.archived["competition_fill_events_2026_03"])
     lines = gzip.decompress(archive.read_bytes()).decode().splitlines()
     assert lines[0].startswith("trade_id,wallet,") and len(lines) == 3
-    # Replayed after retention, October is recorded again (its keys are gone with it).
-    meta = metadata(materialize(database_url, journal, OCT.key))
-    assert meta["rows_inserted"] == 2
+    # Retired stays retired: the journal still holds October, but a run of it is refused with
+    # what to do (the sensor never asks for it: test_retired.py); every hour of March is retired.
+    assert query(
+        database_url,
+        "SELECT count(*), min(window_start), max(window_start) FROM competition_fill_retired",
+    ) == [(31 * 24, dt.datetime(2026, 3, 1, tzinfo=dt.UTC), OCT.start)]
+    run = materialize(database_url, journal, OCT.key, raise_on_error=False)
+    assert not run.success
+    (failure,) = [e for e in run.all_node_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "retired by competition_fill_retention_job" in message
+    assert f"competition-pipeline rebuild --from {OCT.key} --to {OCT.key}" in message
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2,)]
+    # An explicit, audited rebuild restores it (its keys went with the month: the rows are new).
+    from competition_pipeline.fills.journal import JournalSource
+    from competition_pipeline.recording.rebuild import rebuild_windows
+
+    restored = rebuild_windows(JournalSource(journal), store, [OCT], apply=True, reason="restore")
+    assert (restored.windows[0].added, restored.windows[0].retired) == (2, True)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_retired") == [(31 * 24 - 1,)]
+    assert metadata(materialize(database_url, journal, OCT.key))["unchanged"] is True
 
 
 def test_months_job_creates_months_ahead(database_url: str) -> None:
