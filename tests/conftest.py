@@ -16,20 +16,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import embedded
-from tests.environment import TEST_ENVIRONMENT
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.environment import REPO, TEST_ENVIRONMENT
+from tests.helpers.sql import fresh_database
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_environment() -> Iterator[None]:
     """The Dagster processes the tests start (daemon, code server, CLI) get the fast retries of
-    the in-process definitions (tests/location.py); a variable already set wins."""
+    the in-process definitions (tests/helpers/location.py); a variable already set wins."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in TEST_ENVIRONMENT.items():
             if name not in os.environ:
@@ -56,23 +54,6 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-def _fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]:
-    name = f"cp_test_{uuid.uuid4().hex[:12]}"
-    if template is None:
-        embedded.create_database(admin_url, name)
-    else:
-        with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-    try:
-        yield embedded.database_url(admin_url, name)
-    finally:
-        embedded.drop_database(admin_url, name)
-
-
 @pytest.fixture(scope="session")
 def schema_template(pg_admin_url: str) -> Iterator[str]:
     """A database holding the competition schema at head, made once per session.
@@ -93,19 +74,22 @@ def schema_template(pg_admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_admin_url: str, schema_template: str) -> Iterator[str]:
     """A new database with the competition schema at head (a template clone), dropped after."""
-    yield from _fresh_database(pg_admin_url, schema_template)
+    with fresh_database(pg_admin_url, schema_template) as url:
+        yield url
 
 
 @pytest.fixture
 def empty_database_url(pg_admin_url: str) -> Iterator[str]:
     """A new, empty database: for tests of creating and upgrading the schema itself."""
-    yield from _fresh_database(pg_admin_url)
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
 def instance_url(pg_admin_url: str) -> Iterator[str]:
     """A new, empty database for a Dagster instance's storage."""
-    yield from _fresh_database(pg_admin_url)
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture

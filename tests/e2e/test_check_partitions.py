@@ -17,7 +17,7 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import BLOCKING, RECONCILES
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.dagster_dev import (
+from tests.helpers.dagster_dev import (
     LAUNCH,
     STATUS,
     DagsterDev,
@@ -25,7 +25,7 @@ from tests.dagster_dev import (
     run_dagster_dev,
     wait_for,
 )
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.journal import fill, write_segment
 
 pytestmark = pytest.mark.slow
 

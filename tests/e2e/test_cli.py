@@ -17,9 +17,9 @@ import pytest
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl
 from competition_pipeline.tools import cli
-from tests.conftest import REPO
-from tests.dagster_dev import LOCAL_START_VARIABLES
-from tests.journal_helpers import W1, W2
+from tests.helpers.dagster_dev import LOCAL_START_VARIABLES
+from tests.helpers.environment import REPO
+from tests.helpers.journal import W1, W2
 
 WINDOW = Window.from_key("2026-11-20-03:00")
 

@@ -17,7 +17,7 @@ import pytest
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.dagster_dev import (
+from tests.helpers.dagster_dev import (
     LAUNCH,
     SENSOR_INTERVAL,
     STATUS,
@@ -28,7 +28,7 @@ from tests.dagster_dev import (
     stored_keys,
     wait_for,
 )
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.journal import fill, write_segment
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from competition_pipeline.definitions import defs
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import BLOCKING
 from competition_pipeline.store import dburl
-from tests.conftest import REPO
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.environment import REPO
+from tests.helpers.journal import fill, write_segment
 
 KEY = "2026-11-20-03:00"
 WINDOW = Window.from_key(KEY)

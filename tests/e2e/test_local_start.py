@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from competition_pipeline.tools import metrics
-from tests.conftest import REPO
-from tests.dagster_dev import free_port, local_start_environment
+from tests.helpers.dagster_dev import free_port, local_start_environment
+from tests.helpers.environment import REPO
 
 pytestmark = pytest.mark.slow
 

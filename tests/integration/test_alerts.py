@@ -16,9 +16,9 @@ import pytest
 from competition_pipeline.defs import alerts
 from competition_pipeline.defs.alerts import build_alerts_sensor
 from competition_pipeline.fills.windows import HOUR, Window
+from tests.helpers.journal import fill, write_segment
+from tests.helpers.location import SETTINGS
 from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
-from tests.journal_helpers import fill, write_segment
-from tests.location import SETTINGS
 
 DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
 

@@ -19,8 +19,8 @@ from competition_pipeline.defs.resources import (
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
-from tests.journal_helpers import W1, W2, W3, W4, append, fill, line, write_segment
-from tests.location import (
+from tests.helpers.journal import W1, W2, W3, W4, append, fill, line, write_segment
+from tests.helpers.location import (
     competition_fill_events,
     no_conflicting_duplicates,
     reconciles_with_journal,

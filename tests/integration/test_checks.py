@@ -20,9 +20,9 @@ from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.recording.fill_events import reconcile_window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
+from tests.helpers.journal import W3, fill, write_segment
+from tests.helpers.location import competition_fill_events
 from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
-from tests.journal_helpers import W3, fill, write_segment
-from tests.location import competition_fill_events
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

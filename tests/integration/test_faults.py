@@ -17,8 +17,8 @@ import dagster as dg
 import psycopg
 
 from competition_pipeline.store import dburl
+from tests.helpers.journal import bulk_segment
 from tests.integration.test_asset import KEY, WINDOW, materialize, metadata, query
-from tests.journal_helpers import bulk_segment
 
 FILLS = 300_000  # large enough that the load takes seconds, so the fault lands inside it
 

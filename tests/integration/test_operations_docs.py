@@ -22,7 +22,7 @@ from psycopg import sql
 
 from competition_pipeline.store import dburl
 from competition_pipeline.tools import embedded
-from tests.conftest import REPO
+from tests.helpers.environment import REPO
 
 EXAMPLES = REPO / "docs" / "examples"
 ROLES = ("owner", "recorder", "admin", "analyst")

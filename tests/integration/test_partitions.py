@@ -22,9 +22,9 @@ from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl, months, schema
 from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.store.standings import Competitions
-from tests.conftest import REPO
+from tests.helpers.environment import REPO
+from tests.helpers.journal import W1, W2, append, fill, line, write_segment
 from tests.integration.test_asset import materialize, metadata, query
-from tests.journal_helpers import W1, W2, append, fill, line, write_segment
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026

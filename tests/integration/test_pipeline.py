@@ -17,7 +17,7 @@ from competition_pipeline.recording.fill_events import (
 )
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.journal_helpers import W1, W2, append, fill, line, write_segment
+from tests.helpers.journal import W1, W2, append, fill, line, write_segment
 
 WINDOW = Window.from_key("2026-11-20-05:00")
 T0 = WINDOW.start_ms

@@ -22,8 +22,8 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.fill_events import record_window
 from competition_pipeline.recording.follow import Attempt, Backoff, FollowCursor, plan
 from competition_pipeline.store.database import CommittedWindow
-from tests.journal_helpers import append, fill, write_segment
-from tests.location import SETTINGS, fill_journal_sensor
+from tests.helpers.journal import append, fill, write_segment
+from tests.helpers.location import SETTINGS, fill_journal_sensor
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))
 OPEN = NOW  # the hour in progress

@@ -14,7 +14,7 @@ from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl, schema
 from competition_pipeline.store.database import CompetitionStore, StoreError, wrap_errors
-from tests.journal_helpers import fill, line
+from tests.helpers.journal import fill, line
 
 URL = "postgresql://recorder:s3cret@db.example:5432/competition"
 WINDOW = Window.from_key("2026-03-31-23:00")

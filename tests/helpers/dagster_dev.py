@@ -22,7 +22,7 @@ from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl
-from tests.conftest import REPO
+from tests.helpers.environment import REPO
 
 SENSOR_INTERVAL = 10
 
