@@ -34,12 +34,15 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.e2e.test_check_partitions import EXECUTIONS, RUN
 from tests.helpers.dagster_dev import (
+    EXECUTIONS,
     LAUNCH,
+    RUN,
     STATUS,
     DagsterDev,
     dagster_dev_env,
+    free_port,
+    graphql,
     journal_keys,
     local_start_environment,
     run_dagster_dev,
@@ -598,9 +601,6 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``competition-pipeline up`` (embedded PostgreSQL, its own sample journal and demo
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
-    from tests.e2e.test_local_start import graphql
-    from tests.helpers.dagster_dev import free_port
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("local-start")
     state, port = root / "state", free_port()

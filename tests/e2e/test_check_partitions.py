@@ -18,7 +18,10 @@ from competition_pipeline.recording.checks import BLOCKING, RECONCILES
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.dagster_dev import (
+    EXECUTIONS,
     LAUNCH,
+    LAUNCH_RUN,
+    RUN,
     STATUS,
     DagsterDev,
     dagster_dev_env,
@@ -31,31 +34,6 @@ pytestmark = pytest.mark.slow
 
 WINDOWS = [Window(Window.from_key("2026-11-10-00:00").start + i * HOUR) for i in range(4)]
 ASSET = {"path": ["competition_fill_events"]}
-EXECUTIONS = """
-query Executions($assetKey: AssetKeyInput!, $checkName: String!) {
-  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 100) {
-    runId status partition
-  }
-}"""
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-RUN = """
-query Run($id: ID!) {
-  runOrError(runId: $id) {
-    ... on Run {
-      status
-      eventConnection {
-        events { __typename ... on ExecutionStepFailureEvent { error { message } } }
-      }
-    }
-  }
-}"""
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import metrics
 from tests.helpers.dagster_dev import dagster_dev_env, free_port, run_dagster_dev, wait_for
 from tests.helpers.journal import fill, write_segment
-from tests.integration.test_alerts import Webhook
-from tests.integration.test_asset import materialize
+from tests.helpers.runs import materialize
+from tests.helpers.webhook import Webhook
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.dagster_dev import dagster_dev_env, run_dagster_dev
-from tests.helpers.journal import append, fill, line, write_segment
-from tests.integration.test_asset import WINDOW, materialize
+from tests.helpers.journal import WINDOW, append, fill, line, write_segment
+from tests.helpers.runs import materialize
 
 pytestmark = pytest.mark.slow
 

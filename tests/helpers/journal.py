@@ -16,6 +16,11 @@ W2 = "0x2222222222222222222222222222222222222222"
 W3 = "0x3333333333333333333333333333333333333333"
 W4 = "0xAbCdEf0000000000000000000000000000000004"
 
+#: The window most tests record, and its first millisecond.
+KEY = "2026-11-20-03:00"
+WINDOW = Window.from_key(KEY)
+T0 = WINDOW.start_ms
+
 _BASE: dict[str, Any] = {
     "type": "OrderFilled",
     "fill": {

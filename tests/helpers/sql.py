@@ -17,19 +17,19 @@ from competition_pipeline.tools import embedded
 def query(database_url: str, statement: str, *params: object) -> list[tuple]:
     """The rows ``statement`` returns, in a transaction rolled back after."""
     with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return conn.execute(statement, params).fetchall()
+        return conn.execute(statement, params or None).fetchall()
 
 
 def scalar(database_url: str, statement: str, *params: object) -> object:
     """The first column of the first row ``statement`` returns (a count, a name)."""
     with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return conn.execute(statement, params).fetchone()[0]  # type: ignore[index]
+        return conn.execute(statement, params or None).fetchone()[0]  # type: ignore[index]
 
 
 def execute(database_url: str, statement: str, *params: object) -> None:
     """Run ``statement`` and commit it."""
     with psycopg.connect(dburl.libpq(database_url)) as conn:
-        conn.execute(statement, params)
+        conn.execute(statement, params or None)
 
 
 @contextmanager

@@ -20,9 +20,10 @@ from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.recording.fill_events import reconcile_window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.helpers.journal import W3, fill, write_segment
+from tests.helpers.journal import KEY, T0, W3, WINDOW, fill, write_segment
 from tests.helpers.location import competition_fill_events
-from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
+from tests.helpers.runs import ALL_CHECKS, materialize, metadata
+from tests.helpers.sql import query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

@@ -24,7 +24,8 @@ from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.store.standings import Competitions
 from tests.helpers.environment import REPO
 from tests.helpers.journal import W1, W2, append, fill, line, write_segment
-from tests.integration.test_asset import materialize, metadata, query
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import query
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026

@@ -16,7 +16,7 @@ from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import CompetitionError, Competitions
 from competition_pipeline.tools import cli
 from tests.helpers.journal import W1, W2, W3, fill, write_segment
-from tests.integration.test_asset import materialize
+from tests.helpers.runs import materialize
 
 W4 = "0x4444444444444444444444444444444444444444"  # trades, never registered
 W5 = "0x5555555555555555555555555555555555555555"  # registered, no fills
