@@ -16,13 +16,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
 from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.store import dburl
 from tests.helpers.environment import REPO
+from tests.helpers.sql import query
 
 SENSOR_INTERVAL = 10
 
@@ -176,8 +174,7 @@ def run_dagster_dev(env: Mapping[str, str], log: Path) -> Iterator[DagsterDev]:
 
 
 def stored_keys(database_url: str) -> set[tuple[int, str]]:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return set(conn.execute("SELECT trade_id, wallet FROM competition_fill_events").fetchall())
+    return set(query(database_url, "SELECT trade_id, wallet FROM competition_fill_events"))
 
 
 def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
