@@ -281,13 +281,15 @@ def _previous_release(tmp_path: Path) -> Path:
     return root
 
 
+#: Run on the previous release's tree (PREVIOUS_RELEASE), so in its module layout (flat, before
+#: the layer folders): not to be renamed with the current package.
 _OLD_RECORD = """
 import sys
 import competition_pipeline
-from competition_pipeline.recording.fill_events import record_windows
-from competition_pipeline.fills.journal import JournalSource
-from competition_pipeline.store.database import CompetitionStore
-from competition_pipeline.fills.windows import Window
+from competition_pipeline.pipeline import record_windows
+from competition_pipeline.sources.journal import JournalSource
+from competition_pipeline.store import CompetitionStore
+from competition_pipeline.windows import Window
 print(competition_pipeline.__file__)
 store = CompetitionStore(sys.argv[1]); store.ensure_schema()
 windows = [Window.from_key(k) for k in sys.argv[3:]]
