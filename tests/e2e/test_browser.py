@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import psycopg
@@ -34,20 +34,24 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.conftest import REPO, _fresh_database
-from tests.dagster_dev import (
+from tests.helpers.dagster_dev import (
+    EXECUTIONS,
     LAUNCH,
+    RUN,
     STATUS,
     DagsterDev,
     dagster_dev_env,
+    free_port,
+    graphql,
     journal_keys,
     local_start_environment,
     run_dagster_dev,
     stored_keys,
     wait_for,
 )
-from tests.e2e.test_check_partitions import EXECUTIONS, RUN
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.environment import REPO
+from tests.helpers.journal import fill, write_segment
+from tests.helpers.sql import fresh_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
@@ -256,9 +260,8 @@ def site(
         write_segment(journal, window, "seg-1.jsonl", [*lines, "not json"])
     log = root / "dagster-dev.log"
     with ExitStack() as stack:
-        fresh = contextmanager(_fresh_database)
-        database_url = stack.enter_context(fresh(pg_admin_url))
-        instance_url = stack.enter_context(fresh(pg_admin_url))
+        database_url = stack.enter_context(fresh_database(pg_admin_url))
+        instance_url = stack.enter_context(fresh_database(pg_admin_url))
         # The deploy step `competition-pipeline schema`.
         CompetitionStore(database_url).ensure_schema()
         url, switch, password = switched_url(database_url)
@@ -598,9 +601,6 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``competition-pipeline up`` (embedded PostgreSQL, its own sample journal and demo
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
-    from tests.dagster_dev import free_port
-    from tests.e2e.test_local_start import graphql
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     root = tmp_path_factory.mktemp("local-start")
     state, port = root / "state", free_port()

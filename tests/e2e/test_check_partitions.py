@@ -7,7 +7,6 @@ alone without a partition fails its run with a message that says what to pick.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,56 +15,22 @@ import pytest
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import BLOCKING, RECONCILES
 from competition_pipeline.store import dburl
-from competition_pipeline.store.database import CompetitionStore
-from tests.dagster_dev import (
+from tests.helpers.dagster_dev import (
+    EXECUTIONS,
     LAUNCH,
+    LAUNCH_RUN,
+    RUN,
     STATUS,
     DagsterDev,
-    dagster_dev_env,
-    run_dagster_dev,
     wait_for,
 )
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.journal import fill, write_segment
 
-pytestmark = pytest.mark.slow
+#: The checks are launched by hand: the journal sensor is stopped (the dagster_dev fixture).
+pytestmark = [pytest.mark.slow, pytest.mark.sensor_off]
 
 WINDOWS = [Window(Window.from_key("2026-11-10-00:00").start + i * HOUR) for i in range(4)]
 ASSET = {"path": ["competition_fill_events"]}
-EXECUTIONS = """
-query Executions($assetKey: AssetKeyInput!, $checkName: String!) {
-  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 100) {
-    runId status partition
-  }
-}"""
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-RUN = """
-query Run($id: ID!) {
-  runOrError(runId: $id) {
-    ... on Run {
-      status
-      eventConnection {
-        events { __typename ... on ExecutionStepFailureEvent { error { message } } }
-      }
-    }
-  }
-}"""
-
-
-@pytest.fixture
-def dagster_dev(
-    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path
-) -> Iterator[DagsterDev]:
-    CompetitionStore(database_url).ensure_schema()
-    env = dagster_dev_env(database_url, journal, sensor_running=False)
-    with run_dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
-        yield dev
 
 
 def executions(dev: DagsterDev, name: str, run_id: str) -> dict[str | None, str]:

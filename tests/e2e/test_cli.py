@@ -17,55 +17,18 @@ import pytest
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl
 from competition_pipeline.tools import cli, local, local_state
-from tests.conftest import REPO
-from tests.dagster_dev import LOCAL_START_VARIABLES
-from tests.journal_helpers import W1, W2
+from tests.helpers.journal import W1, W2
+from tests.helpers.local_state import write_state
 
 WINDOW = Window.from_key("2026-11-20-03:00")
+
+#: Each test's variables are restored after it (the local start's steps set them).
+pytestmark = pytest.mark.usefixtures("restored_environment")
 
 
 def _lines(path: Path) -> list[bytes]:
     data = path.read_bytes()
     return (gzip.decompress(data) if path.name.endswith(".gz") else data).splitlines()
-
-
-@pytest.fixture(autouse=True)
-def restored_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The local start's steps set variables in ``os.environ`` (as ``up`` means them to): each
-    is recorded here first, so that monkeypatch removes it again after the test (a variable
-    that was absent and only deleted with ``raising=False`` would not be restored)."""
-    for name in LOCAL_START_VARIABLES:
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty COMPETITION_STATE_DIR and no database URL in the environment."""
-    directory = tmp_path / "state"
-    directory.mkdir()
-    monkeypatch.setenv("COMPETITION_STATE_DIR", str(directory))
-    monkeypatch.delenv("COMPETITION_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
-    return directory
-
-
-def write_state(state: Path, monkeypatch: pytest.MonkeyPatch, url: str, **extra) -> Path:
-    """The state file as a running ``up`` (this process) writes it."""
-    monkeypatch.setenv("COMPETITION_DATABASE_URL", url)
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
-    path = local_state.write_local_state(state, ui="http://127.0.0.1:3000", **extra)
-    monkeypatch.delenv("COMPETITION_DATABASE_URL")
-    monkeypatch.delenv("DAGSTER_POSTGRES_URL")
-    return path
-
-
-def test_without_a_url_or_a_running_start_the_error_names_both(state: Path) -> None:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["standings", "x"])
-    message = str(exc.value)
-    assert "COMPETITION_DATABASE_URL" in message and "bin/start" in message
-    assert str(state / "local.json") in message
 
 
 def test_commands_use_the_running_local_start(
@@ -93,28 +56,6 @@ def test_a_state_file_of_a_stopped_start_is_ignored(
     assert local_state.read_local_state() is None
     with pytest.raises(SystemExit, match="bin/start"):
         local_state.database_url()
-
-
-def test_a_password_is_never_written_to_the_state_file(
-    state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = write_state(state, monkeypatch, "postgresql://app:s3cret@db.internal/competition")
-    text = path.read_text()
-    assert "s3cret" not in text
-    assert json.loads(text)["competition_database_url"] is None
-    with pytest.raises(SystemExit) as exc:
-        local_state.database_url()
-    assert "COMPETITION_DATABASE_URL" in str(exc.value) and "s3cret" not in str(exc.value)
-
-
-def test_psql_prints_the_command_without_the_password(
-    state: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    monkeypatch.setenv("COMPETITION_DATABASE_URL", "postgresql://app:s3cret@db.internal/comp")
-    assert cli.main(["psql", "--print"]) == 0
-    out = capsys.readouterr().out
-    assert "s3cret" not in out
-    assert out.strip() == "PGPASSWORD=... psql 'postgresql://app@db.internal/comp'"
 
 
 def test_psql_runs_on_the_database(state: Path, database_url: str) -> None:
@@ -151,40 +92,6 @@ def test_standings_not_computed_yet_says_so_and_how(
     (header, row) = capsys.readouterr().out.splitlines()
     assert header.split()[:2] == ["id", "start"]
     assert row.split() == ["c1", "2026-11-20", "00:00", "2026-11-27", "00:00", "pnl", "2", "2"]
-
-
-def test_help_is_plain_text_and_every_argument_is_explained() -> None:
-    def help_of(*args: str) -> str:
-        command = [sys.executable, "-m", "competition_pipeline.tools.cli", *args, "--help"]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    top = help_of()
-    assert "``" not in top and "psql" in top
-    up = help_of("up")
-    assert "webserver port (default 3000)" in up
-    assert "fills in each closed sample hour" in " ".join(up.split())
-    register = help_of("competition", "register")
-    assert "the competition's id" in register and "0x + 40 hex digits" in register
-    assert "list" in help_of("competition")
-
-
-def test_the_local_start_begins_its_partitions_where_its_journal_begins(
-    state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from competition_pipeline.fills.windows import HOUR, Window
-
-    monkeypatch.delenv("FILL_JOURNAL_DIR", raising=False)
-    monkeypatch.delenv("FILL_PARTITIONS_START", raising=False)
-    journal = local._prepare_journal(state, hours=2, fills_per_hour=20)
-    first = Window(Window.containing(dt.datetime.now(dt.UTC)).start - 2 * HOUR)
-    assert [w.key for w in local.journal_hours(journal)][:1] == [first.key]
-    assert os.environ["FILL_PARTITIONS_START"] == first.key
-    # A deployment's own start is kept.
-    monkeypatch.setenv("FILL_PARTITIONS_START", "2026-01-01-00:00")
-    local._prepare_journal(state, hours=2, fills_per_hour=20)
-    assert os.environ["FILL_PARTITIONS_START"] == "2026-01-01-00:00"
 
 
 def test_the_demo_competition_registers_wallets_that_trade_in_the_sample(

@@ -18,9 +18,10 @@ import pytest
 
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.tools.soak import FAULTS
-from tests.conftest import REPO
-from tests.integration.test_asset import T0, WINDOW, materialize, metadata, query
-from tests.journal_helpers import append, fill, line, write_segment
+from tests.helpers.environment import REPO
+from tests.helpers.journal import T0, WINDOW, append, fill, line, write_segment
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import query
 
 #: Seconds the table may take to converge after the last fault clears: two sensor ticks, the
 #: backoff a failing window reached (the soak caps it at 40 s), the dead-run bound (30 s in the

@@ -8,7 +8,6 @@ leaves the table equal to the journal.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,34 +15,18 @@ import pytest
 
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
-from competition_pipeline.store.database import CompetitionStore
-from tests.dagster_dev import (
+from tests.helpers.dagster_dev import (
     LAUNCH,
     SENSOR_INTERVAL,
     STATUS,
     DagsterDev,
-    dagster_dev_env,
     journal_keys,
-    run_dagster_dev,
     stored_keys,
     wait_for,
 )
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.journal import fill, write_segment
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def dagster_dev(
-    dagster_home: Path, database_url: str, journal: Path, tmp_path: Path, request
-) -> Iterator[DagsterDev]:
-    """``dagster dev`` on the test's databases and journal; the journal sensor runs unless the
-    test is marked ``sensor_off`` (a backfill test must not race the sensor for its windows)."""
-    CompetitionStore(database_url).ensure_schema()  # the deploy step `competition-pipeline schema`
-    sensor_running = request.node.get_closest_marker("sensor_off") is None
-    env = dagster_dev_env(database_url, journal, sensor_running=sensor_running)
-    with run_dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
-        yield dev
 
 
 def test_files_dropped_into_the_journal_are_recorded_by_the_sensor(

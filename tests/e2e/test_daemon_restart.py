@@ -21,8 +21,8 @@ from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import simulate
-from tests.conftest import REPO
-from tests.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
+from tests.helpers.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
+from tests.helpers.environment import REPO
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

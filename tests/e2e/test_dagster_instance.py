@@ -15,8 +15,9 @@ from competition_pipeline.definitions import defs
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import BLOCKING
 from competition_pipeline.store import dburl
-from tests.conftest import REPO
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.environment import REPO
+from tests.helpers.journal import fill, write_segment
+from tests.helpers.sql import scalar
 
 KEY = "2026-11-20-03:00"
 WINDOW = Window.from_key(KEY)
@@ -26,11 +27,6 @@ MATERIALIZE_WINDOW = [
     *(DAGSTER, "asset", "materialize", "-m", "competition_pipeline.definitions"),
     *("--select", "competition_fill_events", "--partition", KEY),
 ]
-
-
-def count_rows(database_url: str) -> int:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return conn.execute("SELECT count(*) FROM competition_fill_events").fetchone()[0]
 
 
 def test_instance_storage_accepts_a_bare_postgresql_url(
@@ -57,7 +53,7 @@ def test_instance_storage_accepts_a_bare_postgresql_url(
     # The runs live in PostgreSQL, in the instance database.
     with psycopg.connect(dburl.libpq(instance_url)) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
-    assert count_rows(database_url) == 2
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_events") == 2
 
 
 def _cli_env(database_url: str, journal: Path, home: Path) -> dict[str, str]:
@@ -83,11 +79,11 @@ def test_dagster_cli_materializes_a_partition(
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr
-    assert count_rows(database_url) == 4
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_events") == 4
     # Again through the CLI: idempotent.
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0
-    assert count_rows(database_url) == 4
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_events") == 4
 
 
 @pytest.mark.slow

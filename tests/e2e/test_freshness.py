@@ -15,10 +15,10 @@ import pytest
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import metrics
-from tests.dagster_dev import dagster_dev_env, free_port, run_dagster_dev, wait_for
-from tests.integration.test_alerts import Webhook
-from tests.integration.test_asset import materialize
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.dagster_dev import dagster_dev_env, free_port, run_dagster_dev, wait_for
+from tests.helpers.journal import fill, write_segment
+from tests.helpers.runs import materialize
+from tests.helpers.webhook import Webhook
 
 pytestmark = pytest.mark.slow
 

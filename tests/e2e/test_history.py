@@ -14,9 +14,9 @@ from competition_pipeline.defs.history import prune_run_history_job
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.dagster_dev import dagster_dev_env, run_dagster_dev
-from tests.integration.test_asset import WINDOW, materialize
-from tests.journal_helpers import append, fill, line, write_segment
+from tests.helpers.dagster_dev import dagster_dev_env, run_dagster_dev
+from tests.helpers.journal import WINDOW, append, fill, line, write_segment
+from tests.helpers.runs import materialize
 
 pytestmark = pytest.mark.slow
 

@@ -14,20 +14,10 @@ import psycopg
 import pytest
 
 from competition_pipeline.tools import metrics
-from tests.conftest import REPO
-from tests.dagster_dev import free_port, local_start_environment
+from tests.helpers.dagster_dev import free_port, graphql, local_start_environment
+from tests.helpers.environment import REPO
 
 pytestmark = pytest.mark.slow
-
-
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -16,37 +16,13 @@ import pytest
 from competition_pipeline.defs import alerts
 from competition_pipeline.defs.alerts import build_alerts_sensor
 from competition_pipeline.fills.windows import HOUR, Window
-from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
-from tests.journal_helpers import fill, write_segment
-from tests.location import SETTINGS
+from tests.helpers.journal import KEY, T0, WINDOW, fill, write_segment
+from tests.helpers.location import SETTINGS
+from tests.helpers.runs import materialize
+from tests.helpers.sql import query
+from tests.helpers.webhook import Webhook
 
 DOWN = "postgresql://recorder:hunter2-secret@127.0.0.1:1/competition"
-
-
-class Webhook:
-    """A local webhook that answers 503 to its first ``refuse`` requests, then 204."""
-
-    def __init__(self, refuse: int) -> None:
-        self.refuse, self.requests, self.received = refuse, 0, []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                hook.requests += 1
-                if hook.requests <= hook.refuse:
-                    self.send_response(503)
-                else:
-                    hook.received.append(body)
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

@@ -11,57 +11,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline.defs.resources import (
-    CompetitionDatabase,
-    FillSourceResource,
-    RecordingPolicy,
-)
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
-from tests.journal_helpers import W1, W2, W3, W4, append, fill, line, write_segment
-from tests.location import (
-    competition_fill_events,
-    no_conflicting_duplicates,
-    reconciles_with_journal,
-    rejects_within_budget,
-)
-
-ALL_CHECKS = [reconciles_with_journal, no_conflicting_duplicates, rejects_within_budget]
-KEY = "2026-11-20-03:00"
-WINDOW = Window.from_key(KEY)
-T0 = WINDOW.start_ms
-
-
-def materialize(
-    database_url: str,
-    journal: Path,
-    key: str = KEY,
-    policy: RecordingPolicy | None = None,
-    checks: bool = False,
-    **kwargs,
-) -> dg.ExecuteInProcessResult:
-    """The asset (and with ``checks``, its asset checks) for one window, in process."""
-    return dg.materialize(
-        [competition_fill_events, *(ALL_CHECKS if checks else [])],
-        partition_key=key,
-        resources={
-            "database": CompetitionDatabase(url=database_url),
-            "fill_source": FillSourceResource(root=str(journal)),
-            "policy": policy or RecordingPolicy(),
-        },
-        **kwargs,
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult) -> dict:
-    (event,) = result.get_asset_materialization_events()
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
-def query(database_url: str, statement: str, *params) -> list[tuple]:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return conn.execute(statement, params).fetchall()
+from tests.helpers.journal import KEY, T0, W1, W2, W3, W4, WINDOW, append, fill, line, write_segment
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import execute, query
 
 
 def table(database_url: str) -> list[tuple]:
@@ -197,7 +152,7 @@ def test_unchanged_window_is_not_read_again_unless_its_rows_changed(
     for key in ("lines_read", "fills_read", "rejects", "skipped_messages", "conflicts"):
         assert again[key] == first[key], key
     # Someone deletes a recorded row: the next run notices and puts it back.
-    query_commit(database_url, "DELETE FROM competition_fill_events WHERE trade_id = 1")
+    execute(database_url, "DELETE FROM competition_fill_events WHERE trade_id = 1")
     repaired = metadata(materialize(database_url, journal))
     assert repaired["unchanged"] is False
     assert repaired["rows_inserted"] == len(
@@ -205,7 +160,7 @@ def test_unchanged_window_is_not_read_again_unless_its_rows_changed(
     )
     assert repaired["rows_inserted"] >= 1
     # A deleted reject too (rejects are keyed by window, file and line).
-    query_commit(database_url, "DELETE FROM competition_fill_rejects")
+    execute(database_url, "DELETE FROM competition_fill_rejects")
     assert metadata(materialize(database_url, journal))["rejects_new"] == 2
     # A new line in the window's segment: read in full, the new fill recorded.
     write_segment(journal, WINDOW, "z-late.jsonl", [fill(99, T0 + 5)])
@@ -248,11 +203,6 @@ def test_a_range_run_commits_window_by_window_and_stops_at_a_bad_one(
 def stored_trades(database_url: str) -> list[int]:
     rows = query(database_url, "SELECT DISTINCT trade_id FROM competition_fill_events ORDER BY 1")
     return [trade_id for (trade_id,) in rows]
-
-
-def query_commit(database_url: str, statement: str) -> None:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        conn.execute(statement)
 
 
 def test_two_windows_stay_apart(database_url: str, journal: Path) -> None:
@@ -502,32 +452,6 @@ def test_a_missing_hour_is_told_apart_from_an_hour_without_trades(
     meta = metadata(quiet)
     assert meta["journal_data"] is True and meta["segments"] == 1 and meta["fills_read"] == 0
     assert not [e for e in instance.all_logs(quiet.run_id) if e.level == 30]
-
-
-def test_lag_is_reported_for_the_open_hour_only() -> None:
-    from competition_pipeline.defs.fill_events import report_metadata
-    from competition_pipeline.recording.fill_events import WindowReport
-
-    now = WINDOW.start.timestamp() + 1800  # half way through the window: it is open
-    report = WindowReport(window=KEY, source="journal", newest_fill_ms=int(now * 1000) - 4000)
-    assert report_metadata(report, now=now)["lag_seconds"] == 4.0
-    closed = report_metadata(report, now=WINDOW.end.timestamp() + 3600)
-    assert "lag_seconds" not in closed and closed["open_hour"] is False
-
-
-def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
-    from competition_pipeline.definitions import defs
-    from competition_pipeline.store.database import fill_events
-
-    spec = defs.resolve_assets_def("competition_fill_events").specs_by_key[
-        dg.AssetKey("competition_fill_events")
-    ]
-    schema = spec.metadata["dagster/column_schema"]
-    assert isinstance(schema, dg.TableSchema)
-    assert [c.name for c in schema.columns] == [c.name for c in fill_events.columns]
-    assert {c.name for c in schema.columns if not c.constraints.nullable} >= {"trade_id", "wallet"}
-    assert spec.owners == ["team:trading-competition"]
-    assert "dagster/code_references" in spec.metadata
 
 
 def test_a_range_warns_once_about_its_hours_missing_from_the_journal(

@@ -20,9 +20,10 @@ from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.recording.fill_events import reconcile_window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.integration.test_asset import ALL_CHECKS, KEY, T0, WINDOW, materialize, metadata, query
-from tests.journal_helpers import W3, fill, write_segment
-from tests.location import competition_fill_events
+from tests.helpers.journal import KEY, T0, W3, WINDOW, fill, write_segment
+from tests.helpers.location import competition_fill_events
+from tests.helpers.runs import ALL_CHECKS, materialize, metadata
+from tests.helpers.sql import execute, query
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -309,14 +310,9 @@ def _recorded_window(database_url: str, journal: Path) -> None:
     assert untouched.metadata["stored_rows"].value == 6
 
 
-def _execute(database_url: str, statement: str) -> None:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        conn.execute(statement)
-
-
 def test_the_check_finds_a_deleted_row(database_url: str, journal: Path) -> None:
     _recorded_window(database_url, journal)
-    _execute(
+    execute(
         database_url, "DELETE FROM competition_fill_events WHERE trade_id = 2 AND role = 'maker'"
     )
     check = _reconcile_alone(database_url, journal)
@@ -327,7 +323,7 @@ def test_the_check_finds_a_deleted_row(database_url: str, journal: Path) -> None
 
 def test_the_check_finds_an_extra_row(database_url: str, journal: Path) -> None:
     _recorded_window(database_url, journal)
-    _execute(
+    execute(
         database_url,
         "INSERT INTO competition_fill_events SELECT 99, wallet, role, side, counterparty,"
         " is_self_trade, symbol, price, size, notional, fee, realized_pnl,"
@@ -343,7 +339,7 @@ def test_the_check_finds_an_extra_row(database_url: str, journal: Path) -> None:
 
 def test_the_check_finds_a_changed_price(database_url: str, journal: Path) -> None:
     _recorded_window(database_url, journal)
-    _execute(
+    execute(
         database_url,
         "UPDATE competition_fill_events SET price = price + 0.001"
         " WHERE trade_id = 3 AND role = 'taker'",
@@ -357,7 +353,7 @@ def test_the_check_finds_a_changed_price(database_url: str, journal: Path) -> No
 
 def test_the_check_finds_a_missing_window(database_url: str, journal: Path) -> None:
     _recorded_window(database_url, journal)
-    _execute(database_url, "DELETE FROM competition_fill_events")
+    execute(database_url, "DELETE FROM competition_fill_events")
     check = _reconcile_alone(database_url, journal)
     assert not check.passed
     assert (check.metadata["missing"].value, check.metadata["stored_rows"].value) == (6, 0)

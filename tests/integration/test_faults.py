@@ -17,8 +17,9 @@ import dagster as dg
 import psycopg
 
 from competition_pipeline.store import dburl
-from tests.integration.test_asset import KEY, WINDOW, materialize, metadata, query
-from tests.journal_helpers import bulk_segment
+from tests.helpers.journal import KEY, WINDOW, bulk_segment
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import query
 
 FILLS = 300_000  # large enough that the load takes seconds, so the fault lands inside it
 

@@ -12,9 +12,10 @@ import pytest
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.tools import metrics
-from tests.dagster_dev import free_port
-from tests.integration.test_asset import KEY, T0, WINDOW, materialize, query
-from tests.journal_helpers import W3, append, fill, line, write_segment
+from tests.helpers.dagster_dev import free_port
+from tests.helpers.journal import KEY, T0, W3, WINDOW, append, fill, line, write_segment
+from tests.helpers.runs import materialize
+from tests.helpers.sql import query
 
 WB = Window(WINDOW.start + HOUR)
 WC = Window(WINDOW.start + 2 * HOUR)

@@ -22,9 +22,10 @@ from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl, months, schema
 from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.store.standings import Competitions
-from tests.conftest import REPO
-from tests.integration.test_asset import materialize, metadata, query
-from tests.journal_helpers import W1, W2, append, fill, line, write_segment
+from tests.helpers.environment import REPO
+from tests.helpers.journal import W1, W2, append, fill, line, write_segment
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import query
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026
@@ -300,7 +301,8 @@ def _previous_release(tmp_path: Path) -> Path:
     return root
 
 
-# Runs the previous release's code: its module paths, from before the layer folders.
+#: Run on the previous release's tree (PREVIOUS_RELEASE), so in its module layout (flat, before
+#: the layer folders): not to be renamed with the current package.
 _OLD_RECORD = """
 import sys
 import competition_pipeline

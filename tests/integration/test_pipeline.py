@@ -17,15 +17,11 @@ from competition_pipeline.recording.fill_events import (
 )
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.journal_helpers import W1, W2, append, fill, line, write_segment
+from tests.helpers.journal import W1, W2, append, fill, line, write_segment
+from tests.helpers.sql import scalar
 
 WINDOW = Window.from_key("2026-11-20-05:00")
 T0 = WINDOW.start_ms
-
-
-def _count(url: str, statement: str, *params: object) -> int:
-    with psycopg.connect(dburl.libpq(url)) as conn:
-        return conn.execute(statement, params).fetchone()[0]  # type: ignore[index]
 
 
 def test_a_window_is_recorded_once_and_its_rerun_reads_nothing(
@@ -38,8 +34,8 @@ def test_a_window_is_recorded_once_and_its_rerun_reads_nothing(
     assert (first.lines_read, first.fills_read, first.rejects) == (3, 2, 1)
     assert (first.rows_inserted, first.rows_already_present) == (4, 0)
     assert first.balanced() and not first.unchanged
-    assert _count(database_url, "SELECT count(*) FROM competition_fill_events") == 4
-    assert _count(database_url, "SELECT count(*) FROM competition_fill_keys") == 4
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_events") == 4
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_keys") == 4
 
     again = record_window(source, store, WINDOW)
     assert again.unchanged and again.bytes_read == 0
@@ -52,7 +48,7 @@ def test_a_window_is_recorded_once_and_its_rerun_reads_nothing(
         4,
         first.bytes_read,
     )
-    assert _count(database_url, "SELECT count(*) FROM competition_fill_rejects") == 1
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_rejects") == 1
 
 
 def test_an_appended_segment_is_read_from_its_committed_offset(
@@ -69,7 +65,7 @@ def test_an_appended_segment_is_read_from_its_committed_offset(
     assert grown.incremental
     assert grown.bytes_read == segment.stat().st_size - size  # only what was appended
     assert (grown.lines_read, grown.rows_inserted) == (1, 2)
-    assert _count(database_url, "SELECT count(*) FROM competition_fill_events") == 4
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_events") == 4
 
 
 def test_a_conflicting_version_is_kept_aside_and_the_first_stands(
@@ -82,9 +78,9 @@ def test_a_conflicting_version_is_kept_aside_and_the_first_stands(
 
     report = record_window(source, store, WINDOW)
     assert (report.conflicts, report.rows_inserted) == (1, 0)
-    assert _count(database_url, "SELECT count(*) FROM competition_fill_conflicts") == 2
+    assert scalar(database_url, "SELECT count(*) FROM competition_fill_conflicts") == 2
     assert (
-        _count(database_url, "SELECT count(*) FROM competition_fill_events WHERE price = 99") == 0
+        scalar(database_url, "SELECT count(*) FROM competition_fill_events WHERE price = 99") == 0
     )
 
 
@@ -111,4 +107,4 @@ def test_reconciliation_compares_by_digest_and_names_a_deleted_row(
     assert repaired.rows_inserted == 1
     assert reconcile_window(source, store, WINDOW).exact
     kept = "SELECT count(*) FROM competition_fill_events WHERE wallet = %s"
-    assert _count(database_url, kept, W1) == 2
+    assert scalar(database_url, kept, W1) == 2

@@ -15,8 +15,8 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import CompetitionError, Competitions
 from competition_pipeline.tools import cli
-from tests.integration.test_asset import materialize
-from tests.journal_helpers import W1, W2, W3, fill, write_segment
+from tests.helpers.journal import W1, W2, W3, fill, write_segment
+from tests.helpers.runs import materialize
 
 W4 = "0x4444444444444444444444444444444444444444"  # trades, never registered
 W5 = "0x5555555555555555555555555555555555555555"  # registered, no fills

@@ -22,9 +22,10 @@ from competition_pipeline.defs.resources import (
 from competition_pipeline.defs.runs import error_cause
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.tools.publish import journal_lines, publish_lines, subject_and_id
-from tests.integration.test_asset import KEY, T0, WINDOW, materialize, metadata, query
-from tests.journal_helpers import fill, line
-from tests.location import SETTINGS, competition_fill_events
+from tests.helpers.journal import KEY, T0, WINDOW, fill, line
+from tests.helpers.location import SETTINGS, competition_fill_events
+from tests.helpers.runs import materialize, metadata
+from tests.helpers.sql import query
 
 
 @pytest.fixture

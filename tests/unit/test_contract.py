@@ -21,35 +21,10 @@ from competition_pipeline.fills.contract import (
     parse_checked,
     parse_line,
 )
+from tests.helpers.journal import EXAMPLE, EXAMPLE_FILL, W1, W2
 
-TAKER = "0x1111111111111111111111111111111111111111"
-MAKER = "0x2222222222222222222222222222222222222222"
+TAKER, MAKER = W1, W2  # the contract example's wallets
 
-# The contract's example message, verbatim.
-EXAMPLE: dict = {
-    "type": "OrderFilled",
-    "fill": {
-        "trade_id": 81234567,
-        "taker_order_id": 991,
-        "maker_order_id": 774,
-        "symbol": "BTC-20260331-100000-C",
-        "price": "1520.5",
-        "size": "0.25",
-        "fee": "0.38",
-        "taker_side": "Buy",
-        "taker_wallet_address": TAKER,
-        "maker_wallet_address": MAKER,
-        "is_taker": True,
-        "timestamp": 1763985600123,
-        "builder_code_address": None,
-        "builder_code_fee": None,
-        "source": {"type": "orderbook"},
-        "taker_realized_pnl": "-12.5",
-        "maker_realized_pnl": None,
-        "underlying_notional": "24375.0",
-    },
-    "accounting": {"taker_fee": "0.38", "maker_fee": "-0.05"},
-}
 
 REQUIRED_FILL_FIELDS = (
     "trade_id",
@@ -117,26 +92,7 @@ def rejected(line: bytes | str | dict, field: str | None = None) -> str:
 
 def test_contract_example_parses_into_every_field() -> None:
     fill = parse_fill(EXAMPLE)
-    assert fill == Fill(
-        trade_id=81234567,
-        taker_order_id=991,
-        maker_order_id=774,
-        symbol="BTC-20260331-100000-C",
-        price="1520.5",
-        size="0.25",
-        taker_side="Buy",
-        taker_wallet=TAKER,
-        maker_wallet=MAKER,
-        timestamp_ms=1763985600123,
-        taker_fee="0.38",
-        maker_fee="-0.05",
-        builder_code_address=None,
-        builder_code_fee=None,
-        source_type="orderbook",
-        taker_realized_pnl="-12.5",
-        maker_realized_pnl=None,
-        underlying_notional="24375.0",
-    )
+    assert fill == EXAMPLE_FILL
     # Decimals are strings, never floats.
     for value in (fill.price, fill.size, fill.taker_fee, fill.maker_fee, fill.underlying_notional):
         assert type(value) is str

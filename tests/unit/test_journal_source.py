@@ -91,7 +91,7 @@ def test_other_entries_are_ignored_and_reported_never_read(tmp_path: Path) -> No
     here = hour_dir(tmp_path)
     write_plain(here, "seg-1.jsonl", lines("ok", 2))
     poison = [b'{"type":"OrderFilled","poison":true}']
-    for name in (
+    others = (
         "notes.txt",
         ".hidden.jsonl",
         ".hidden.jsonl.gz",
@@ -99,7 +99,8 @@ def test_other_entries_are_ignored_and_reported_never_read(tmp_path: Path) -> No
         "seg-3.json",
         "seg-4.jsonl.gz.part",
         "seg-5.JSONL",
-    ):
+    )
+    for name in others:
         write_plain(here, name, poison)
     (here / "subdir").mkdir()
     write_plain(here / "subdir", "nested.jsonl", poison)
@@ -111,13 +112,7 @@ def test_other_entries_are_ignored_and_reported_never_read(tmp_path: Path) -> No
     assert sorted(stats.ignored) == sorted(
         f"{PREFIX}/{name}"
         for name in (
-            "notes.txt",
-            ".hidden.jsonl",
-            ".hidden.jsonl.gz",
-            "seg-2.jsonl.tmp",
-            "seg-3.json",
-            "seg-4.jsonl.gz.part",
-            "seg-5.JSONL",
+            *others,
             "subdir",
             "dir.jsonl",
         )

@@ -13,30 +13,18 @@ import pytest
 
 from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.rows import ROW_FIELDS, fill_rows
+from tests.helpers.journal import EXAMPLE_FILL, W1, W2
 
-TAKER = "0x1111111111111111111111111111111111111111"
-MAKER = "0x2222222222222222222222222222222222222222"
+TAKER, MAKER = W1, W2  # the contract example's wallets
 BUILDER = "0x3333333333333333333333333333333333333333"
 
-FILL = Fill(
-    trade_id=81234567,
-    taker_order_id=991,
-    maker_order_id=774,
-    symbol="BTC-20260331-100000-C",
-    price="1520.5",
-    size="0.25",
-    taker_side="Buy",
-    taker_wallet=TAKER,
-    maker_wallet=MAKER,
-    timestamp_ms=1763985600123,
-    taker_fee="0.38",
-    maker_fee="-0.05",
+#: The contract's example with a builder code, from an RFQ, and a maker pnl: every field set.
+FILL = msgspec.structs.replace(
+    EXAMPLE_FILL,
     builder_code_address=BUILDER,
     builder_code_fee="0.01",
     source_type="rfq",
-    taker_realized_pnl="-12.5",
     maker_realized_pnl="3.25",
-    underlying_notional="24375.0",
 )
 
 
@@ -44,6 +32,29 @@ def as_dicts(rows: list[tuple]) -> list[dict]:
     for row in rows:
         assert len(row) == len(ROW_FIELDS)
     return [dict(zip(ROW_FIELDS, row, strict=True)) for row in rows]
+
+
+def parse_required_only(taker_side: str, taker_wallet: str, maker_wallet: str) -> Fill:
+    """A parsed line with only the contract's required fields (no accounting, no source)."""
+    msg = {
+        "type": "OrderFilled",
+        "fill": {
+            "trade_id": 5,
+            "taker_order_id": 1,
+            "maker_order_id": 2,
+            "symbol": "BTC-PERP",
+            "price": "100",
+            "size": "2",
+            "fee": "0.2",
+            "taker_side": taker_side,
+            "taker_wallet_address": taker_wallet,
+            "maker_wallet_address": maker_wallet,
+            "timestamp": 1000,
+        },
+    }
+    fill = parse_line(json.dumps(msg))
+    assert type(fill) is Fill
+    return fill
 
 
 def test_row_fields_are_unique_and_start_with_the_origin() -> None:
@@ -129,24 +140,7 @@ def test_null_pnl_and_no_builder_stay_null() -> None:
 
 
 def test_rows_from_a_parsed_line_without_accounting() -> None:
-    msg = {
-        "type": "OrderFilled",
-        "fill": {
-            "trade_id": 5,
-            "taker_order_id": 1,
-            "maker_order_id": 2,
-            "symbol": "BTC-PERP",
-            "price": "100",
-            "size": "2",
-            "fee": "0.2",
-            "taker_side": "sell",
-            "taker_wallet_address": TAKER.upper().replace("0X", "0x"),
-            "maker_wallet_address": MAKER,
-            "timestamp": 1000,
-        },
-    }
-    fill = parse_line(json.dumps(msg))
-    assert type(fill) is Fill
+    fill = parse_required_only("sell", TAKER.upper().replace("0X", "0x"), MAKER)
     taker, maker = as_dicts(fill_rows(fill, 9, "x.jsonl", 4))
     assert (taker["wallet"], taker["side"], taker["fee"]) == (TAKER, "Sell", "0.2")
     assert (maker["wallet"], maker["side"], maker["fee"]) == (MAKER, "Buy", "0")
@@ -212,24 +206,11 @@ def test_self_trade_pnl_is_the_sum_with_null_as_absent(
 
 
 def test_self_trade_detection_is_on_the_stored_lowercase_wallet() -> None:
-    msg = {
-        "type": "OrderFilled",
-        "fill": {
-            "trade_id": 5,
-            "taker_order_id": 1,
-            "maker_order_id": 2,
-            "symbol": "BTC-PERP",
-            "price": "100",
-            "size": "2",
-            "fee": "0.2",
-            "taker_side": "Buy",
-            "taker_wallet_address": "0xABCDEF0123456789ABCDEF0123456789ABCDEF01",
-            "maker_wallet_address": "0xabcdef0123456789abcdef0123456789abcdef01",
-            "timestamp": 1000,
-        },
-    }
-    fill = parse_line(json.dumps(msg))
-    assert type(fill) is Fill
+    fill = parse_required_only(
+        "Buy",
+        "0xABCDEF0123456789ABCDEF0123456789ABCDEF01",
+        "0xabcdef0123456789abcdef0123456789abcdef01",
+    )
     (row,) = as_dicts(fill_rows(fill, 1, "f", 1))
     assert row["role"] == "self" and row["is_self_trade"] is True
 

@@ -15,14 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
 from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.store import dburl
 from competition_pipeline.tools.ports import free_port
-from tests.conftest import REPO
+from tests.helpers.environment import REPO
+from tests.helpers.sql import query
 
 SENSOR_INTERVAL = 10
 
@@ -38,6 +36,31 @@ STATUS = """
 query Status($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     ... on PartitionBackfill { status numPartitions runs(limit: 100) { runId status } }
+  }
+}"""
+EXECUTIONS = """
+query Executions($assetKey: AssetKeyInput!, $checkName: String!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 100) {
+    runId status partition
+  }
+}"""
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+RUN = """
+query Run($id: ID!) {
+  runOrError(runId: $id) {
+    ... on Run {
+      status
+      eventConnection {
+        events { __typename ... on ExecutionStepFailureEvent { error { message } } }
+      }
+    }
   }
 }"""
 
@@ -66,14 +89,25 @@ class DagsterDev:
         return f"http://127.0.0.1:{self.port}"
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.load(response)
+        """The answer's data; an answer with errors fails the test."""
+        payload = post_graphql(self.port, query, variables)
         assert "errors" not in payload, payload
         return payload["data"]
+
+
+def post_graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    """The whole answer (data and any errors) of the Dagster webserver on ``port``."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def graphql(port: int, query: str) -> dict:
+    """The answer's data, errors or not (the local start's webserver, before it is ready)."""
+    return post_graphql(port, query)["data"]
 
 
 def dagster_dev_env(database_url: str, journal: Path, *, sensor_running: bool) -> dict[str, str]:
@@ -134,8 +168,7 @@ def run_dagster_dev(env: Mapping[str, str], log: Path) -> Iterator[DagsterDev]:
 
 
 def stored_keys(database_url: str) -> set[tuple[int, str]]:
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        return set(conn.execute("SELECT trade_id, wallet FROM competition_fill_events").fetchall())
+    return set(query(database_url, "SELECT trade_id, wallet FROM competition_fill_events"))
 
 
 def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:

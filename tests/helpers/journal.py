@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from competition_pipeline.fills.contract import Fill
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.fills.windows import Window
 
@@ -16,10 +17,16 @@ W2 = "0x2222222222222222222222222222222222222222"
 W3 = "0x3333333333333333333333333333333333333333"
 W4 = "0xAbCdEf0000000000000000000000000000000004"
 
-_BASE: dict[str, Any] = {
+#: The window most tests record, and its first millisecond.
+KEY = "2026-11-20-03:00"
+WINDOW = Window.from_key(KEY)
+T0 = WINDOW.start_ms
+
+#: The contract's example message (fill-journal.md, section 1), verbatim: taker W1, maker W2.
+EXAMPLE: dict[str, Any] = {
     "type": "OrderFilled",
     "fill": {
-        "trade_id": 1,
+        "trade_id": 81234567,
         "taker_order_id": 991,
         "maker_order_id": 774,
         "symbol": "BTC-20260331-100000-C",
@@ -30,7 +37,7 @@ _BASE: dict[str, Any] = {
         "taker_wallet_address": W1,
         "maker_wallet_address": W2,
         "is_taker": True,
-        "timestamp": 0,
+        "timestamp": 1763985600123,
         "builder_code_address": None,
         "builder_code_fee": None,
         "source": {"type": "orderbook"},
@@ -41,10 +48,33 @@ _BASE: dict[str, Any] = {
     "accounting": {"taker_fee": "0.38", "maker_fee": "-0.05"},
 }
 
+#: What the contract's example parses into, field by field.
+EXAMPLE_FILL = Fill(
+    trade_id=81234567,
+    taker_order_id=991,
+    maker_order_id=774,
+    symbol="BTC-20260331-100000-C",
+    price="1520.5",
+    size="0.25",
+    taker_side="Buy",
+    taker_wallet=W1,
+    maker_wallet=W2,
+    timestamp_ms=1763985600123,
+    taker_fee="0.38",
+    maker_fee="-0.05",
+    builder_code_address=None,
+    builder_code_fee=None,
+    source_type="orderbook",
+    taker_realized_pnl="-12.5",
+    maker_realized_pnl=None,
+    underlying_notional="24375.0",
+)
+
 
 def fill(trade_id: int, timestamp_ms: int, **fields: Any) -> dict[str, Any]:
-    """An OrderFilled message; ``fields`` override fill fields (``accounting=None`` drops it)."""
-    message = copy.deepcopy(_BASE)
+    """The contract's example as fill ``trade_id`` at ``timestamp_ms``; ``fields`` override fill
+    fields (``accounting=None`` drops it)."""
+    message = copy.deepcopy(EXAMPLE)
     message["fill"].update(trade_id=trade_id, timestamp=timestamp_ms)
     if "accounting" in fields:
         accounting = fields.pop("accounting")

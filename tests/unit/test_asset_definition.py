@@ -1,0 +1,35 @@
+"""The asset as defined, without a run or a server: its metadata's lag for the open hour, and
+the column schema, owner and code reference it carries. Runs of it are tested in
+tests/integration/test_asset.py."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tests.helpers.journal import KEY, WINDOW
+
+
+def test_lag_is_reported_for_the_open_hour_only() -> None:
+    from competition_pipeline.defs.fill_events import report_metadata
+    from competition_pipeline.recording.fill_events import WindowReport
+
+    now = WINDOW.start.timestamp() + 1800  # half way through the window: it is open
+    report = WindowReport(window=KEY, source="journal", newest_fill_ms=int(now * 1000) - 4000)
+    assert report_metadata(report, now=now)["lag_seconds"] == 4.0
+    closed = report_metadata(report, now=WINDOW.end.timestamp() + 3600)
+    assert "lag_seconds" not in closed and closed["open_hour"] is False
+
+
+def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
+    from competition_pipeline.definitions import defs
+    from competition_pipeline.store.database import fill_events
+
+    spec = defs.resolve_assets_def("competition_fill_events").specs_by_key[
+        dg.AssetKey("competition_fill_events")
+    ]
+    schema = spec.metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    assert [c.name for c in schema.columns] == [c.name for c in fill_events.columns]
+    assert {c.name for c in schema.columns if not c.constraints.nullable} >= {"trade_id", "wallet"}
+    assert spec.owners == ["team:trading-competition"]
+    assert "dagster/code_references" in spec.metadata
