@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -13,61 +19,18 @@ from competition_pipeline.fills import rows
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording import fill_events as recording
+from competition_pipeline.recording.checks import WindowChecker
 from competition_pipeline.recording.fill_events import record_window
 from competition_pipeline.recording.rebuild import RebuildError, rebuild_windows, undo_rebuild
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
-from tests.journal_helpers import fill, write_segment
+from tests.helpers.journal import W1, W2, W3, append, fill, line, write_segment
+from tests.helpers.rebuild import fills_table, old_release, other_rules, snapshot
+from tests.helpers.sql import execute, query
 
 WINDOW = Window.from_key("2026-03-31-14:00")
 T0 = WINDOW.start_ms
-W1 = "0x" + "1" * 40
-W2 = "0x" + "2" * 40
-W3 = "0x" + "3" * 40
-#: Every table a rebuild may touch, compared whole before and after.
-TABLES = (
-    "competition_fill_events",
-    "competition_fill_keys",
-    "competition_fill_rejects",
-    "competition_fill_conflicts",
-    "competition_fill_windows",
-    "competition_fill_retired",
-    "competition_fill_rebuilds",
-    "competition_fill_revisions",
-    "competition_fill_counter_offsets",
-    "competition_standings",
-)
-
-
-def snapshot(url: str) -> dict[str, list[tuple]]:
-    """Every row of every table, as text, in a stable order."""
-    with psycopg.connect(dburl.libpq(url)) as conn:
-        return {
-            table: conn.execute(
-                f"SELECT t::text FROM {table} t ORDER BY 1"  # noqa: S608
-            ).fetchall()
-            for table in TABLES
-        }
-
-
-def fills_table(url: str) -> list[tuple]:
-    with psycopg.connect(dburl.libpq(url)) as conn:
-        return conn.execute(
-            "SELECT trade_id, wallet, role, side, fee::text, price::text, fill_ts, window_start"
-            " FROM competition_fill_events ORDER BY trade_id, wallet"
-        ).fetchall()
-
-
-def old_release(monkeypatch: pytest.MonkeyPatch, version: int = 2) -> None:
-    """The rules of an earlier release: the maker's fee taken from ``fee`` (the taker's), not
-    ``accounting.maker_fee``; recorded under an older RECORDING_VERSION."""
-
-    def old_rows(fill_: rows.Fill, *args):  # type: ignore[name-defined]
-        return rows.fill_rows(msgspec.structs.replace(fill_, maker_fee=fill_.taker_fee), *args)
-
-    monkeypatch.setattr(recording, "fill_rows", old_rows)
-    monkeypatch.setattr(recording, "RECORDING_VERSION", version)
 
 
 def journal_of(journal: Path) -> None:
@@ -127,16 +90,16 @@ def test_apply_equals_a_fresh_recording_keeps_the_old_rows_and_undo_restores_the
     fresh.ensure_schema()
     record_window(JournalSource(journal), fresh, WINDOW)
     assert fills_table(database_url) == fills_table(empty_database_url)
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        kept = conn.execute(
-            "SELECT change, trade_id, wallet, old_row->>'fee', changed_fields, version_from,"
-            " version_to, reason FROM competition_fill_revisions WHERE rebuild_id = %s"
-            " ORDER BY trade_id",
-            (report.rebuild_id,),
-        ).fetchall()
-        summary_version = conn.execute(
-            "SELECT summary->>'version' FROM competition_fill_windows"
-        ).fetchone()[0]
+    kept = query(
+        database_url,
+        "SELECT change, trade_id, wallet, old_row->>'fee', changed_fields, version_from,"
+        " version_to, reason FROM competition_fill_revisions WHERE rebuild_id = %s"
+        " ORDER BY trade_id",
+        report.rebuild_id,
+    )
+    ((summary_version,),) = query(
+        database_url, "SELECT summary->>'version' FROM competition_fill_windows"
+    )
     assert kept == [
         ("changed", t, w, "0.38", "fee", 2, recording.RECORDING_VERSION, "maker fee rule fixed")
         for t, w in ((1, W2), (2, W1), (3, W2))
@@ -179,8 +142,7 @@ def test_a_rule_change_that_adds_and_removes_rows(
             maker[4:9] = [W1, "maker", "Sell", W3, False]
             return [taker, tuple(maker)]
 
-        patch.setattr(recording, "fill_rows", two_rows)
-        patch.setattr(recording, "RECORDING_VERSION", 2)
+        other_rules(patch, two_rows)
         record_window(JournalSource(journal), store, WINDOW)
     assert len(fills_table(database_url)) == 4
 
@@ -207,16 +169,14 @@ def test_a_fill_whose_corrected_timestamp_moves_it_to_another_month(
     window = Window.from_key("2026-04-01-00:00")
     write_segment(journal, window, "s.jsonl", [fill(7, window.start_ms + 5)])
     store = CompetitionStore(database_url)
-    with psycopg.connect(dburl.libpq(database_url)) as conn:  # the month the old rule wrote to
-        conn.execute("SELECT competition_create_month('2026-03-01')")
+    execute(database_url, "SELECT competition_create_month('2026-03-01')")  # the old rule's month
     with monkeypatch.context() as patch:
 
         def early(fill_, *args):
             early_fill = msgspec.structs.replace(fill_, timestamp_ms=fill_.timestamp_ms - 3_600_000)
             return rows.fill_rows(early_fill, *args)
 
-        patch.setattr(recording, "fill_rows", early)
-        patch.setattr(recording, "RECORDING_VERSION", 2)
+        other_rules(patch, early)
         record_window(JournalSource(journal), store, window)
     march = dt.datetime(2026, 3, 31, 23, 0, 0, 5000, tzinfo=dt.UTC)
     assert {r[6] for r in fills_table(database_url)} == {march}
@@ -226,11 +186,11 @@ def test_a_fill_whose_corrected_timestamp_moves_it_to_another_month(
     assert report.windows[0].changed_by_field == {"fill_ts": 2}
     april = window.start + dt.timedelta(milliseconds=5)
     assert {r[6] for r in fills_table(database_url)} == {april}
-    with psycopg.connect(dburl.libpq(database_url)) as conn:
-        parts = conn.execute(
-            "SELECT tableoid::regclass::text, count(*) FROM competition_fill_events GROUP BY 1"
-        ).fetchall()
-        keys = conn.execute("SELECT fill_ts FROM competition_fill_keys").fetchall()
+    parts = query(
+        database_url,
+        "SELECT tableoid::regclass::text, count(*) FROM competition_fill_events GROUP BY 1",
+    )
+    keys = query(database_url, "SELECT fill_ts FROM competition_fill_keys")
     assert parts == [("competition_fill_events_2026_04", 2)]
     assert keys == [(april,), (april,)]
 
@@ -288,15 +248,14 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
 def test_the_reconciliation_names_a_changed_rows_fields_and_says_to_run_a_rebuild_dry_run(
     database_url: str, journal: Path
 ) -> None:
-    from competition_pipeline.recording.checks import WindowChecker
-
     journal_of(journal)
     store = CompetitionStore(database_url)
     record_window(JournalSource(journal), store, WINDOW)
-    with psycopg.connect(dburl.libpq(database_url)) as conn:  # a fee set wrong by hand
-        conn.execute(
-            "UPDATE competition_fill_events SET fee = 9 WHERE trade_id = 2 AND wallet = %s", (W1,)
-        )
+    execute(  # a fee set wrong by hand
+        database_url,
+        "UPDATE competition_fill_events SET fee = 9 WHERE trade_id = 2 AND wallet = %s",
+        W1,
+    )
     outcome = WindowChecker(store, JournalSource(journal)).reconciles_with_journal(WINDOW)
     assert not outcome.passed and outcome.metadata["changed"] == 1
     assert outcome.metadata["changed_fields"] == f"trade 2 {W1}: fee 9 -> -0.05"
@@ -313,12 +272,6 @@ def test_the_reconciliation_names_a_changed_rows_fields_and_says_to_run_a_rebuil
 def test_kill_9_during_apply_leaves_the_window_old_and_the_rerun_finishes_it(
     database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     journal_of(journal)
     store = CompetitionStore(database_url)
     with monkeypatch.context() as patch:
@@ -371,10 +324,6 @@ def test_kill_9_during_apply_leaves_the_window_old_and_the_rerun_finishes_it(
 def test_a_rebuild_and_a_recording_of_the_same_window_at_once_end_exact(
     database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
-    from tests.journal_helpers import append, line
-
     journal_of(journal)
     store = CompetitionStore(database_url)
     with monkeypatch.context() as patch:
