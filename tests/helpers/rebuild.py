@@ -9,6 +9,7 @@ import pytest
 from competition_pipeline.fills import rows
 from competition_pipeline.fills.contract import Fill
 from competition_pipeline.recording import fill_events as recording
+from tests.helpers.journal import W1
 from tests.helpers.sql import query
 
 #: Every table a rebuild may touch, compared whole before and after.
@@ -51,6 +52,18 @@ def old_release(monkeypatch: pytest.MonkeyPatch, version: int = 2) -> None:
 
     monkeypatch.setattr(recording, "fill_rows", old_rows)
     monkeypatch.setattr(recording, "RECORDING_VERSION", version)
+
+
+def self_trade_as_two_rows(fill: Fill, *args) -> list[tuple]:
+    """An older self-trade rule: a taker row and a maker row (the maker's wallet shown as W1)
+    instead of one ``self`` row; any other fill as today."""
+    if fill.taker_wallet != fill.maker_wallet:
+        return rows.fill_rows(fill, *args)
+    wallet = fill.maker_wallet
+    taker, _ = rows.fill_rows(msgspec.structs.replace(fill, maker_wallet=W1), *args)
+    maker = list(taker)
+    maker[4:9] = [W1, "maker", "Sell", wallet, False]
+    return [taker, tuple(maker)]
 
 
 def other_rules(monkeypatch: pytest.MonkeyPatch, fill_rows, version: int = 2) -> None:

@@ -136,3 +136,60 @@ def test_counters_equal_the_tables_and_lag_follows_the_journal(
         )
         == (8, 15)
     )
+
+
+def test_no_counter_falls_when_a_month_is_retired_or_a_rebuild_removes_rows(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int, monkeypatch
+) -> None:
+    from competition_pipeline.fills.journal import JournalSource
+    from competition_pipeline.recording.fill_events import record_window
+    from competition_pipeline.recording.rebuild import rebuild_windows
+    from competition_pipeline.store import months
+    from competition_pipeline.store.database import CompetitionStore
+    from tests.helpers.rebuild import other_rules, self_trade_as_two_rows
+
+    store = CompetitionStore(database_url)
+    march = Window.from_key("2026-03-31-23:00")  # retired below: older than any retention
+    write_segment(journal, march, "m.jsonl", [fill(1, march.start_ms), "garbage"])
+    known_journal(journal)  # WINDOW (rejects, a conflict) and WB
+    # WB recorded by an older rule that gave a self-trade two rows: a rebuild removes one.
+    write_segment(
+        journal,
+        WB,
+        "self.jsonl",
+        [fill(30, TB + 30, taker_wallet_address=W3, maker_wallet_address=W3)],
+    )
+    for window in (march, WINDOW):
+        record_window(JournalSource(journal), store, window)
+    with monkeypatch.context() as patch:
+        other_rules(patch, self_trade_as_two_rows)
+        record_window(JournalSource(journal), store, WB)
+
+    def counters(scrape_: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in scrape_.items() if "_total" in k}
+
+    first = scrape(exporter)
+    assert (
+        first["competition_fill_rows_stored"]
+        == query(database_url, "SELECT count(*) FROM competition_fill_events")[0][0]
+    )
+    assert months.retire(store, 3).dropped == ["competition_fill_events_2026_03"]
+    second = scrape(exporter)
+    assert second["competition_fill_rows_stored"] == first["competition_fill_rows_stored"] - 2
+    report = rebuild_windows(JournalSource(journal), store, [WB], apply=True, reason="self rule")
+    assert report.windows[0].removed == 1
+    third = scrape(exporter)
+    assert third["competition_fill_rows_stored"] == second["competition_fill_rows_stored"] - 1
+    for before, after in ((first, second), (second, third)):
+        fallen = {k: (v, after.get(k)) for k, v in counters(before).items() if after.get(k, 0) < v}
+        assert fallen == {}
+    # A restarted (or a second) exporter serves the same totals: nothing is counted in a process.
+    server, _ = metrics.serve("127.0.0.1", port := free_port())
+    try:
+        assert counters(scrape(port)) == counters(third)
+    finally:
+        server.shutdown()
+    assert (
+        third['competition_fill_rejects_total{reason="invalid JSON"}']
+        == (first['competition_fill_rejects_total{reason="invalid JSON"}'])
+    )

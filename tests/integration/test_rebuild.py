@@ -26,7 +26,13 @@ from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
 from tests.helpers.journal import W1, W2, W3, append, fill, line, write_segment
-from tests.helpers.rebuild import fills_table, old_release, other_rules, snapshot
+from tests.helpers.rebuild import (
+    fills_table,
+    old_release,
+    other_rules,
+    self_trade_as_two_rows,
+    snapshot,
+)
 from tests.helpers.sql import execute, query
 
 WINDOW = Window.from_key("2026-03-31-14:00")
@@ -133,16 +139,7 @@ def test_a_rule_change_that_adds_and_removes_rows(
     )
     store = CompetitionStore(database_url)
     with monkeypatch.context() as patch:
-
-        def two_rows(fill_, *args):
-            if fill_.taker_wallet != fill_.maker_wallet:
-                return rows.fill_rows(fill_, *args)
-            taker, _ = rows.fill_rows(msgspec.structs.replace(fill_, maker_wallet=W1), *args)
-            maker = list(taker)
-            maker[4:9] = [W1, "maker", "Sell", W3, False]
-            return [taker, tuple(maker)]
-
-        other_rules(patch, two_rows)
+        other_rules(patch, self_trade_as_two_rows)
         record_window(JournalSource(journal), store, WINDOW)
     assert len(fills_table(database_url)) == 4
 

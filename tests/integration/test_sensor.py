@@ -202,3 +202,27 @@ def test_an_unreachable_database_decides_nothing_and_says_why(instance, journal:
     result = fill_journal_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "cannot connect" in result.skip_message and "pw-xyz" not in result.skip_message
+
+
+def test_a_window_retention_retired_is_never_requested_again_though_the_journal_holds_it(
+    instance, journal: Path, database_url: str
+) -> None:
+    from competition_pipeline.store import months
+    from competition_pipeline.store.database import CompetitionStore
+
+    march = Window.from_key("2026-03-31-23:00")  # a month past any retention counted from now
+    segment = write_segment(journal, march, "s.jsonl", [fill(1, march.start_ms)])
+    write_segment(journal, RECENT, "s.jsonl", [fill(2, RECENT.start_ms)])
+    commit(journal, database_url, march)
+    assert keys(tick(instance, journal, database_url, None)) == [RECENT.key]
+
+    assert months.retire(CompetitionStore(database_url), 3).dropped == [
+        "competition_fill_events_2026_03"
+    ]
+    # The journal still holds March (now "never recorded"), and it grows: never requested.
+    append(segment, json.dumps(fill(3, march.start_ms + 1)) + "\n")
+    cursor = None
+    for _ in range(3):
+        result = tick(instance, journal, database_url, cursor)
+        assert keys(result) == [RECENT.key]
+        cursor = result.cursor
