@@ -148,8 +148,8 @@ def rebuild_windows(
     report.refused = _no_data(source, windows)
     if apply and report.refused:
         raise RebuildError("; ".join(report.refused.values()) + ": nothing was applied")
-    competitions = _overlapping(store, windows)
     with closing(store.connect()) as conn, store.wrap_errors("database error in"):
+        competitions = _overlapping(store, windows)
         session = RebuildSession(conn, store.ensure_month)
         if apply:
             missing = session.missing_privileges()

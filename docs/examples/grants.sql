@@ -3,8 +3,9 @@
 -- schema change that adds a table:
 --     psql -h DBHOST -U postgres -d competition -v ON_ERROR_STOP=1 -f docs/examples/grants.sql
 -- Idempotent. Each role gets what the statements of the code it runs need, and nothing else
--- (section 4 lists them); tests/test_asset.py (test_least_privilege_role_records_a_window) records
--- a window with the first two GRANTs, tests/test_operations_docs.py applies this file.
+-- (section 4 lists them); tests/helpers/sql.py RECORDER_GRANTS gives the recorder's (with them
+-- test_least_privilege_role_records_a_window records a window and test_rebuild.py dry-runs a
+-- rebuild), tests/integration/test_operations_docs.py applies this file.
 SET ROLE competition_owner;
 
 -- The recorder, for competition_fill_events (the asset and its three checks).

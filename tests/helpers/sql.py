@@ -50,3 +50,42 @@ def fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]
         yield embedded.database_url(admin_url, name)
     finally:
         embedded.drop_database(admin_url, name)
+
+
+#: The recorder's rights, as docs/examples/grants.sql gives them (SELECT and INSERT, the
+#: windows' upsert, reads of what retention and rebuilds leave), on one test database.
+RECORDER_GRANTS = """
+GRANT CONNECT ON DATABASE {db} TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT TEMPORARY ON DATABASE {db} TO {role};
+GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
+      competition_fill_conflicts TO {role};
+GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO {role};
+GRANT SELECT ON competition_fill_rebuilds, competition_fill_revisions, competition_fill_retired,
+      competition_fill_counter_offsets TO {role};
+GRANT SELECT, UPDATE ON competitions TO {role};
+GRANT SELECT ON competition_participants TO {role};
+GRANT SELECT, INSERT, DELETE ON competition_standings TO {role};
+"""
+
+
+@contextmanager
+def recorder_role(database_url: str) -> Iterator[str]:
+    """A login role with only the recorder's rights on the database: its URL, the role dropped
+    after."""
+    import os
+
+    role = f"recorder_{os.getpid()}"
+    database = dburl.parse(database_url).database
+    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC")
+        conn.execute(RECORDER_GRANTS.format(db=database, role=role))
+    try:
+        url = dburl.parse(database_url).set(username=role, password=None)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

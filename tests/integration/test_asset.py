@@ -16,7 +16,7 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from tests.helpers.journal import KEY, T0, W1, W2, W3, W4, WINDOW, append, fill, line, write_segment
 from tests.helpers.runs import materialize, metadata
-from tests.helpers.sql import execute, query
+from tests.helpers.sql import execute, query, recorder_role
 
 
 def table(database_url: str) -> list[tuple]:
@@ -372,44 +372,22 @@ def test_a_simulated_hour_is_recorded_exactly(database_url: str, journal: Path) 
     assert meta["rejects"] == 0 and meta["conflicts"] == 0
 
 
-README_GRANTS = """
-GRANT CONNECT ON DATABASE {db} TO {role};
-GRANT USAGE ON SCHEMA public TO {role};
-GRANT TEMPORARY ON DATABASE {db} TO {role};
-GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
-      competition_fill_conflicts TO {role};
-GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO {role};
-"""
-
-
 def test_least_privilege_role_records_a_window(database_url: str, journal: Path) -> None:
     from competition_pipeline.store.database import CompetitionStore
 
     CompetitionStore(database_url).ensure_schema()  # the owner's one-time step
-    role = f"recorder_{os.getpid()}"
-    database = dburl.parse(database_url).database
-    with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {role}")
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC")
-        conn.execute(README_GRANTS.format(db=database, role=role))
-    try:
-        url = dburl.parse(database_url).set(username=role, password=None)
+    with recorder_role(database_url) as url:
         write_segment(
             journal,
             WINDOW,
             "s.jsonl",
             [fill(1, T0), fill(2, T0, symbol="x'; DROP TABLE competition_fill_events;--")],
         )
-        meta = metadata(materialize(url.render_as_string(hide_password=False), journal))
+        meta = metadata(materialize(url, journal))
         assert (meta["rows_inserted"], meta["rejects"]) == (2, 1)
         ((reason,),) = query(database_url, "SELECT reason FROM competition_fill_rejects")
         assert reason.startswith("symbol:") and "DROP TABLE" in reason
         assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2,)]
-    finally:
-        with psycopg.connect(dburl.libpq(database_url), autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
 
 
 # --- metadata that means what it says (issue 14, items 5 and 6) ---------------------------------

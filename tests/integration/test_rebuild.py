@@ -33,7 +33,7 @@ from tests.helpers.rebuild import (
     self_trade_as_two_rows,
     snapshot,
 )
-from tests.helpers.sql import execute, query
+from tests.helpers.sql import execute, query, recorder_role
 
 WINDOW = Window.from_key("2026-03-31-14:00")
 T0 = WINDOW.start_ms
@@ -360,3 +360,24 @@ def test_a_rebuild_and_a_recording_of_the_same_window_at_once_end_exact(
     fresh.ensure_schema()
     record_window(JournalSource(journal), fresh, WINDOW)
     assert fills_table(database_url) == fills_table(empty_database_url)
+
+
+def test_the_recorders_rights_dry_run_and_an_apply_with_them_fails_at_once_naming_the_url(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal_of(journal)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    before = snapshot(database_url)
+    with recorder_role(database_url) as url:
+        recorder = CompetitionStore(url)
+        (diff,) = rebuild_windows(JournalSource(journal), recorder, [WINDOW]).windows
+        assert diff.changed == 3
+        with pytest.raises(RebuildError) as refused:
+            rebuild_windows(JournalSource(journal), recorder, [WINDOW], apply=True, reason="x")
+        assert "COMPETITION_OWNER_DATABASE_URL" in str(refused.value)
+        assert "competition_fill_events: UPDATE" in str(refused.value)
+        with pytest.raises(RebuildError, match="COMPETITION_OWNER_DATABASE_URL"):
+            undo_rebuild(recorder, "rebuild-x", reason="x")
+    assert snapshot(database_url) == before
