@@ -381,3 +381,53 @@ def test_the_recorders_rights_dry_run_and_an_apply_with_them_fails_at_once_namin
         with pytest.raises(RebuildError, match="COMPETITION_OWNER_DATABASE_URL"):
             undo_rebuild(recorder, "rebuild-x", reason="x")
     assert snapshot(database_url) == before
+
+
+def test_the_command_line_shows_the_diff_applies_with_a_reason_undoes_and_says_the_status(
+    database_url: str,
+    journal: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from competition_pipeline.tools import cli
+
+    journal_of(journal)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
+    monkeypatch.setenv("FILL_JOURNAL_DIR", str(journal))
+    before = snapshot(database_url)
+    span = ["--from", WINDOW.key, "--to", WINDOW.key]
+
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "windows recorded under version 2: 1" in out and f"{WINDOW.key} .. {WINDOW.key}" in out
+    assert cli.main(["rebuild", *span]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing written" in out and "fee 3" in out
+    assert f"changed trade 2 {W1}: fee 0.38 -> -0.05" in out
+    assert "--apply --reason" in out
+    assert cli.main(["rebuild", *span, "--json"]) == 0
+    (window,) = json.loads(capsys.readouterr().out)["windows"]
+    assert (window["changed"], window["changed_by_field"]) == (3, {"fee": 3})
+    assert snapshot(database_url) == before
+    assert cli.main(["rebuild", *span, "--apply"]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="partition keys are YYYY-MM-DD-HH:00"):
+        cli.main(["rebuild", "--from", "2026-03-31", "--to", WINDOW.key])
+
+    assert cli.main(["rebuild", *span, "--apply", "--reason", "maker fee fix"]) == 0
+    out = capsys.readouterr().out
+    rebuild_id = out.split("undo: competition-pipeline rebuild --undo ")[1].split()[0]
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "windows recorded under version 3: 1" in out and rebuild_id in out
+    assert cli.main(["rebuild", "--undo", rebuild_id]) == 0
+    capsys.readouterr()
+    restored = snapshot(database_url)
+    assert restored["competition_fill_events"] == before["competition_fill_events"]
+    assert cli.main(["rebuild", "--undo", "rebuild-unknown"]) == 2
+    assert "unknown id" in capsys.readouterr().err

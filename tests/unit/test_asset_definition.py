@@ -33,3 +33,18 @@ def test_the_asset_carries_its_column_schema_owner_and_code_reference() -> None:
     assert {c.name for c in schema.columns if not c.constraints.nullable} >= {"trade_id", "wallet"}
     assert spec.owners == ["team:trading-competition"]
     assert "dagster/code_references" in spec.metadata
+
+
+def test_the_recording_version_is_the_assets_code_version_and_in_every_materialization() -> None:
+    from competition_pipeline.definitions import defs
+    from competition_pipeline.defs.fill_events import report_metadata
+    from competition_pipeline.recording.fill_events import RECORDING_VERSION, WindowReport
+
+    spec = defs.resolve_assets_def("competition_fill_events").specs_by_key[
+        dg.AssetKey("competition_fill_events")
+    ]
+    assert spec.code_version == str(RECORDING_VERSION)
+    report = WindowReport(window=KEY, source="journal")
+    assert report_metadata(report)["recording_version"] == RECORDING_VERSION
+    job = defs.resolve_job_def("competition_fill_rebuild_job")
+    assert job.partitions_def == defs.resolve_assets_def("competition_fill_events").partitions_def
