@@ -163,7 +163,9 @@ def rebuild_windows(
         before = session.standings(competitions) if apply else None
         for window in windows:
             if window.key not in report.refused:
-                report.windows.append(_window(session, source, window, report, sample))
+                diff = _window(session, source, window, report, sample)
+                if diff is not None:
+                    report.windows.append(diff)
         if before is None:  # a dry run: the table as it is, and as the derivations would leave it
             before = session.standings(competitions)
         after = session.standings(competitions, preview=not apply)
@@ -182,7 +184,10 @@ def _window(
     window: Window,
     report: RebuildReport,
     sample: int,
-) -> WindowDiff:
+) -> WindowDiff | None:
+    """One window's diff (applied when the report is), or None when its source gave nothing
+    while rows are stored for it (refused: the stream may have lost what the journal check
+    cannot see; a rebuild never empties a window because its source is gone)."""
     with session.window(window, apply=report.applied) as rebuild:
         read = WindowReport(window=window.key, source=source.describe())
         stats = ReadStats()
@@ -192,6 +197,13 @@ def _window(
                 rebuild.stage_rows(rows)
                 rebuild.stage_rejects(rejects)
         diff = rebuild.diff(RECORDING_VERSION, sample)
+        if read.lines_read == 0 and diff.rows_stored > 0:
+            report.refused[window.key] = (
+                f"{source.describe()} gave no message for window {window.key}, which holds"
+                f" {diff.rows_stored} rows: nothing to derive it from; a rebuild never empties a"
+                " window because its source is gone"
+            )
+            return None
         if not report.applied:
             rebuild.keep_for_standings()
         elif not diff.unchanged:

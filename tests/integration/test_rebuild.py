@@ -239,6 +239,12 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
     assert list(dry.refused) == [empty.key] and dry.windows[0].unchanged
     with pytest.raises(RebuildError, match="unknown id, or a dry run"):
         undo_rebuild(store, "rebuild-nope", reason="x")
+    # A source that gives nothing for a window holding rows (an emptied segment here; a stream
+    # that lost the window, which no listing shows) is refused, never emptied.
+    for segment in journal.rglob("*.jsonl"):
+        segment.write_text("")
+    emptied = rebuild_windows(JournalSource(journal), store, [WINDOW], apply=True, reason="x")
+    assert emptied.windows == [] and "holds 6 rows" in emptied.refused[WINDOW.key]
     assert snapshot(database_url) == before
 
 
