@@ -29,7 +29,6 @@ built in Python comes from the column constants of ``tables.py`` and ``load.py``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -818,8 +817,3 @@ class RebuildSession:
 
     def _rejects_by_rule(self, params: dict[str, Any]) -> dict[str, int]:
         return dict(self._conn.execute(_SQL_REJECTS_BY_RULE, params).fetchall())
-
-
-def summary_json(summary: Any) -> dict:
-    """A stored summary as plain JSON (a dict read back from the database, or text)."""
-    return json.loads(summary) if isinstance(summary, str) else dict(summary or {})

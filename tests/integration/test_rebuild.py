@@ -53,14 +53,22 @@ def journal_of(journal: Path) -> None:
     )
 
 
-def test_a_dry_run_lists_exactly_the_changed_rows_and_fields_and_writes_nothing(
-    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def recorded_by_old_release(
+    journal: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> CompetitionStore:
+    """The test journal, recorded into ``database_url`` by the older release's rules."""
     journal_of(journal)
     store = CompetitionStore(database_url)
     with monkeypatch.context() as patch:
         old_release(patch)
         record_window(JournalSource(journal), store, WINDOW)
+    return store
+
+
+def test_a_dry_run_lists_exactly_the_changed_rows_and_fields_and_writes_nothing(
+    database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = recorded_by_old_release(journal, database_url, monkeypatch)
     before = snapshot(database_url)
 
     report = rebuild_windows(JournalSource(journal), store, [WINDOW])
@@ -80,11 +88,7 @@ def test_a_dry_run_lists_exactly_the_changed_rows_and_fields_and_writes_nothing(
 def test_apply_equals_a_fresh_recording_keeps_the_old_rows_and_undo_restores_them_exactly(
     database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal_of(journal)
-    store = CompetitionStore(database_url)
-    with monkeypatch.context() as patch:
-        old_release(patch)
-        record_window(JournalSource(journal), store, WINDOW)
+    store = recorded_by_old_release(journal, database_url, monkeypatch)
     old_fills = fills_table(database_url)
     before = snapshot(database_url)
 
@@ -275,11 +279,7 @@ def test_the_reconciliation_names_a_changed_rows_fields_and_says_to_run_a_rebuil
 def test_kill_9_during_apply_leaves_the_window_old_and_the_rerun_finishes_it(
     database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal_of(journal)
-    store = CompetitionStore(database_url)
-    with monkeypatch.context() as patch:
-        old_release(patch)
-        record_window(JournalSource(journal), store, WINDOW)
+    recorded_by_old_release(journal, database_url, monkeypatch)
     old = snapshot(database_url)
     env = {**os.environ, "COMPETITION_DATABASE_URL": database_url, "FILL_JOURNAL_DIR": str(journal)}
     command = [sys.executable, "-m", "competition_pipeline.tools.cli", "rebuild"]
@@ -327,11 +327,7 @@ def test_kill_9_during_apply_leaves_the_window_old_and_the_rerun_finishes_it(
 def test_a_rebuild_and_a_recording_of_the_same_window_at_once_end_exact(
     database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal_of(journal)
-    store = CompetitionStore(database_url)
-    with monkeypatch.context() as patch:
-        old_release(patch)
-        record_window(JournalSource(journal), store, WINDOW)
+    store = recorded_by_old_release(journal, database_url, monkeypatch)
     segment = journal / "date=2026-03-31" / "hour=14" / "s.jsonl"
     for trade in range(10, 60):
         append(segment, line(fill(trade, T0 + trade)) + "\n")
@@ -371,10 +367,7 @@ def test_a_rebuild_and_a_recording_of_the_same_window_at_once_end_exact(
 def test_the_recorders_rights_dry_run_and_an_apply_with_them_fails_at_once_naming_the_url(
     database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal_of(journal)
-    with monkeypatch.context() as patch:
-        old_release(patch)
-        record_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    recorded_by_old_release(journal, database_url, monkeypatch)
     before = snapshot(database_url)
     with recorder_role(database_url) as url:
         recorder = CompetitionStore(url)
@@ -399,10 +392,7 @@ def test_the_command_line_shows_the_diff_applies_with_a_reason_undoes_and_says_t
 
     from competition_pipeline.tools import cli
 
-    journal_of(journal)
-    with monkeypatch.context() as patch:
-        old_release(patch)
-        record_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    recorded_by_old_release(journal, database_url, monkeypatch)
     monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
     monkeypatch.setenv("FILL_JOURNAL_DIR", str(journal))
     before = snapshot(database_url)
