@@ -255,6 +255,12 @@ def _bench_parser(commands) -> None:
         action="store_true",
         help="with --stored-rows: figure g alone (its own database and ratio; a-h skipped)",
     )
+    bench.add_argument(
+        "--only-r",
+        action="store_true",
+        help="figure r alone: a rebuild of the window (dry run, apply, undo) against its first"
+        " recording",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

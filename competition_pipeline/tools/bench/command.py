@@ -22,9 +22,33 @@ from competition_pipeline.tools.bench.common import (
 )
 from competition_pipeline.tools.bench.dagster_runs import backfill, user_path
 from competition_pipeline.tools.bench.growth import g_table, stored_growth
+from competition_pipeline.tools.bench.rebuild import r_table, rebuild_figure
 from competition_pipeline.tools.bench.sensor import sensor_tick
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
+
+
+def rebuild_only(args: argparse.Namespace) -> dict:
+    """Figure r alone, on its own databases (``--only-r``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        admin = args.database_url
+        if not admin:
+            log("starting an embedded PostgreSQL")
+            server = embedded.start(Path(tmp) / "pg", databases=())
+            admin = server.url("postgres")
+        databases = Databases(admin)
+        try:
+            journal = Path(tmp) / "journal"
+            log(f"writing a journal window of {args.fills:,} fills")
+            simulate.write_hour(
+                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal", log)
+            )
+            return rebuild_figure(databases, journal)
+        finally:
+            databases.drop()
+            if server is not None:
+                server.stop()
 
 
 def figures(args: argparse.Namespace) -> dict:
@@ -154,7 +178,10 @@ def run(args: argparse.Namespace) -> int:
     if args.only_g and not args.stored_rows:
         args.error("--only-g needs --stored-rows N")
     result: dict = {}
-    if not args.only_g:
+    if args.only_r:
+        result["r_rebuild"] = rebuild_only(args)
+        print(r_table(result["r_rebuild"]))
+    elif not args.only_g:
         result = figures(args)
         print(table(result))
     if args.stored_rows:  # figure g, in its own database
