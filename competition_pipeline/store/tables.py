@@ -35,6 +35,12 @@ COUNTER_OFFSETS = "competition_fill_counter_offsets"
 metadata = sa.MetaData()
 _tz = sa.TIMESTAMP(timezone=True)
 
+
+def _when(name: str, comment: str) -> sa.Column:
+    """A timestamp column set by PostgreSQL's ``now()``: the writing transaction's start."""
+    return sa.Column(name, _tz, nullable=False, server_default=sa.func.now(), comment=comment)
+
+
 fill_events = sa.Table(
     FILL_EVENTS,
     metadata,
@@ -176,14 +182,11 @@ fill_events = sa.Table(
             " hour of fill_ts."
         ),
     ),
-    sa.Column(
+    _when(
         "recorded_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment=(
-            "When the transaction that recorded the row began (PostgreSQL now(): the transaction's"
-            " start, not its commit; every row of one load has the same value)."
+        (
+            "When the transaction that recorded the row began (PostgreSQL now(): the transaction's "
+            "start, not its commit; every row of one load has the same value)."
         ),
     ),
     sa.CheckConstraint("role IN ('taker', 'maker', 'self')", name="fill_events_role"),
@@ -259,12 +262,9 @@ fill_rejects = sa.Table(
             "Why the line is not a fill: the field and the rule it broke (contract, section 1)."
         ),
     ),
-    sa.Column(
+    _when(
         "recorded_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the transaction that quarantined the line began (its start, not its commit).",
+        "When the transaction that quarantined the line began (its start, not its commit).",
     ),
 )
 
@@ -308,14 +308,9 @@ fill_conflicts = sa.Table(
         nullable=False,
         comment="The fields whose values differ from the first version's (which stays recorded).",
     ),
-    sa.Column(
+    _when(
         "recorded_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment=(
-            "When the transaction that reported the conflict began (its start, not its commit)."
-        ),
+        "When the transaction that reported the conflict began (its start, not its commit).",
     ),
 )
 
@@ -354,14 +349,9 @@ fill_windows = sa.Table(
             "(rows, digest, recording version)."
         ),
     ),
-    sa.Column(
+    _when(
         "recorded_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment=(
-            "When the transaction of the window's latest load began (its start, not its commit)."
-        ),
+        "When the transaction of the window's latest load began (its start, not its commit).",
     ),
 )
 
@@ -438,13 +428,7 @@ fill_rebuilds = sa.Table(
         ),
     ),
     sa.Column("undone_by", sa.Text, comment="The undo that reverted this rebuild, once one has."),
-    sa.Column(
-        "applied_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the replacing transaction began.",
-    ),
+    _when("applied_at", "When the replacing transaction began."),
 )
 
 fill_revisions = sa.Table(
@@ -492,13 +476,7 @@ fill_revisions = sa.Table(
         "version_to", sa.Integer, nullable=False, comment="The recording version after the change."
     ),
     sa.Column("reason", sa.Text, nullable=False, comment="The rebuild's reason."),
-    sa.Column(
-        "revised_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the replacing transaction began.",
-    ),
+    _when("revised_at", "When the replacing transaction began."),
     sa.Index("ix_competition_fill_revisions_rebuild", "rebuild_id", "window_start"),
 )
 
@@ -516,13 +494,7 @@ fill_retired = sa.Table(
     sa.Column(
         "month_table", sa.Text, nullable=False, comment="The month partition it was dropped with."
     ),
-    sa.Column(
-        "retired_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the retention transaction began.",
-    ),
+    _when("retired_at", "When the retention transaction began."),
 )
 
 counter_offsets = sa.Table(
@@ -560,13 +532,7 @@ counter_offsets = sa.Table(
         nullable=False,
         comment="retention of a month, or the rebuild (or undo) id.",
     ),
-    sa.Column(
-        "recorded_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the removing transaction began.",
-    ),
+    _when("recorded_at", "When the removing transaction began."),
 )
 
 
@@ -656,13 +622,7 @@ competition_standings = sa.Table(
     ),
     sa.Column("fees", sa.Numeric, nullable=False, comment="Sum of the wallet's fees counted."),
     sa.Column("medal", sa.SmallInteger, comment="1, 2 or 3 for the top three ranks, else null."),
-    sa.Column(
-        "computed_at",
-        _tz,
-        nullable=False,
-        server_default=sa.func.now(),
-        comment="When the transaction that computed these standings began.",
-    ),
+    _when("computed_at", "When the transaction that computed these standings began."),
 )
 
 # Every per-window read of the fills names the window's fill_ts range too (a recorded fill's
