@@ -86,17 +86,20 @@ class JournalState:
 
 
 def journal_state(
-    root: Path, committed: Mapping[Window, CommittedWindow], now: float
+    root: Path,
+    committed: Mapping[Window, CommittedWindow],
+    now: float,
+    retired: frozenset[Window] | set[Window] = frozenset(),
 ) -> JournalState:
-    """Windows behind (the sensors' rule, ``follow.journal_behind``), how long the worst has gone
-    uncommitted, and the newest fill, from one listing of the journal. A window behind has gone
-    without a commit since its last commit, or, never committed, since its oldest segment was
-    last written."""
+    """Windows behind (the sensors' rule, ``follow.journal_behind``; a retired window is never
+    behind: the sensors never ask for it), how long the worst has gone uncommitted, and the
+    newest fill, from one listing of the journal. A window behind has gone without a commit since
+    its last commit, or, never committed, since its oldest segment was last written."""
     states, _ = scan(root)
     behind, behind_seconds, newest_segments = 0, 0.0, []
     for state in states:
         last = committed.get(state.window)
-        if journal_behind(state, last) is not None:
+        if state.window not in retired and journal_behind(state, last) is not None:
             behind += 1
             since = (
                 dt.datetime.fromisoformat(last.recorded_at).timestamp()
@@ -106,6 +109,9 @@ def journal_state(
             behind_seconds = max(behind_seconds, now - since)
         newest_segments = list(state.segments)
     return JournalState(behind, behind_seconds, newest_journal_fill_ms(newest_segments))
+
+
+_SQL_RETIRED = "SELECT window_start FROM competition_fill_retired"
 
 
 def _committed(conn: psycopg.Connection) -> dict[Window, CommittedWindow]:
@@ -182,7 +188,8 @@ class FillMetricsCollector(Collector):
             )
         if self._journal is None or not self._journal.is_dir():
             return
-        state = journal_state(self._journal, _committed(conn), now)
+        retired = {Window(start) for (start,) in conn.execute(_SQL_RETIRED)}
+        state = journal_state(self._journal, _committed(conn), now, retired)
         yield _gauge(
             "competition_fill_windows_behind",
             "Windows whose journal is ahead of what the database committed.",

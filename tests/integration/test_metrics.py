@@ -176,6 +176,8 @@ def test_no_counter_falls_when_a_month_is_retired_or_a_rebuild_removes_rows(
     assert months.retire(store, 3).dropped == ["competition_fill_events_2026_03"]
     second = scrape(exporter)
     assert second["competition_fill_rows_stored"] == first["competition_fill_rows_stored"] - 2
+    # March, still in the journal, is retired: not behind (the sensors never ask for it).
+    assert second["competition_fill_windows_behind"] == first["competition_fill_windows_behind"]
     report = rebuild_windows(JournalSource(journal), store, [WB], apply=True, reason="self rule")
     assert report.windows[0].removed == 1
     third = scrape(exporter)
