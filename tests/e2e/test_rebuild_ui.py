@@ -13,10 +13,14 @@ sensor is off, so only the tests' runs touch the windows.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,8 @@ from tests.helpers.dagster_dev import (
     STATUS,
     DagsterDev,
     dagster_dev_env,
+    free_port,
+    post_graphql,
     run_dagster_dev,
     wait_for,
 )
@@ -49,6 +55,8 @@ REPOSITORY = {"repositoryLocationName": "competition_pipeline", "repositoryName"
 WINDOWS = [Window(Window.from_key("2026-11-10-00:00").start + i * HOUR) for i in range(3)]
 #: Per window: two fills (taker W1, maker W2), whose maker rows the old rule gave the taker's fee.
 FILLS = 2
+#: A window only ever recorded by the asset with this code (the code version test's).
+CURRENT = Window(WINDOWS[-1].start + HOUR)
 OLD_FEE, NEW_FEE = "0.38", "-0.05"
 REASON = "maker fee taken from accounting.maker_fee since release 3"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -97,8 +105,11 @@ query RunEvents($id: ID!) {
 
 
 class Site:
-    def __init__(self, dev: DagsterDev, database_url: str, journal: Path, root: Path) -> None:
+    def __init__(
+        self, dev: DagsterDev, database_url: str, journal: Path, root: Path, env: dict[str, str]
+    ) -> None:
         self.dev, self.database_url, self.journal, self.root = dev, database_url, journal, root
+        self.env = env
 
     def partition_set(self) -> str:
         """The job's partition set, as the UI's Backfill dialog names it."""
@@ -170,7 +181,7 @@ def trade_ids(i: int) -> list[int]:
 
 
 def write_journal(journal: Path) -> None:
-    for i, window in enumerate(WINDOWS):
+    for i, window in enumerate([*WINDOWS, CURRENT]):
         fills = [fill(t, window.start_ms + 1000 * j) for j, t in enumerate(trade_ids(i))]
         write_segment(journal, window, "seg-1.jsonl", [*fills, "not json"])
 
@@ -197,7 +208,7 @@ def site(
         env = dagster_dev_env(database_url, journal, sensor_running=False)
         env.update(DAGSTER_HOME=str(home), DAGSTER_POSTGRES_URL=instance_url)
         dev = stack.enter_context(run_dagster_dev(env, root / "dagster-dev.log"))
-        yield Site(dev, database_url, journal, root)
+        yield Site(dev, database_url, journal, root, env)
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +335,150 @@ def test_a_dry_run_rebuild_runs_page_shows_its_diff_in_the_browser(
         finally:
             context.close()
             browser.close()
+
+
+STALENESS = """
+query Staleness($partitions: [String!]!) {
+  assetNodes(assetKeys: [{path: ["competition_fill_events"]}]) {
+    opVersion
+    staleStatus
+    staleCauses { category reason }
+    staleStatusByPartition(partitions: $partitions)
+    staleCausesByPartition(partitions: $partitions) {
+      key { path } partitionKey category reason dependency { path }
+    }
+  }
+  assetOrError(assetKey: {path: ["competition_fill_events"]}) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions) { partition runId tags { key value } }
+    }
+  }
+}"""
+NEXT_VERSION = recording.RECORDING_VERSION + 1
+
+
+def staleness(port: int, partitions: list[str]) -> dict:
+    payload = post_graphql(port, STALENESS, {"partitions": partitions})
+    assert "errors" not in payload, payload
+    (node,) = payload["data"]["assetNodes"]
+    events = payload["data"]["assetOrError"]["assetMaterializations"]
+    latest: dict[str, dict] = {}
+    for event in events:  # newest first
+        latest.setdefault(event["partition"], event)
+    node["codeVersionTags"] = {
+        p: {t["key"]: t["value"] for t in e["tags"]}.get("dagster/code_version")
+        for p, e in latest.items()
+    }
+    return node
+
+
+@contextmanager
+def next_release_webserver(site: Site) -> Iterator[int]:
+    """A second webserver on the same instance whose code location is this code with
+    RECORDING_VERSION one higher (as after a release bumping it): its port."""
+    directory = site.root / "next-release"
+    directory.mkdir(exist_ok=True)
+    (directory / "next_release.py").write_text(
+        "from competition_pipeline.recording import fill_events\n"
+        f"fill_events.RECORDING_VERSION = {NEXT_VERSION}\n"
+        "from competition_pipeline.definitions import defs  # noqa: E402,F401\n"
+    )
+    (directory / "workspace.yaml").write_text(
+        "load_from:\n  - python_file:\n      relative_path: next_release.py\n"
+        f"      location_name: competition_pipeline\n      working_directory: {REPO}\n"
+    )
+    port = free_port()
+    webserver = str(Path(sys.executable).with_name("dagster-webserver"))
+    command = [webserver, "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+    log = directory / "webserver.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **site.env},
+            cwd=directory,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            with suppress(OSError, KeyError, TypeError, AssertionError):
+                if staleness(port, [CURRENT.key])["opVersion"] == str(NEXT_VERSION):
+                    break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.browser
+def test_a_code_version_change_shows_only_on_the_partition_not_on_the_asset(
+    site: Site, tmp_path: Path
+) -> None:
+    params = {"assetSelection": [{"path": [ASSET]}], "partitionNames": [CURRENT.key]}
+    launched = site.dev.graphql(LAUNCH, {"params": {**params, "fromFailure": False}})
+    backfill_id = launched["launchPartitionBackfill"]["backfillId"]
+
+    def status() -> str:
+        found = site.dev.graphql(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        return found["status"]
+
+    wait_for(lambda: status() != "REQUESTED", 180, "the asset backfill", site.dev)
+    assert status() == "COMPLETED_SUCCESS"
+    keys = [CURRENT.key, WINDOWS[0].key]
+
+    # This code: the asset's code version is the recording version; the partition is in sync.
+    now = staleness(site.dev.port, keys)
+    print(f"code version {recording.RECORDING_VERSION}: {now}")
+    assert now["opVersion"] == str(recording.RECORDING_VERSION)
+    assert now["codeVersionTags"][CURRENT.key] == str(recording.RECORDING_VERSION)
+    assert now["staleStatusByPartition"][0] == "FRESH"
+    assert now["staleCausesByPartition"][0] == []
+
+    # The next release's code on the same instance: only the partition is unsynced.
+    with next_release_webserver(site) as port:
+        later = staleness(port, keys)
+        print(f"code version {NEXT_VERSION}: {later}")
+        assert later["opVersion"] == str(NEXT_VERSION)
+        # Dagster 1.13 gives a partitioned asset no status of its own: always FRESH, no causes.
+        assert later["staleStatus"] == "FRESH" and later["staleCauses"] == []
+        assert later["staleStatusByPartition"][0] == "STALE"
+        assert later["staleCausesByPartition"][0] == [
+            {
+                "key": {"path": [ASSET]},
+                "partitionKey": CURRENT.key,
+                "category": "CODE",
+                "reason": "has a new code version",
+                "dependency": None,
+            }
+        ]
+        # The partition's page shows it: an "Unsynced (1)" tag, a code version change.
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium_executable(), args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            try:
+                page.goto(
+                    f"http://127.0.0.1:{port}/assets/{ASSET}?view=partitions&partition={CURRENT.key}"
+                )
+                tag = page.get_by_text("Unsynced (1)", exact=True)
+                expect(tag).to_be_visible(timeout=60_000)
+                tag.hover()
+                expect(page.get_by_text("code version change").first).to_be_visible()
+                page.screenshot(path=tmp_path / "unsynced.png", full_page=True)
+                print(f"screenshot {tmp_path / 'unsynced.png'}")
+            except Exception:
+                with suppress(Exception):
+                    page.screenshot(path=tmp_path / "failure.png", full_page=True)
+                raise
+            finally:
+                browser.close()
