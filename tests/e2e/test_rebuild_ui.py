@@ -2,8 +2,12 @@
 instance storage: launched over a range as a backfill through the webserver's GraphQL, as the UI's
 partitions Backfill does, first as a dry run (the diff in the step's output metadata, nothing
 written), then applied (the table equals a fresh recording, the old rows kept under each run's id);
-the dry run's diff on its run page in a real browser; and what Dagster shows for the asset's code
-version.
+the dry run's diff on its run page in a real browser; and what Dagster 1.13 shows when the asset's
+code version (``str(RECORDING_VERSION)``) changes: a partitioned asset has no staleness of its own
+(``staleStatus`` FRESH, no causes, for the asset), each materialized partition is STALE with one
+CODE cause ("has a new code version"), and its partition page shows "Unsynced (1)"; a window the
+rebuild replaced counts as materialized by the rebuild's code version (its materialization's
+``dagster/code_version`` tag), so it goes unsynced too.
 
 Three windows are recorded in the test process under an earlier release's rules (the maker's fee
 taken from the taker's, RECORDING_VERSION 2) before ``dagster dev`` starts, so the stored rows
@@ -91,6 +95,7 @@ query RunEvents($id: ID!) {
           ... on MaterializationEvent {
             assetKey { path }
             partition
+            tags { key value }
             metadataEntries {
               label
               ... on TextMetadataEntry { text }
@@ -219,13 +224,24 @@ def dry_runs(site: Site) -> dict[str, dict]:
     started = time.monotonic()
     runs = site.backfill({})
     print(f"dry-run backfill of {len(WINDOWS)} windows: {time.monotonic() - started:.1f}s")
-    return {"before": before, "after": snapshot(site.database_url), "runs": runs}
+    after = snapshot(site.database_url)
+    return {"before": before, "after": after, "runs": runs, "fills": fills_table(site.database_url)}
+
+
+@pytest.fixture(scope="module")
+def applied_runs(site: Site, dry_runs: dict) -> list[dict]:
+    """After the dry run, the backfill with apply: true and a reason: its finished runs."""
+    config = {"ops": {"rebuild_fill_windows": {"config": {"apply": True, "reason": REASON}}}}
+    started = time.monotonic()
+    runs = site.backfill(config)
+    print(f"applied backfill of {len(WINDOWS)} windows: {time.monotonic() - started:.1f}s")
+    return runs
 
 
 def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals_a_fresh_recording(
-    site: Site, dry_runs: dict, pg_admin_url: str, schema_template: str
+    site: Site, dry_runs: dict, applied_runs: list[dict], pg_admin_url: str, schema_template: str
 ) -> None:
-    old_fills = fills_table(site.database_url)
+    old_fills = dry_runs["fills"]
     assert {row[4] for row in old_fills if row[2] == "maker"} == {OLD_FEE}  # the old rule's
 
     # The dry run: every run succeeded, nothing written, each diff names its window's fee changes.
@@ -248,11 +264,8 @@ def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals
         assert metadata["applied"]["boolValue"] is False
         assert not materializations(run)  # a dry run reports no new version of the partition
 
-    # Applied through a second backfill with apply: true and a reason.
-    config = {"ops": {"rebuild_fill_windows": {"config": {"apply": True, "reason": REASON}}}}
-    started = time.monotonic()
-    applied = site.backfill(config)
-    print(f"applied backfill of {len(WINDOWS)} windows: {time.monotonic() - started:.1f}s")
+    # Applied through a second backfill with apply: true and a reason (the `applied` fixture).
+    applied = applied_runs
     assert [r["status"] for r in applied] == ["SUCCESS"] * len(WINDOWS), applied
 
     with fresh_database(pg_admin_url, schema_template) as fresh_url:
@@ -295,6 +308,9 @@ def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals
         entries = {e["label"]: e for e in event["metadataEntries"]}
         assert entries["rebuild_id"]["text"] == run["runId"]
         assert entries["recording_version"]["intValue"] == recording.RECORDING_VERSION
+        # Tagged with the code version it derives from, as the asset's own runs are.
+        tags = {t["key"]: t["value"] for t in event["tags"]}
+        assert tags["dagster/code_version"] == str(recording.RECORDING_VERSION)
 
 
 @pytest.mark.browser
@@ -420,7 +436,7 @@ def next_release_webserver(site: Site) -> Iterator[int]:
 
 @pytest.mark.browser
 def test_a_code_version_change_shows_only_on_the_partition_not_on_the_asset(
-    site: Site, tmp_path: Path
+    site: Site, applied_runs: list[dict], tmp_path: Path
 ) -> None:
     params = {"assetSelection": [{"path": [ASSET]}], "partitionNames": [CURRENT.key]}
     launched = site.dev.graphql(LAUNCH, {"params": {**params, "fromFailure": False}})
@@ -439,8 +455,10 @@ def test_a_code_version_change_shows_only_on_the_partition_not_on_the_asset(
     print(f"code version {recording.RECORDING_VERSION}: {now}")
     assert now["opVersion"] == str(recording.RECORDING_VERSION)
     assert now["codeVersionTags"][CURRENT.key] == str(recording.RECORDING_VERSION)
-    assert now["staleStatusByPartition"][0] == "FRESH"
-    assert now["staleCausesByPartition"][0] == []
+    # The window recorded by the asset and the one the rebuild replaced: both in sync.
+    assert now["codeVersionTags"][WINDOWS[0].key] == str(recording.RECORDING_VERSION)
+    assert now["staleStatusByPartition"] == ["FRESH", "FRESH"]
+    assert now["staleCausesByPartition"] == [[], []]
 
     # The next release's code on the same instance: only the partition is unsynced.
     with next_release_webserver(site) as port:
@@ -449,15 +467,18 @@ def test_a_code_version_change_shows_only_on_the_partition_not_on_the_asset(
         assert later["opVersion"] == str(NEXT_VERSION)
         # Dagster 1.13 gives a partitioned asset no status of its own: always FRESH, no causes.
         assert later["staleStatus"] == "FRESH" and later["staleCauses"] == []
-        assert later["staleStatusByPartition"][0] == "STALE"
-        assert later["staleCausesByPartition"][0] == [
-            {
-                "key": {"path": [ASSET]},
-                "partitionKey": CURRENT.key,
-                "category": "CODE",
-                "reason": "has a new code version",
-                "dependency": None,
-            }
+        assert later["staleStatusByPartition"] == ["STALE", "STALE"]  # recorded and rebuilt
+        assert later["staleCausesByPartition"] == [
+            [
+                {
+                    "key": {"path": [ASSET]},
+                    "partitionKey": key,
+                    "category": "CODE",
+                    "reason": "has a new code version",
+                    "dependency": None,
+                }
+            ]
+            for key in keys
         ]
         # The partition's page shows it: an "Unsynced (1)" tag, a code version change.
         with sync_playwright() as playwright:
