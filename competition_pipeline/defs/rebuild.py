@@ -25,6 +25,10 @@ from competition_pipeline.recording.rebuild import RebuildError, RebuildReport, 
 from competition_pipeline.settings import Settings
 from competition_pipeline.store.database import StoreError
 
+#: Dagster's tag of the code version a materialization was computed with (the asset's
+#: ``code_version``, ``str(RECORDING_VERSION)``); not exported by ``dagster`` itself.
+CODE_VERSION_TAG = "dagster/code_version"
+
 
 class RebuildConfig(dg.Config):
     apply: bool = Field(
@@ -107,6 +111,10 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
                     asset_key=FILL_EVENTS_KEY,
                     partition=window.window.key,
                     description=f"rebuilt by {report.rebuild_id}: {config.reason}",
+                    # The code version the rows now derive from, as the asset's own runs record
+                    # it: without it the partition has no provenance, and a later release that
+                    # bumps RECORDING_VERSION would never show it "Unsynced".
+                    tags={CODE_VERSION_TAG: str(window.version_to)},
                     metadata={
                         "rebuild_id": report.rebuild_id,
                         "recording_version": window.version_to,
