@@ -34,6 +34,7 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
+from tests.helpers.browser import CHROMIUM_ARGS, chromium_executable
 from tests.helpers.dagster_dev import (
     EXECUTIONS,
     LAUNCH,
@@ -55,16 +56,6 @@ from tests.helpers.sql import fresh_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSET = "competition_fill_events"
 STANDINGS = "competition_standings"
 PASSWORD = "s3cr3t-pw"  # put into the competition URL when the test server's URL has none
@@ -157,20 +148,6 @@ def switched_url(database_url: str) -> tuple[str, DatabaseSwitch, str]:
         drivername="postgresql", host="127.0.0.1", port=switch.port, password=password
     )
     return proxied.render_as_string(hide_password=False), switch, str(password)
-
-
-def chromium_executable() -> str:
-    """Debian's Chromium, installed with apt-get where missing; a failure is a failure (never a
-    skip): the browser tests are part of CI. Playwright's own browser download is never used."""
-    if not CHROMIUM.exists():
-        command = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"
-        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=900)
-        if result.returncode != 0 or not CHROMIUM.exists():
-            pytest.fail(
-                f"{CHROMIUM} is missing and `{command}` failed ({result.returncode}):\n"
-                f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-            )
-    return str(CHROMIUM)
 
 
 def recorded_windows(database_url: str) -> list[Window]:

@@ -35,7 +35,7 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording import fill_events as recording
 from competition_pipeline.recording.fill_events import record_window
 from competition_pipeline.store.database import CompetitionStore
-from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_executable
+from tests.helpers.browser import CHROMIUM_ARGS, chromium_executable
 from tests.helpers.dagster_dev import (
     LAUNCH,
     STATUS,
