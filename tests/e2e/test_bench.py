@@ -78,3 +78,18 @@ def test_bench_figure_g_records_into_an_empty_and_a_filled_table(
         assert g[side]["rows_inserted"] == g[side]["rows"] > 3_000
     assert g["ratio_rows_per_second"] > 0
     assert "50,000 rows stored" in g_table(g)
+
+
+def test_bench_figure_r_rebuilds_a_window_against_its_first_recording(
+    pg_admin_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    argv = ["--only-r", "--fills", "2000", "--database-url", pg_admin_url, "--json", str(out)]
+    assert cli.main(["bench", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "a. plain COPY" not in printed and "r. rebuild of one window" in printed
+    r = json.loads(out.read_text())["r_rebuild"]
+    # Every maker row was given the taker's fee: the rebuild changes exactly those.
+    assert 0 < r["rows_changed"] < r["rows"]
+    for step in ("dry_run", "apply", "undo"):
+        assert r[f"{step}_seconds"] > 0 and r[f"{step}_over_first"] > 0

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from competition_pipeline.fills.windows import Window
@@ -28,48 +30,50 @@ from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
 
 
+@contextmanager
+def _server(args: argparse.Namespace, tmp: str) -> Iterator[str]:
+    """The admin URL of ``--database-url``, else of an embedded PostgreSQL started in ``tmp``."""
+    if args.database_url:
+        yield args.database_url
+        return
+    log("starting an embedded PostgreSQL")
+    server = embedded.start(Path(tmp) / "pg", databases=())
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+def _journal(args: argparse.Namespace, tmp: str) -> tuple[Path, simulate.HourStats]:
+    """The benchmark's journal window (``--fills`` fills), written by the simulator in ``tmp``."""
+    journal = Path(tmp) / "journal"
+    log(f"writing a journal window of {args.fills:,} fills")
+    written = simulate.write_hour(
+        journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal", log)
+    )
+    return journal, written
+
+
 def rebuild_only(args: argparse.Namespace) -> dict:
     """Figure r alone, on its own databases (``--only-r``)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        admin = args.database_url
-        if not admin:
-            log("starting an embedded PostgreSQL")
-            server = embedded.start(Path(tmp) / "pg", databases=())
-            admin = server.url("postgres")
+    with tempfile.TemporaryDirectory() as tmp, _server(args, tmp) as admin:
         databases = Databases(admin)
         try:
-            journal = Path(tmp) / "journal"
-            log(f"writing a journal window of {args.fills:,} fills")
-            simulate.write_hour(
-                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal", log)
-            )
+            journal, _ = _journal(args, tmp)
             return rebuild_figure(databases, journal)
         finally:
             databases.drop()
-            if server is not None:
-                server.stop()
 
 
 def figures(args: argparse.Namespace) -> dict:
     """Figures a to h in one run, on one server."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        admin = args.database_url
-        if not admin:
-            log("starting an embedded PostgreSQL")
-            server = embedded.start(Path(tmp) / "pg", databases=())
-            admin = server.url("postgres")
+    with tempfile.TemporaryDirectory() as tmp, _server(args, tmp) as admin:
         databases = Databases(admin)
         home = dagster_home(Path(tmp) / "dagster_home")
         try:
             url = databases.new("main")
             CompetitionStore(url).ensure_schema()
-            journal = Path(tmp) / "journal"
-            log(f"writing a journal window of {args.fills:,} fills")
-            written = simulate.write_hour(
-                journal, BENCH_WINDOW, args.fills, progress=Progress("writing the journal", log)
-            )
+            journal, written = _journal(args, tmp)
             log("a. plain COPY baseline")
             a = plain_copy(url, journal)
             log("b. first recording (child process)")
@@ -84,8 +88,6 @@ def figures(args: argparse.Namespace) -> dict:
             h = user_path(databases, home, journal)
         finally:
             databases.drop()
-            if server is not None:
-                server.stop()
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "fills": written.fills,
