@@ -103,9 +103,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         print(f"refused: {why}", file=sys.stderr)
     changed = report.changed
     if not report.applied and changed:
+        first, last = changed[0].window.key, changed[-1].window.key
         print(
             f"{len(changed)} windows would change; to apply: competition-pipeline rebuild"
-            f" --from {args.first} --to {args.last} --apply --reason '...'"
+            f" --from {first} --to {last} --apply --reason '...'"
+            + (" (an apply refuses a range holding a refused window)" if report.refused else "")
         )
     elif report.applied:
         print(
