@@ -515,6 +515,8 @@ class RebuildSession:
                 previous[0] and previous[0]["summary"], self._rejects_by_rule(params)
             )
             # The rebuild's versions (its added and changed rows) out, the rows it superseded in.
+            cur.execute(sql.SQL_UNDO_KEYS, params)
+            cur.execute("ANALYZE rb_keys")
             cur.execute(sql.SQL_UNDO_STORED, params)
             cur.execute(sql.SQL_UNDO_ROWS, params)
             for table in ("rb_stored", "rb_rows"):

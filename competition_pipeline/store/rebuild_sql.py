@@ -63,6 +63,7 @@ SQL_SESSION = (
     " ON COMMIT DELETE ROWS",
     f"CREATE TEMP TABLE rb_elsewhere (LIKE {FILL_EVENTS}) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE rb_dups (trade_id bigint, wallet text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE rb_keys (trade_id bigint, wallet text) ON COMMIT DELETE ROWS",
     # The range's derived rows and its windows, for the standings effect (kept across commits).
     f"CREATE TEMP TABLE rb_range_rows (LIKE {FILL_EVENTS}) ON COMMIT PRESERVE ROWS",
     "CREATE TEMP TABLE rb_range_windows (window_start timestamptz PRIMARY KEY)"
@@ -260,11 +261,16 @@ SQL_OFFSET = f"""
 INSERT INTO {COUNTER_OFFSETS} (metric, label, amount, cause) VALUES (%s, %s, %s, %s)"""
 
 # -- undo -------------------------------------------------------------------------------------
+# The keys the rebuild revised in the window (its index on rebuild and window), then the rows
+# stored under them now: a hash join on an analyzed temporary table (the revisions just written
+# have no statistics yet, and a nested loop over a million of them never ends).
+SQL_UNDO_KEYS = f"""
+INSERT INTO rb_keys SELECT trade_id, wallet FROM {FILL_REVISIONS}
+WHERE rebuild_id = %(undoes)s AND window_start = %(window_start)s"""
 SQL_UNDO_STORED = f"""
 INSERT INTO rb_stored SELECT e.* FROM {FILL_EVENTS} e
-JOIN {FILL_REVISIONS} r ON r.trade_id = e.trade_id AND r.wallet = e.wallet
-WHERE e.window_start = %(window_start)s
-  AND r.rebuild_id = %(undoes)s AND r.window_start = %(window_start)s"""
+JOIN rb_keys k ON k.trade_id = e.trade_id AND k.wallet = e.wallet
+WHERE e.window_start = %(window_start)s"""
 # LATERAL: ``(f(x)).*`` would call the function once per column.
 SQL_UNDO_ROWS = f"""
 INSERT INTO rb_rows
