@@ -20,7 +20,7 @@ import psycopg
 from competition_pipeline.fills.rows import ROW_FIELDS, Row
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.digest import STAGED_HASH, STORED_HASH
-from competition_pipeline.store.load import CAND_VALUES, SQL_STAGE_FILLS, copy_sql
+from competition_pipeline.store.load import CAND_VALUES, SQL_STAGE_FILLS, copy_rows
 from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
@@ -139,9 +139,7 @@ class WindowComparison:
 
     def stage_rows(self, rows: Sequence[Row]) -> None:
         """COPY one batch of the journal's rows into staging (nothing is inserted)."""
-        with self._conn.cursor() as cur, cur.copy(copy_sql("stage_fills", ROW_FIELDS)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(self._conn, "stage_fills", ROW_FIELDS, rows)
 
     def reconcile(self, sample: int = 10) -> Reconciliation:
         """Staged rows (minus recorded conflicts) against the stored rows of the window, by key

@@ -243,7 +243,6 @@ class WindowLoad:
         self._stored_before: int = conn.execute(_SQL_STORED_ROWS, self._params).fetchone()[0]  # type: ignore[index]
         self._rows = 0
         self._batches = 0
-        self._rejects = 0
         # Every staged key was new so far, and is inserted already.
         self._fast_path = True
         self._fast_inserted = 0
@@ -277,9 +276,7 @@ class WindowLoad:
         else:
             table = "stage_batch"
         self._batches += 1
-        with self._conn.cursor() as cur, cur.copy(copy_sql(table, ROW_FIELDS)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(self._conn, table, ROW_FIELDS, rows)
         self._rows += len(rows)
         if table == "stage_batch":
             self._conn.execute(f"INSERT INTO stage_fills_{_STAGE_TABLES} SELECT * FROM stage_batch")
@@ -298,13 +295,7 @@ class WindowLoad:
             self._conn.execute("TRUNCATE stage_batch")
 
     def stage_rejects(self, rejects: Iterable[tuple[str, int, str, bool, str]]) -> None:
-        with (
-            self._conn.cursor() as cur,
-            cur.copy(copy_sql("stage_rejects", REJECT_FIELDS)) as copy,
-        ):
-            for reject in rejects:
-                copy.write_row(reject)
-                self._rejects += 1
+        copy_rows(self._conn, "stage_rejects", REJECT_FIELDS, rejects)
 
     def finish(self) -> LoadCounts:
         params = self._params
@@ -386,6 +377,16 @@ _EXPECTED_ROWS = """(
     WHERE NOT EXISTS (SELECT 1 FROM stage_conflicts c WHERE c.seq = s.seq)
     ORDER BY s.trade_id, s.wallet, s.seq
 ) s"""
+
+
+def copy_rows(
+    conn: psycopg.Connection, table: str, columns: Iterable[str], rows: Iterable[Sequence]
+) -> None:
+    """COPY ``rows`` (tuples in ``columns`` order) into ``table``: how every staged batch, of
+    rows or of rejects, reaches the server (the load, the comparison, the rebuild)."""
+    with conn.cursor() as cur, cur.copy(copy_sql(table, columns)) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:

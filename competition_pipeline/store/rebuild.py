@@ -44,7 +44,7 @@ from competition_pipeline.store.compare import exact_row
 from competition_pipeline.store.counters import counters_of
 from competition_pipeline.store.digest import SQL_DIGEST, STORED_HASH, RowsDigest
 from competition_pipeline.store.load import (
-    copy_sql,
+    copy_rows,
     lock_window,
 )
 from competition_pipeline.store.standings import period_params, standings_sql
@@ -218,18 +218,11 @@ class WindowRebuild:
 
     def stage_rows(self, rows: Sequence[Row]) -> None:
         if rows:
-            with self._conn.cursor() as cur, cur.copy(copy_sql("stage_fills", ROW_FIELDS)) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(self._conn, "stage_fills", ROW_FIELDS, rows)
 
     def stage_rejects(self, rejects: Sequence[tuple]) -> None:
         if rejects:
-            with (
-                self._conn.cursor() as cur,
-                cur.copy(copy_sql("stage_rejects", REJECT_FIELDS)) as copy,
-            ):
-                for reject in rejects:
-                    copy.write_row(reject)
+            copy_rows(self._conn, "stage_rejects", REJECT_FIELDS, rejects)
 
     def diff(self, version_to: int, sample: int = 5) -> WindowDiff:
         """Derive the window's rows from what was staged and compare them with the stored."""
@@ -319,9 +312,12 @@ class WindowRebuild:
             "version_from": diff.version_from,
             "version_to": diff.version_to,
         }
-        counters_before, counters_after = self.counters(summary)
         previous = cur.execute(sql.SQL_PREVIOUS, params).fetchone()
         assert previous is not None
+        counters_before = counters_of(_summary_of(previous), _rejects_by_rule(cur, params))
+        counters_after = counters_of(
+            summary, dict(cur.execute(sql.SQL_NEW_REJECTS_BY_RULE).fetchall())
+        )
         if diff.rows_changed:
             for statement in (sql.SQL_KEEP_REVISIONS, *sql.SQL_REPLACE):
                 cur.execute(statement, params)
@@ -336,20 +332,22 @@ class WindowRebuild:
         _audit(cur, params, "rebuild", None, diff.as_dict(), previous)
         _offsets(cur, counters_before, counters_after, rebuild_id)
 
-    def counters(self, summary_after: dict) -> tuple[dict, dict]:
-        """What the window adds to the exporter's counters now, and after the replace."""
-        stored = self._conn.execute(
-            f"SELECT summary FROM {FILL_WINDOWS} WHERE window_start = %(window_start)s",
-            self._params,
-        ).fetchone()
-        before = counters_of(
-            stored and stored[0],
-            dict(self._conn.execute(sql.SQL_REJECTS_BY_RULE, self._params).fetchall()),
-        )
-        after = counters_of(
-            summary_after, dict(self._conn.execute(sql.SQL_NEW_REJECTS_BY_RULE).fetchall())
-        )
-        return before, after
+
+def _summary_of(previous: tuple) -> dict | None:
+    """The window's stored summary, from :data:`~rebuild_sql.SQL_PREVIOUS`'s window row."""
+    window = previous[0]
+    return window and window["summary"]
+
+
+def _rejects_by_rule(cur: psycopg.Cursor, params: dict[str, Any]) -> dict[str, int]:
+    """The window's stored rejects by rule (a counter's labels)."""
+    return dict(cur.execute(sql.SQL_REJECTS_BY_RULE, params).fetchall())
+
+
+def _window_digest(cur: psycopg.Cursor, params: dict[str, Any]) -> RowsDigest:
+    """The digest of every row stored under the window, whatever its partition."""
+    count, hash_sum = cur.execute(sql.SQL_WINDOW_DIGEST, params).fetchone()  # type: ignore[misc]
+    return RowsDigest(count, int(hash_sum))
 
 
 def _audit(
@@ -497,23 +495,14 @@ class RebuildSession:
             ).fetchone()
             assert record is not None
             changes, prev_window, prev_rejects, prev_conflicts, prev_retired, v_from, v_to = record
-            count, hash_sum = cur.execute(
-                SQL_DIGEST.format(
-                    hash=STORED_HASH,
-                    source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s",
-                ),
-                params,
-            ).fetchone()  # type: ignore[misc]
-            if RowsDigest(count, int(hash_sum)) != RowsDigest.from_dict(changes["digest_after"]):
+            if _window_digest(cur, params) != RowsDigest.from_dict(changes["digest_after"]):
                 raise RebuildError(
                     f"window {window.key} changed since rebuild {undoes} (recorded or rebuilt"
                     " again): undoing it would lose that change; nothing of it was undone"
                 )
             params.update(version_from=v_to, version_to=v_from or 0)
             previous = cur.execute(sql.SQL_PREVIOUS, params).fetchone()
-            before = counters_of(
-                previous[0] and previous[0]["summary"], self._rejects_by_rule(params)
-            )
+            before = counters_of(_summary_of(previous), _rejects_by_rule(cur, params))
             # The rebuild's versions (its added and changed rows) out, the rows it superseded in.
             cur.execute(sql.SQL_UNDO_KEYS, params)
             cur.execute("ANALYZE rb_keys")
@@ -541,17 +530,10 @@ class RebuildSession:
                 cur.execute("SELECT change, count(*) FROM rb_diff GROUP BY 1").fetchall()
             )
             undo = {"window": window.key, "undoes": undoes, "rows": restored}
-            count, hash_sum = cur.execute(
-                SQL_DIGEST.format(
-                    hash=STORED_HASH,
-                    source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s",
-                ),
-                params,
-            ).fetchone()  # type: ignore[misc]
-            undo["digest_after"] = RowsDigest(count, int(hash_sum)).as_dict()
+            undo["digest_after"] = _window_digest(cur, params).as_dict()
             _audit(cur, params, "undo", undoes, undo, previous)
             after = counters_of(
-                prev_window and prev_window["summary"], self._rejects_by_rule(params)
+                prev_window and prev_window["summary"], _rejects_by_rule(cur, params)
             )
             _offsets(cur, before, after, undo_id)
             cur.execute(
@@ -560,6 +542,3 @@ class RebuildSession:
                 params,
             )
             return undo
-
-    def _rejects_by_rule(self, params: dict[str, Any]) -> dict[str, int]:
-        return dict(self._conn.execute(sql.SQL_REJECTS_BY_RULE, params).fetchall())

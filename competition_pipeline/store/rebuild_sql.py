@@ -11,6 +11,7 @@ from __future__ import annotations
 from competition_pipeline.fills.rows import REJECT_FIELDS
 from competition_pipeline.store.compare import DIFF_COLUMNS
 from competition_pipeline.store.counters import REJECT_RULE
+from competition_pipeline.store.digest import SQL_DIGEST, STORED_HASH
 from competition_pipeline.store.load import (
     CAND_VALUES,
     DUP_DISTINCT,
@@ -259,6 +260,12 @@ VALUES (%(rebuild_id)s, %(window_start)s, %(kind)s, %(undoes)s, %(reason)s, %(ve
         %(previous_conflicts)s, %(previous_retired)s)"""
 SQL_OFFSET = f"""
 INSERT INTO {COUNTER_OFFSETS} (metric, label, amount, cause) VALUES (%s, %s, %s, %s)"""
+
+# The digest of every row stored under a window, whatever its partition (the undo's check that
+# the window is still as the rebuild left it, and its audit).
+SQL_WINDOW_DIGEST = SQL_DIGEST.format(
+    hash=STORED_HASH, source=f"{FILL_EVENTS} e WHERE e.window_start = %(window_start)s"
+)
 
 # -- undo -------------------------------------------------------------------------------------
 # The keys the rebuild revised in the window (its index on rebuild and window), then the rows
