@@ -31,6 +31,7 @@ from competition_pipeline.store.tables import (
     FILL_RETIRED,
     FILL_REVISIONS,
     FILL_WINDOWS,
+    OLD_ROW_COLUMNS,
     fill_events,
 )
 
@@ -176,15 +177,15 @@ SELECT f, count(*) FROM rb_diff, unnest(string_to_array(fields, ',')) f
 WHERE change = 'changed' GROUP BY f ORDER BY f"""
 
 # -- apply ------------------------------------------------------------------------------------
+# Typed (migration 0004): the old row's columns as they are, no jsonb built, no sort; an added
+# row's (no old row: the LEFT JOIN finds none) are null.
 SQL_KEEP_REVISIONS = f"""
 INSERT INTO {FILL_REVISIONS}
-    (rebuild_id, window_start, change, trade_id, wallet, old_row, changed_fields,
-     version_from, version_to, reason)
-SELECT %(rebuild_id)s, %(window_start)s, d.change, d.trade_id, d.wallet,
-       CASE WHEN d.change = 'added' THEN NULL ELSE to_jsonb(o) END, d.fields,
-       %(version_from)s, %(version_to)s, %(reason)s
-FROM rb_diff d LEFT JOIN rb_stored o ON o.trade_id = d.trade_id AND o.wallet = d.wallet
-ORDER BY d.trade_id, d.wallet"""
+    (rebuild_id, window_start, change, trade_id, wallet, changed_fields,
+     version_from, version_to, reason, {", ".join(OLD_ROW_COLUMNS.values())})
+SELECT %(rebuild_id)s, %(window_start)s, d.change, d.trade_id, d.wallet, d.fields,
+       %(version_from)s, %(version_to)s, %(reason)s, {", ".join(f"o.{c}" for c in OLD_ROW_COLUMNS)}
+FROM rb_diff d LEFT JOIN rb_stored o ON o.trade_id = d.trade_id AND o.wallet = d.wallet"""
 # A changed row that stays in its partition (same fill_ts) is updated in place: no key, no index
 # entry changes (the indexed columns are the key, fill_ts and the window). One that moves (its
 # fill_ts changed, maybe to another month's partition), and one removed, is deleted with its key;
@@ -278,12 +279,15 @@ SQL_UNDO_STORED = f"""
 INSERT INTO rb_stored SELECT e.* FROM {FILL_EVENTS} e
 JOIN rb_keys k ON k.trade_id = e.trade_id AND k.wallet = e.wallet
 WHERE e.window_start = %(window_start)s"""
-# LATERAL: ``(f(x)).*`` would call the function once per column.
+# The superseded rows back, whole: the revision's key and window, its old_ columns.
+_OLD_ROW = ", ".join(
+    f"r.{OLD_ROW_COLUMNS[c]}" if c in OLD_ROW_COLUMNS else f"r.{c}"
+    for c in fill_events.columns.keys()
+)
 SQL_UNDO_ROWS = f"""
-INSERT INTO rb_rows
-SELECT p.* FROM {FILL_REVISIONS} r
-CROSS JOIN LATERAL jsonb_populate_record(NULL::{FILL_EVENTS}, r.old_row) p
-WHERE r.rebuild_id = %(undoes)s AND r.window_start = %(window_start)s AND r.old_row IS NOT NULL"""
+INSERT INTO rb_rows ({_ALL_COLUMNS})
+SELECT {_OLD_ROW} FROM {FILL_REVISIONS} r
+WHERE r.rebuild_id = %(undoes)s AND r.window_start = %(window_start)s AND r.change <> 'added'"""
 SQL_RESTORE_REJECTS = f"""
 INSERT INTO {FILL_REJECTS} SELECT * FROM jsonb_populate_recordset(NULL::{FILL_REJECTS}, %s)"""
 SQL_RESTORE_CONFLICTS = f"""

@@ -431,6 +431,14 @@ fill_rebuilds = sa.Table(
     _when("applied_at", "When the replacing transaction began."),
 )
 
+#: The superseded row's columns in competition_fill_revisions, typed (migration 0004): every
+#: column of competition_fill_events but the key and the window (the revision's own), prefixed.
+OLD_ROW_COLUMNS = {
+    c: f"old_{c}"
+    for c in fill_events.columns.keys()
+    if c not in ("trade_id", "wallet", "window_start")
+}
+
 fill_revisions = sa.Table(
     FILL_REVISIONS,
     metadata,
@@ -459,11 +467,6 @@ fill_revisions = sa.Table(
     sa.Column("trade_id", sa.BigInteger, nullable=False, comment="The row's trade id."),
     sa.Column("wallet", sa.Text, nullable=False, comment="The row's wallet."),
     sa.Column(
-        "old_row",
-        sa.dialects.postgresql.JSONB,
-        comment="The superseded competition_fill_events row, every column (null for an added row).",
-    ),
-    sa.Column(
         "changed_fields",
         sa.Text,
         nullable=False,
@@ -477,6 +480,15 @@ fill_revisions = sa.Table(
     ),
     sa.Column("reason", sa.Text, nullable=False, comment="The rebuild's reason."),
     _when("revised_at", "When the replacing transaction began."),
+    *(
+        sa.Column(
+            OLD_ROW_COLUMNS[c.name],
+            c.type,
+            comment=f"The superseded row's {c.name} (null for an added row).",
+        )
+        for c in fill_events.columns
+        if c.name in OLD_ROW_COLUMNS
+    ),
     sa.Index("ix_competition_fill_revisions_rebuild", "rebuild_id", "window_start"),
 )
 

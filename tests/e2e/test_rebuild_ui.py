@@ -277,7 +277,7 @@ def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals
     by_window = {partition_of(r): r["runId"] for r in applied}
     kept = query(
         site.database_url,
-        "SELECT rebuild_id, window_start, change, trade_id, wallet, old_row->>'fee',"
+        "SELECT rebuild_id, window_start, change, trade_id, wallet, old_fee::text,"
         " changed_fields, version_from, version_to, reason FROM competition_fill_revisions"
         " ORDER BY window_start, trade_id",
     )

@@ -102,7 +102,7 @@ def test_apply_equals_a_fresh_recording_keeps_the_old_rows_and_undo_restores_the
     assert fills_table(database_url) == fills_table(empty_database_url)
     kept = query(
         database_url,
-        "SELECT change, trade_id, wallet, old_row->>'fee', changed_fields, version_from,"
+        "SELECT change, trade_id, wallet, old_fee::text, changed_fields, version_from,"
         " version_to, reason FROM competition_fill_revisions WHERE rebuild_id = %s"
         " ORDER BY trade_id",
         report.rebuild_id,
