@@ -25,7 +25,7 @@ from competition_pipeline.store.standings import Competitions
 from tests.helpers.environment import REPO
 from tests.helpers.journal import W1, W2, append, fill, line, write_segment
 from tests.helpers.runs import materialize, metadata
-from tests.helpers.sql import query
+from tests.helpers.sql import execute, query
 
 PREVIOUS_RELEASE = "76b7974"
 OCT = Window.from_key("2026-03-31-23:00")  # the last hour of March 2026
@@ -504,3 +504,57 @@ def test_a_repeat_in_the_third_batch_sends_the_rest_of_the_window_down_the_caref
         conn.execute("DELETE FROM competition_fill_windows WHERE window_start = %s", (NOV.start,))
     meta = metadata(materialize(database_url, journal, NOV.key))
     assert (meta["rows_inserted"], meta["rows_already_present"], meta["conflicts"]) == (0, 12, 1)
+
+
+def test_the_upgrade_to_0004_keeps_each_jsonb_revision_whole_as_typed_columns(
+    empty_database_url: str,
+) -> None:
+    """Revisions kept by 0003 (the old row as jsonb) read back, after 0004, as the row they were:
+    what an undo restores from."""
+    from alembic import command
+
+    from competition_pipeline.store.tables import OLD_ROW_COLUMNS, fill_events
+
+    url = empty_database_url
+    store = CompetitionStore(url)
+    engine = store.engine()
+    with engine.begin() as conn:
+        command.upgrade(schema._config(conn), "0003")
+    engine.dispose()
+    row = (  # in this hour: this month's partition is there from 0002 on
+        "INSERT INTO competition_fill_events (trade_id, wallet, role, side, counterparty,"
+        " is_self_trade, symbol, price, size, notional, fee, realized_pnl, source_type,"
+        " taker_order_id, maker_order_id, fill_ts, window_start) VALUES (%s, %s, 'taker', 'Buy',"
+        " '0xb', false, 'BTC-PERP', 101.5, 0.25, 25.375, %s, %s, 'OrderFilled', 1, 2,"
+        " date_trunc('hour', now()) + interval '15 min 0.123 s', date_trunc('hour', now()))"
+    )
+    execute(url, row, 1, "0xa", "-0.0000003", None)
+    execute(url, row, 2, "0xc", "0.38", "12.5")
+    execute(
+        url,
+        "INSERT INTO competition_fill_revisions (rebuild_id, window_start, change, trade_id,"
+        " wallet, old_row, changed_fields, version_from, version_to, reason)"
+        " SELECT 'rebuild-1', e.window_start, 'changed', e.trade_id, e.wallet, to_jsonb(e), 'fee',"
+        " 2, 3, 'fee rule' FROM competition_fill_events e UNION ALL SELECT 'rebuild-1',"
+        " date_trunc('hour', now()), 'added', 3, '0xd', NULL, '', 2, 3, 'fee rule'",
+    )
+
+    assert [r.split(" ")[0] for r in store.ensure_schema()] == ["0004"]
+
+    whole = ", ".join(OLD_ROW_COLUMNS.get(c, c) for c in fill_events.columns.keys())
+    kept = f"SELECT {whole} FROM competition_fill_revisions WHERE change = %s ORDER BY trade_id"  # noqa: S608
+    assert query(url, kept, "changed") == query(
+        url, "SELECT * FROM competition_fill_events ORDER BY trade_id"
+    )
+    nulls = ", ".join(f"{c} IS NULL" for c in OLD_ROW_COLUMNS.values())
+    added = f"SELECT {nulls} FROM competition_fill_revisions WHERE change = 'added'"  # noqa: S608
+    assert query(url, added) == [(True,) * len(OLD_ROW_COLUMNS)]
+    columns = {
+        r[0]
+        for r in query(
+            url,
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'competition_fill_revisions'",
+        )
+    }
+    assert "old_row" not in columns and set(OLD_ROW_COLUMNS.values()) <= columns
