@@ -163,7 +163,7 @@ def rebuild_windows(
         before = session.standings(competitions) if apply else None
         for window in windows:
             if window.key not in report.refused:
-                diff = _window(session, source, window, report, sample)
+                diff = _window(session, source, window, report, sample, bool(competitions))
                 if diff is not None:
                     report.windows.append(diff)
         if before is None:  # a dry run: the table as it is, and as the derivations would leave it
@@ -184,10 +184,12 @@ def _window(
     window: Window,
     report: RebuildReport,
     sample: int,
+    standings: bool,
 ) -> WindowDiff | None:
     """One window's diff (applied when the report is), or None when its source gave nothing
     while rows are stored for it (refused: the stream may have lost what the journal check
-    cannot see; a rebuild never empties a window because its source is gone)."""
+    cannot see; a rebuild never empties a window because its source is gone). ``standings``:
+    a competition overlaps the range, so a dry run keeps the derived rows for its preview."""
     with session.window(window, apply=report.applied) as rebuild:
         read = WindowReport(window=window.key, source=source.describe())
         stats = ReadStats()
@@ -205,7 +207,8 @@ def _window(
             )
             return None
         if not report.applied:
-            rebuild.keep_for_standings()
+            if standings:
+                rebuild.keep_for_standings()
         elif not diff.unchanged:
             assert report.reason is not None
             rebuild.apply(

@@ -228,19 +228,19 @@ class WindowRebuild:
         """Derive the window's rows from what was staged and compare them with the stored."""
         cur = self._conn.cursor()
         params = self._params
-        cur.execute(sql.SQL_STORED, params)
+        stored = cur.execute(sql.SQL_STORED, params).rowcount
         cur.execute("ANALYZE stage_fills")  # temporary tables: the planner knows them only so
         cur.execute(sql.SQL_ELSEWHERE, params)
         cur.execute(sql.SQL_DUPS)
         repeated = cur.rowcount > 0
         cur.execute(sql.SQL_CONFLICTS, params)
-        cur.execute(
+        derived = cur.execute(
             sql.SQL_DERIVE.format(
                 distinct="DISTINCT ON (s.trade_id, s.wallet)" if repeated else "",
                 order="ORDER BY s.trade_id, s.wallet, s.seq" if repeated else "",
             ),
             params,
-        )
+        ).rowcount
         cur.execute("ANALYZE rb_rows")
         cur.execute("ANALYZE rb_stored")
         cur.execute(sql.SQL_DIFF)
@@ -252,9 +252,6 @@ class WindowRebuild:
         ]
         rejects = CountDiff(*cur.execute(sql.SQL_REJECTS_DIFF, params).fetchone())  # type: ignore[misc]
         conflicts = CountDiff(*cur.execute(sql.SQL_CONFLICTS_DIFF, params).fetchone())  # type: ignore[misc]
-        derived, stored = cur.execute(
-            "SELECT (SELECT count(*) FROM rb_rows), (SELECT count(*) FROM rb_stored)"
-        ).fetchone()  # type: ignore[misc]
         retired, version_from = cur.execute(sql.SQL_WINDOW_STATE, params).fetchone()  # type: ignore[misc]
         conflict_rows, conflict_messages, rejects_derived = cur.execute(
             "SELECT (SELECT count(*) FROM rb_conflicts), (SELECT count(DISTINCT seq) FROM"
