@@ -433,6 +433,7 @@ fill_rebuilds = sa.Table(
 
 #: The superseded row's columns in competition_fill_revisions, typed (migration 0004): every
 #: column of competition_fill_events but the key and the window (the revision's own), prefixed.
+#: A migration that adds a column to competition_fill_events adds its old_ column there too.
 OLD_ROW_COLUMNS = {
     c: f"old_{c}"
     for c in fill_events.columns.keys()
