@@ -230,21 +230,15 @@ class WindowRebuild:
         params = self._params
         stored = cur.execute(sql.SQL_STORED, params).rowcount
         cur.execute("ANALYZE stage_fills")  # temporary tables: the planner knows them only so
-        cur.execute(sql.SQL_ELSEWHERE, params)
+        cur.execute("ANALYZE rb_stored")
         cur.execute(sql.SQL_DUPS)
         repeated = cur.rowcount > 0
-        cur.execute(sql.SQL_CONFLICTS, params)
-        derived = cur.execute(
-            sql.SQL_DERIVE.format(
-                distinct="DISTINCT ON (s.trade_id, s.wallet)" if repeated else "",
-                order="ORDER BY s.trade_id, s.wallet, s.seq" if repeated else "",
-            ),
-            params,
-        ).rowcount
-        cur.execute("ANALYZE rb_rows")
-        cur.execute("ANALYZE rb_stored")
-        cur.execute(sql.SQL_DIFF)
-        cur.execute("ANALYZE rb_diff")
+        conflicting_rows, derived = self._derive(cur, repeated)
+        conflicting = sql.ELSEWHERE_CONFLICTING if conflicting_rows else ""
+        if cur.execute(sql.SQL_ELSEWHERE.format(conflicting=conflicting), params).rowcount:
+            for statement in sql.SQL_DERIVE_AGAIN:
+                cur.execute(statement)
+            _, derived = self._derive(cur, repeated)
         counts = dict(cur.execute("SELECT change, count(*) FROM rb_diff GROUP BY 1").fetchall())
         by_field = dict(cur.execute(sql.SQL_BY_FIELD).fetchall())
         samples = [
@@ -280,6 +274,22 @@ class WindowRebuild:
             rejects_derived=rejects_derived,
         )
         return self._diff
+
+    def _derive(self, cur: psycopg.Cursor, repeated: bool) -> tuple[int, int]:
+        """Conflicts, the rows the window should hold, their diff against the stored rows (with
+        the keys in ``rb_elsewhere`` left to their windows): conflicting rows and derived rows."""
+        conflicts = cur.execute(sql.SQL_CONFLICTS, self._params).rowcount
+        derived = cur.execute(
+            sql.SQL_DERIVE.format(
+                distinct="DISTINCT ON (s.trade_id, s.wallet)" if repeated else "",
+                order="ORDER BY s.trade_id, s.wallet, s.seq" if repeated else "",
+            ),
+            self._params,
+        ).rowcount
+        cur.execute("ANALYZE rb_rows")
+        cur.execute(sql.SQL_DIFF)
+        cur.execute("ANALYZE rb_diff")
+        return conflicts, derived
 
     def keep_for_standings(self) -> None:
         """Add the derived rows to the range's, for the standings effect (dry run)."""

@@ -51,12 +51,13 @@ OWNER_PRIVILEGES = {
     COUNTER_OFFSETS: ("INSERT",),
 }
 
+#: A rebuild hashes and sorts whole windows (a million rows and more): in memory, not in batches
+#: spilled to disk (PostgreSQL's default is 4MB; the diff's hash of a 2-million-row window's
+#: stored rows takes about 500MB). A cap, for this session only: a small window uses what it needs.
+WORK_MEM = "512MB"
+
 # Temporary tables, made once per session: the dry run's READ ONLY transaction may write them
 # but could not create them. Per window (emptied at every commit or rollback) and per range.
-#: A rebuild hashes and sorts whole windows (a million rows and more): in memory, not in batches
-#: spilled to disk (PostgreSQL's default is 4MB). This session's only, and once per session.
-WORK_MEM = "256MB"
-
 SQL_SESSION = (
     f"SET work_mem = '{WORK_MEM}'",
     *SQL_STAGE[:2],
@@ -79,15 +80,20 @@ SQL_SESSION = (
     " ON COMMIT PRESERVE ROWS",
 )
 
-# The staged keys recorded under another window, with that recorded row: only keys the window
-# does not hold itself are looked up in the registry (on a rebuild of a recorded window, none or
-# a few: one probe each instead of one per staged row).
+# The staged keys recorded under another window, with that recorded row. Only keys the window
+# does not hold itself are looked up in the registry (on a rebuild of a recorded window, none or a
+# few: one probe each), and they are found without comparing every staged key with every stored
+# one: a first derivation and diff run as if no key were recorded elsewhere, and then the staged
+# keys the window does not hold are its diff's added rows, and the keys of the rows its conflicting
+# messages left out (``{conflicting}``, when there are any). Only when one of them is recorded
+# elsewhere are the conflicts, the derivation and the diff run again, with it.
 SQL_ELSEWHERE = f"""
 INSERT INTO rb_elsewhere
 SELECT e.* FROM (
-    SELECT DISTINCT s.trade_id, s.wallet FROM stage_fills s
-    WHERE NOT EXISTS (
-        SELECT 1 FROM rb_stored o WHERE o.trade_id = s.trade_id AND o.wallet = s.wallet)
+    SELECT DISTINCT c0.trade_id, c0.wallet FROM (
+        SELECT d.trade_id, d.wallet FROM rb_diff d WHERE d.change = 'added'
+        {{conflicting}}
+    ) c0
 ) c
 CROSS JOIN LATERAL (
     SELECT e0.* FROM {FILL_KEYS} k
@@ -97,6 +103,19 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) e
 WHERE e.window_start <> %(window_start)s"""
+ELSEWHERE_CONFLICTING = """
+        UNION ALL
+        SELECT s.trade_id, s.wallet FROM stage_fills s
+        WHERE s.seq IN (SELECT x.seq FROM rb_conflicts x)
+          AND NOT EXISTS (
+              SELECT 1 FROM rb_stored o WHERE o.trade_id = s.trade_id AND o.wallet = s.wallet)"""
+#: The first derivation, to be made again with the keys recorded elsewhere (temporary tables:
+#: DELETE, as a READ ONLY transaction may not TRUNCATE).
+SQL_DERIVE_AGAIN = (
+    "DELETE FROM rb_conflicts",
+    "DELETE FROM rb_rows",
+    "DELETE FROM rb_diff",
+)
 SQL_DUPS = """
 INSERT INTO rb_dups SELECT trade_id, wallet FROM stage_fills GROUP BY 1, 2 HAVING count(*) > 1"""
 # As the careful path of a load finds conflicts, with this window's stored rows not counted as

@@ -162,6 +162,45 @@ def test_a_rule_change_that_adds_and_removes_rows(
     ]
 
 
+def test_a_key_recorded_under_another_window_is_left_there_and_stays_a_conflict(
+    database_url: str, empty_database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine sent trade 1 again an hour later with another time: a conflict with the row the
+    # first hour recorded. The rebuild of the later hour finds it (its keys are not the window's
+    # own), leaves the first hour's rows alone and keeps the conflict.
+    later = Window.from_key("2026-03-31-15:00")
+    write_segment(journal, WINDOW, "s.jsonl", [fill(1, T0 + 1)])
+    # Trade 5 is sent twice, the second time with another price: a conflict within the hour.
+    again = fill(5, later.start_ms + 2, price="999.5")
+    messages = [fill(1, later.start_ms + 1), fill(5, later.start_ms + 2), again]
+    write_segment(journal, later, "s.jsonl", messages)
+    store = CompetitionStore(database_url)
+    record_window(JournalSource(journal), store, WINDOW)
+    with monkeypatch.context() as patch:
+        old_release(patch)
+        record_window(JournalSource(journal), store, later)
+    conflicts = (
+        "SELECT window_start, source_file, line_no, wallet, trade_id, conflicts_with,"
+        " differing_fields FROM competition_fill_conflicts ORDER BY trade_id, wallet"
+    )
+    recorded_conflicts = query(database_url, conflicts)
+    assert [(r[3], r[4]) for r in recorded_conflicts] == [(W1, 1), (W2, 1), (W1, 5), (W2, 5)]
+
+    report = rebuild_windows(
+        JournalSource(journal), store, [later], apply=True, reason="maker fee rule fixed"
+    )
+
+    (diff,) = report.windows
+    assert (diff.added, diff.removed, diff.changed) == (0, 0, 1)  # trade 5's maker row
+    assert diff.rows_derived == 2 and not diff.conflicts.any
+    assert query(database_url, conflicts) == recorded_conflicts
+    fresh = CompetitionStore(empty_database_url)
+    fresh.ensure_schema()
+    for window in (WINDOW, later):
+        record_window(JournalSource(journal), fresh, window)
+    assert fills_table(database_url) == fills_table(empty_database_url)
+
+
 def test_a_fill_whose_corrected_timestamp_moves_it_to_another_month(
     database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
