@@ -19,6 +19,10 @@ from competition_pipeline.defs.resources import CompetitionDatabase
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.store.database import StoreError
 
+#: The tag of a run that follows the open hour (``fill_events.follow_window``) instead of recording
+#: it once; the follow sensors set it on the request of a window still within its follow period.
+FOLLOW_TAG = "competition/follow"
+
 #: Dagster's wrappers around the error that says why a step failed.
 _WRAPPERS = {
     "DagsterMaxRetriesExceededError",
@@ -37,6 +41,11 @@ def window_keys(run: dg.DagsterRun) -> list[str]:
         last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
         return [w.key for w in windows_between(first.start, last.end)]
     return []
+
+
+def is_follower(run: dg.DagsterRun) -> bool:
+    """The run follows its (open) window until the hour is closed past its lateness."""
+    return run.tags.get(FOLLOW_TAG) == "open-hour"
 
 
 def windows_label(run: dg.DagsterRun) -> str | None:
