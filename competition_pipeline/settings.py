@@ -75,6 +75,12 @@ class Settings:
     def follows_stream(self) -> bool:
         return self.fill_source == "nats"
 
+    @property
+    def follower_runs(self) -> bool:
+        """The open hour is followed by one long run (journal only: the stream's windows are
+        replayed in full by each load, so the stream keeps a run per change)."""
+        return self.follow_open_hour and not self.follows_stream
+
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``environ`` (the process environment by default), now."""

@@ -224,7 +224,7 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
         with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
             window = Window.from_key(context.partition_key_range.start)
             if (
-                settings.follow_open_hour
+                settings.follower_runs
                 and is_follower(context.run)
                 and context.partition_key_range.start == context.partition_key_range.end
                 and time.time() < _follow_until(settings, window)
@@ -270,7 +270,7 @@ def _follow(
     store = database.store()
     competitions = Competitions(store)
     pacer = StandingsPacer(settings.follow_standings_seconds)
-    loads = rows = refreshes = 0
+    loads = rows = refreshes = bridged = 0
     reported = time.monotonic()
     try:
         source = fill_source.source()
@@ -280,9 +280,13 @@ def _follow(
             window,
             until=until,
             interval=settings.follow_interval_seconds,
+            bridge=Window(window.end),
             reject_budget=policy.reject_budget(),
         ):
-            if report is not None:
+            if report is not None and report.window != window.key:  # the next hour, bridged
+                bridged += 1
+                pacer.committed(report)
+            elif report is not None:
                 if report.retired:
                     raise dg.Failure(
                         description=_retired_message([report.window]), allow_retries=False
@@ -323,7 +327,8 @@ def _follow(
     _log_report(context, totals)
     context.log.info(
         f"followed {window.key}: {loads} loads, {rows} rows inserted, standings refreshed"
-        f" {refreshes} times"
+        f" {refreshes} times; {bridged} loads of the next hour {Window(window.end).key} while"
+        " its own follower started"
     )
     yield dg.MaterializeResult(
         metadata={

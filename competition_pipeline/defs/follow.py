@@ -123,7 +123,7 @@ def _follows(settings: Settings, window: Window, now: float) -> bool:
     """A request of ``window`` is a follower's (FOLLOW_TAG): the hour is open or closed less than
     its lateness ago (its run then follows it until then, instead of recording it once)."""
     until = window.end.timestamp() + settings.follow_lateness_seconds
-    return settings.follow_open_hour and window.start.timestamp() <= now < until
+    return settings.follower_runs and window.start.timestamp() <= now < until
 
 
 def _request_tags(settings: Settings, request, now: float) -> dict[str, str]:  # noqa: ANN001

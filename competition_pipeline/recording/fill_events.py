@@ -287,6 +287,7 @@ def follow_window(
     *,
     until: float,
     interval: float = 1.0,
+    bridge: Window | None = None,
     reject_budget: RejectBudget | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
@@ -295,31 +296,51 @@ def follow_window(
     ``until`` (then once more, so the last round reads everything filed by then); each round
     yields the report of the load it committed, or None when the source had nothing new.
 
+    ``bridge`` (the next hour) is also recorded in each round once it has begun, and its loads'
+    reports yielded too: the hour's first fills are committed while the next hour's own follower
+    is being requested and started (a sensor tick and a run start). Two followers of one window
+    are safe: its loads are serialized by the window's lock and each is idempotent.
+
     One connection serves the reads, one session the loads; each load is the same transaction as
     a run's (rows, rejects, conflicts, offsets, summary and digest together), so a round costs
     what was appended plus a few statements. A window retention retired yields a report with
-    ``retired`` set and ends the follow.
+    ``retired`` set and ends the follow (a retired ``bridge`` is left alone).
     """
     with store.shared_connection(), store.session() as session:
         while True:
-            last_round = clock() >= until
+            now = clock()
+            last_round = now >= until
             started = time.perf_counter()
             if store.retired_windows([window]):
                 yield WindowReport(window=window.key, source=source.describe(), retired=True)
                 return
-            previous = store.previous_loads([window])
-            with closing(_parse_windows(source, [window], previous)) as parsed:
-                item = next(parsed)
-                if item.unchanged:
-                    yield None
-                else:
-                    batches = _window_batches(item, parsed)
-                    yield _load(
-                        session, item, batches, previous.get(window), reject_budget, started
-                    )
+            yield _follow_round(source, store, session, window, reject_budget)
+            if bridge is not None and now >= bridge.start.timestamp():
+                if not store.retired_windows([bridge]):
+                    report = _follow_round(source, store, session, bridge, reject_budget)
+                    if report is not None:
+                        yield report
             if last_round:
                 return
             sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+
+def _follow_round(
+    source: FillSource,
+    store: CompetitionStore,
+    session: LoadSession,
+    window: Window,
+    reject_budget: RejectBudget | None,
+) -> WindowReport | None:
+    """One load of ``window`` from its committed offsets, or None when nothing was appended."""
+    started = time.perf_counter()
+    previous = store.previous_loads([window])
+    with closing(_parse_windows(source, [window], previous)) as parsed:
+        item = next(parsed)
+        if item.unchanged:
+            return None
+        batches = _window_batches(item, parsed)
+        return _load(session, item, batches, previous.get(window), reject_budget, started)
 
 
 def window_totals(store: CompetitionStore, window: Window) -> WindowReport | None:

@@ -96,6 +96,36 @@ def test_a_follower_commits_each_round_what_was_appended_with_its_offsets(
     )
 
 
+def test_past_its_hour_a_follower_also_commits_the_next_hour_until_it_ends(
+    database_url: str, journal: Path
+) -> None:
+    """The next hour's first fills are committed by the closing hour's follower (its lateness)
+    while the next hour's own follower is requested and started; before the hour ends, never."""
+    following = Window(WINDOW.start - dt.timedelta(hours=1))
+    write_segment(journal, following, SEGMENT, [fill(1, following.start_ms + 1)])
+    nxt = write_segment(journal, WINDOW, SEGMENT, [fill(2, T0 + 2)])
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    clock = [WINDOW.start.timestamp() - 2]
+
+    def sleep(_: float) -> None:
+        clock[0] += 1
+        append(nxt, _lines(100 + int(clock[0]) % 100, 1, T0))
+
+    reports = follow_window(
+        JournalSource(journal),
+        store,
+        following,
+        until=WINDOW.start.timestamp() + 2,
+        bridge=WINDOW,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
+    windows = [r.window for r in reports if r is not None]
+    assert windows == [following.key, WINDOW.key, WINDOW.key, WINDOW.key]  # from its start on
+    assert _committed_lines(store, WINDOW) == sum(1 for _ in nxt.open())
+
+
 _FOLLOWER = textwrap.dedent(
     """
     import sys

@@ -324,7 +324,8 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
             " VALUES ('2026-12-31 22:00+00', 'journal', '{}', '{}')"
         )
 
-    assert [r.split(" ")[0] for r in store.ensure_schema()] == ["0002", "0003"]  # the upgrade
+    applied = [r.split(" ")[0] for r in store.ensure_schema()]  # the upgrade (and later ones)
+    assert applied[:2] == ["0002", "0003"]
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
