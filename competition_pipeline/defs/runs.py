@@ -17,11 +17,8 @@ from competition_pipeline.defs.dagster_internals import (
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.resources import CompetitionDatabase
 from competition_pipeline.fills.windows import Window, windows_between
+from competition_pipeline.recording.follow import FOLLOW_TAG
 from competition_pipeline.store.database import StoreError
-
-#: The tag of a run that follows the open hour (``fill_events.follow_window``) instead of recording
-#: it once; the follow sensors set it on the request of a window still within its follow period.
-FOLLOW_TAG = "competition/follow"
 
 #: Dagster's wrappers around the error that says why a step failed.
 _WRAPPERS = {
