@@ -8,8 +8,8 @@ a warm-up, for ``--live-seconds``:
 * the lag of every fill of the measurement from its append (the simulator stamps a fill with the
   time it appends it, within its 50 ms tick) to its commit (``recorded_at``, the recording
   transaction's start, so the commit is a few ms later): p50, p95, p99, max;
-* the standings lag: from a fill's append to the first standings of ``demo`` that include it
-  (a standings computation includes what was committed before its snapshot; see ``_standings``);
+* the standings lag: from a fill's append (a fill of a ``demo`` wallet) to when the bench first
+  saw standings of ``demo`` computed after its commit (``computed_at``, polled every 0.25 s);
 * runs and event-log rows written per hour (instance storage), and the CPU seconds a minute of
   the run workers and of the whole ``dagster dev`` tree (``/proc``; a reaped child's time is in
   its parent's ``cutime``).
@@ -147,25 +147,6 @@ def _fill_commits(url: str, start: dt.datetime, end: dt.datetime) -> list[tuple[
         ).fetchall()
 
 
-def _standings_runs(dagster_url: str, start: float) -> list[tuple[float, float]]:
-    """(snapshot no earlier than, visible at) of each standings run since ``start``: its step's
-    start (the refresh reads what was committed after it) and its materialization."""
-    with psycopg.connect(dagster_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT run_id, dagster_event_type, extract(epoch FROM timestamp)::float8"
-            " FROM event_logs WHERE timestamp >= to_timestamp(%s) AT TIME ZONE 'UTC'"
-            " AND dagster_event_type IN ('STEP_START', 'ASSET_MATERIALIZATION')"
-            " AND run_id IN (SELECT run_id FROM runs WHERE pipeline_name ="
-            " 'competition_standings_job')",
-            (start - 120,),
-        ).fetchall()
-    steps: dict[str, list[float]] = {}
-    for run_id, kind, at in rows:
-        entry = steps.setdefault(run_id, [0.0, 0.0])
-        entry[0 if kind == "STEP_START" else 1] = at
-    return sorted((s, m) for s, m in steps.values() if s and m)
-
-
 def _standings_lags(
     fills: list[tuple[float, float]], computations: list[tuple[float, float]]
 ) -> list[float]:
@@ -194,26 +175,20 @@ def _instance_counts(dagster_url: str, start: float, end: float) -> dict[str, in
 
 
 class _StandingsPoller:
-    """Polls the ``demo`` standings' computation stamp (``standings_computed``), where the code
-    has one: (snapshot, first seen) of each computation."""
+    """Polls when the ``demo`` standings were computed (``computed_at``: the computing
+    transaction's start, so every fill committed before it is counted): (snapshot, first seen)
+    of each computation, whoever computed it (a standings run, or the follower)."""
 
     def __init__(self, url: str) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
         self.seen: dict[float, float] = {}
-        try:
-            self.conn.execute("SELECT 1 FROM competition_standings_computed LIMIT 1")
-            self.available = True
-        except psycopg.Error:
-            self.available = False
 
     def poll(self) -> None:
-        if not self.available:
-            return
         row = self.conn.execute(
-            "SELECT extract(epoch FROM computed_at)::float8 FROM competition_standings_computed"
+            "SELECT extract(epoch FROM max(computed_at))::float8 FROM competition_standings"
             " WHERE competition_id = 'demo'"
         ).fetchone()
-        if row and row[0] not in self.seen:
+        if row and row[0] is not None and row[0] not in self.seen:
             self.seen[row[0]] = time.time()
 
     def computations(self) -> list[tuple[float, float]]:
@@ -288,12 +263,7 @@ def live_follow(
             end_dt = dt.datetime.fromtimestamp(end, dt.UTC)
             lags = _commits(url, start_dt, end_dt)
             fills = _fill_commits(url, start_dt, end_dt)
-            if poller is not None and poller.available:
-                computations = poller.computations()
-                standings_source = "competition_standings_computed (polled every 0.25 s)"
-            else:
-                computations = _standings_runs(dagster_url, start)
-                standings_source = "standings runs (step start .. materialization)"
+            computations = poller.computations() if poller is not None else []
             counts = _instance_counts(dagster_url, start, end)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -316,7 +286,7 @@ def live_follow(
             "commit_lag_seconds": _percentiles(lags),
             "standings_lag_seconds": _percentiles(_standings_lags(fills, computations)),
             "standings_fills": len(fills),
-            "standings_source": standings_source,
+            "standings_computations": len(computations),
             "runs_per_hour": round(counts["runs"] * per_hour, 1),
             "event_rows_per_hour": round(counts["event_rows"] * per_hour),
             "cpu_seconds_per_minute": {
