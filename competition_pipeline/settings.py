@@ -57,6 +57,11 @@ class Settings:
     retry_backoff_seconds: float = 15.0  # FILL_RETRY_BACKOFF_SECONDS
     retry_backoff_max_seconds: float = 600.0  # FILL_RETRY_BACKOFF_MAX_SECONDS
     dead_run_seconds: float = 180.0  # FILL_DEAD_RUN_SECONDS
+    # The open hour's follower (fill_events.follow_window, defs/fill_events.py).
+    follow_open_hour: bool = True  # FILL_FOLLOW_OPEN_HOUR
+    follow_interval_seconds: float = 1.0  # FILL_FOLLOW_INTERVAL_SECONDS
+    follow_lateness_seconds: float = 60.0  # FILL_FOLLOW_LATENESS_SECONDS
+    follow_standings_seconds: float = 5.0  # FILL_FOLLOW_STANDINGS_SECONDS
     # The alerts sensor (alerts.py).
     alert_interval_seconds: int = 15  # ALERT_INTERVAL_SECONDS
     alert_backoff_seconds: float = 15.0  # ALERT_BACKOFF_SECONDS
@@ -69,6 +74,12 @@ class Settings:
     @property
     def follows_stream(self) -> bool:
         return self.fill_source == "nats"
+
+    @property
+    def follower_runs(self) -> bool:
+        """The open hour is followed by one long run (journal only: the stream's windows are
+        replayed in full by each load, so the stream keeps a run per change)."""
+        return self.follow_open_hour and not self.follows_stream
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +128,16 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "FILL_RETRY_BACKOFF_MAX_SECONDS", float, defaults.retry_backoff_max_seconds
         ),
         dead_run_seconds=number("FILL_DEAD_RUN_SECONDS", float, defaults.dead_run_seconds),
+        follow_open_hour=_flag(env.get("FILL_FOLLOW_OPEN_HOUR", "true")),
+        follow_interval_seconds=number(
+            "FILL_FOLLOW_INTERVAL_SECONDS", float, defaults.follow_interval_seconds
+        ),
+        follow_lateness_seconds=number(
+            "FILL_FOLLOW_LATENESS_SECONDS", float, defaults.follow_lateness_seconds
+        ),
+        follow_standings_seconds=number(
+            "FILL_FOLLOW_STANDINGS_SECONDS", float, defaults.follow_standings_seconds
+        ),
         alert_interval_seconds=number(
             "ALERT_INTERVAL_SECONDS", int, defaults.alert_interval_seconds
         ),

@@ -25,7 +25,7 @@ import dagster as dg
 from competition_pipeline.defs.jobs import fill_events_job
 from competition_pipeline.defs.partitions import fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.defs.runs import selects_fill_asset, window_keys
+from competition_pipeline.defs.runs import FOLLOW_TAG, selects_fill_asset, window_keys
 from competition_pipeline.fills.journal import scan
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.stream import StreamSource, windows_since
@@ -119,8 +119,28 @@ def partition_bounds(partitions: dg.PartitionsDefinition) -> tuple[Window, Windo
     return (Window.from_key(first_key) if first_key else last), last
 
 
-def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorResult:
-    """Run requests (tagged with why and which attempt) and the cursor; the log says the rest."""
+def _follows(settings: Settings, window: Window, now: float) -> bool:
+    """A request of ``window`` is a follower's (FOLLOW_TAG): the hour is open or closed less than
+    its lateness ago (its run then follows it until then, instead of recording it once)."""
+    until = window.end.timestamp() + settings.follow_lateness_seconds
+    return settings.follower_runs and window.start.timestamp() <= now < until
+
+
+def _request_tags(settings: Settings, request, now: float) -> dict[str, str]:  # noqa: ANN001
+    tags = {
+        "competition/behind": request.reason[:200],
+        "competition/attempt": str(request.attempt),
+    }
+    if _follows(settings, request.window, now):
+        tags[FOLLOW_TAG] = "open-hour"
+    return tags
+
+
+def _result(
+    context: dg.SensorEvaluationContext, decision: Plan, settings: Settings
+) -> dg.SensorResult:
+    """Run requests (tagged with why, which attempt, and whether the run follows the open hour)
+    and the cursor; the log says the rest."""
     if decision.out_of_range:
         context.log.warning(
             f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
@@ -138,14 +158,11 @@ def _result(context: dg.SensorEvaluationContext, decision: Plan) -> dg.SensorRes
             for key, seconds in list(decision.backing_off.items())[:10]
         }
         context.log.warning(f"failing windows, backing off: {failing}")
+    now = time.time()
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                partition_key=request.window.key,
-                tags={
-                    "competition/behind": request.reason[:200],
-                    "competition/attempt": str(request.attempt),
-                },
+                partition_key=request.window.key, tags=_request_tags(settings, request, now)
             )
             for request in decision.requests
         ],
@@ -222,7 +239,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
             return dg.SkipReason(f"nothing decided this tick: {exc}")
         if ignored:
             context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
-        return _result(context, decision)
+        return _result(context, decision, settings)
 
     @dg.sensor(
         name="fill_stream_sensor",
@@ -260,6 +277,6 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         except (SourceError, StoreError) as exc:
             return dg.SkipReason(f"nothing decided this tick: {exc}")
         keep_stream_position(decision, last_seq, wanted)
-        return _result(context, decision)
+        return _result(context, decision, settings)
 
     return [fill_journal_sensor, fill_stream_sensor]

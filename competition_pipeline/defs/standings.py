@@ -64,6 +64,11 @@ def competition_standings(
     return dg.MaterializeResult(metadata=metadata)
 
 
+def _follower_progress(materialization: dg.AssetMaterialization) -> bool:
+    value = materialization.metadata.get("follower")
+    return value is not None and getattr(value, "value", value) == "progress"
+
+
 standings_job = dg.define_asset_job("competition_standings_job", selection=[competition_standings])
 
 
@@ -85,7 +90,10 @@ def standings_refresh_sensor(
     competitions = Competitions(database.store())
     affected: set[str] = set()
     for record in records.records:
-        partition = record.asset_materialization.partition if record.asset_materialization else None
+        materialization = record.asset_materialization
+        if materialization is None or _follower_progress(materialization):
+            continue  # the follower of the open hour refreshes the standings itself
+        partition = materialization.partition
         if partition:
             window = Window.from_key(partition)
             affected.update(competitions.active_overlapping(window.start, window.end))

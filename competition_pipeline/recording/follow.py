@@ -19,14 +19,20 @@ cursor costs at most one early retry, never a request.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from competition_pipeline.fills.journal import WindowState
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CommittedWindow
+from competition_pipeline.store.summary import WindowReport
 
 NS = 1_000_000_000
+#: The tag of a run that follows the open hour (``fill_events.follow_window``) instead of recording
+#: it once; the follow sensors set it (value "open-hour") on the request of a window still within
+#: its follow period (open, or closed less than its lateness ago).
+FOLLOW_TAG = "competition/follow"
 
 
 @dataclass(frozen=True)
@@ -230,3 +236,28 @@ def plan(
     return Plan(
         requests, next_cursor, in_range, deferred, backing_off, out_of_range, skipped_retired
     )
+
+
+@dataclass
+class StandingsPacer:
+    """When to refresh the running competitions' standings while a window is followed: after a
+    commit that inserted rows, at most every ``min_seconds``, and never sooner than four times
+    the last refresh took after it (a refresh of a large competition costs more)."""
+
+    min_seconds: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    dirty: bool = False
+    next_at: float = 0.0
+
+    def committed(self, report: WindowReport | None) -> None:
+        if report is not None and (report.rows_inserted or report.conflicts_new):
+            self.dirty = True
+
+    def due(self) -> bool:
+        return self.dirty and self.clock() >= self.next_at
+
+    def refreshed(self, started: float) -> None:
+        """After a refresh that began at ``started`` (``clock()``)."""
+        now = self.clock()
+        self.dirty = False
+        self.next_at = now + max(self.min_seconds, 4 * (now - started))

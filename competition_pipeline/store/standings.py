@@ -44,6 +44,11 @@ class Standing:
     trades: int
     fees: Decimal
     medal: int | None
+    #: When they were computed (every fill committed before is counted) and the newest fill of
+    #: the period the computation saw: up to which fill they are.
+    computed_at: dt.datetime | None = None
+    through_fill_ts: dt.datetime | None = None
+    through_trade_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,10 +108,21 @@ def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, ob
     return {"id": competition_id, "win": win, "start": start, "end": end}
 
 
+# One statement, so one snapshot: the newest fill it names is of the same rows it ranked. The
+# newest window with rows first (its index), then the newest fill in it.
 _REPLACE = f"""
+WITH newest AS (
+    SELECT fill_ts, trade_id FROM competition_fill_events
+    WHERE fill_ts >= %(start)s AND fill_ts < %(end)s AND window_start = (
+        SELECT max(window_start) FROM competition_fill_events
+        WHERE fill_ts >= %(start)s AND fill_ts < %(end)s)
+    ORDER BY fill_ts DESC, trade_id DESC LIMIT 1
+)
 INSERT INTO competition_standings
-    (competition_id, wallet, rank, pnl, volume, trades, fees, medal)
-SELECT %(id)s, r.* FROM ({standings_sql("competition_fill_events")}) r"""
+    (competition_id, wallet, rank, pnl, volume, trades, fees, medal, through_fill_ts,
+     through_trade_id)
+SELECT %(id)s, r.*, n.fill_ts, n.trade_id
+FROM ({standings_sql("competition_fill_events")}) r LEFT JOIN newest n ON true"""
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,8 @@ class Competitions:
             self._competition(conn, competition_id)
             rows = conn.execute(
                 "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
-                " s.trades, s.fees, s.medal FROM competition_standings s"
+                " s.trades, s.fees, s.medal, s.computed_at, s.through_fill_ts,"
+                " s.through_trade_id FROM competition_standings s"
                 " LEFT JOIN competition_participants p"
                 "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
                 " WHERE s.competition_id = %s ORDER BY s.rank",

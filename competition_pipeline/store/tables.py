@@ -635,7 +635,26 @@ competition_standings = sa.Table(
     ),
     sa.Column("fees", sa.Numeric, nullable=False, comment="Sum of the wallet's fees counted."),
     sa.Column("medal", sa.SmallInteger, comment="1, 2 or 3 for the top three ranks, else null."),
-    _when("computed_at", "When the transaction that computed these standings began."),
+    _when(
+        "computed_at",
+        (
+            "When the transaction that computed these standings began: every fill committed"
+            " before it is counted."
+        ),
+    ),
+    sa.Column(
+        "through_fill_ts",
+        _tz,
+        comment=(
+            "Fill time of the newest fill of the competition's period that the computation saw (up"
+            " to which fill the standings are); null when none was recorded yet."
+        ),
+    ),
+    sa.Column(
+        "through_trade_id",
+        sa.BigInteger,
+        comment="The trade_id of that newest fill (the largest, when several share its time).",
+    ),
 )
 
 # Every per-window read of the fills names the window's fill_ts range too (a recorded fill's

@@ -154,6 +154,9 @@ def cmd_standings(args: argparse.Namespace) -> int:
                         "trades": s.trades,
                         "fees": str(s.fees),
                         "medal": s.medal,
+                        "computed_at": _iso(s.computed_at),
+                        "through_fill_ts": _iso(s.through_fill_ts),
+                        "through_trade_id": s.through_trade_id,
                     }
                     for s in rows
                 ],
@@ -161,6 +164,7 @@ def cmd_standings(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    print(_computed_line(rows[0]))
     print(
         f"{'rank':>4}  {'wallet':<42}  {'user':<12} {'pnl':>16} {'volume':>18} {'trades':>7} medal"
     )
@@ -170,6 +174,23 @@ def cmd_standings(args: argparse.Namespace) -> int:
             f"{s.trades:>7} {s.medal or ''}"
         )
     return 0
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def _computed_line(first) -> str:  # noqa: ANN001 (a Standing)
+    """When the standings were computed and up to which fill (every row of a competition's
+    standings carries the same stamp: they are replaced in one transaction)."""
+    computed = first.computed_at.astimezone(dt.UTC)
+    age = (dt.datetime.now(dt.UTC) - computed).total_seconds()
+    line = f"computed {computed:%Y-%m-%d %H:%M:%S} UTC ({age:.0f} s ago) from every fill committed"
+    line += " by then"
+    if first.through_fill_ts is None:
+        return line + "; no fill of the period recorded yet"
+    through = f"{first.through_fill_ts.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+    return f"{line}; up to the fill of {through} UTC (trade {first.through_trade_id})"
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -261,6 +261,24 @@ def _bench_parser(commands) -> None:
         help="figure r alone: a rebuild of the window (dry run, apply, undo) against its first"
         " recording",
     )
+    bench.add_argument(
+        "--only-i",
+        action="store_true",
+        help="figure i alone: the local start following the open hour (lag, runs, CPU)",
+    )
+    bench.add_argument("--live-seconds", type=float, default=600, help="i: measured seconds")
+    bench.add_argument("--live-rate", type=float, default=20, help="i: fills appended a second")
+    bench.add_argument("--live-warmup", type=float, default=90, help="i: seconds before measuring")
+    bench.add_argument(
+        "--live-code", type=Path, help="i: run this checkout's code (the figure before a change)"
+    )
+    bench.add_argument(
+        "--live-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="i: an environment variable for the local start (e.g. an alternative's setting)",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

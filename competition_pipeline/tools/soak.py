@@ -50,6 +50,8 @@ from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.journal import scan, window_dir
 from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.recording.follow import FOLLOW_TAG
+from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.tools import embedded, simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
@@ -416,12 +418,28 @@ class Soak:
         }
 
     def _runs_by_status(self) -> dict[str, int]:
-        """The instance's runs by status at the end (none may be left QUEUED or STARTED)."""
+        """The instance's runs by status at the end (none may be left QUEUED or STARTED). The
+        open hour's follower runs until its hour is closed past its lateness: a STARTED follower
+        whose worker holds its liveness lock is counted FOLLOWING (alive), one that does not
+        stays STARTED (a dead run the sensor has not replaced)."""
         try:
             with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
-                return dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status"))
-        except psycopg.Error:
+                runs = conn.execute(
+                    "SELECT r.run_id, r.status, t.value IS NOT NULL FROM runs r"
+                    " LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = %s",
+                    (FOLLOW_TAG,),
+                ).fetchall()
+            followers = [run_id for run_id, status, follows in runs if follows]
+            store = CompetitionStore(self.cluster.url("competition"), connect_timeout=5)
+            alive = store.runs_holding_lock(followers) if followers else set()
+        except (psycopg.Error, StoreError):
             return {}
+        return dict(
+            Counter(
+                "FOLLOWING" if status == "STARTED" and run_id in alive else status
+                for run_id, status, _ in runs
+            )
+        )
 
     def close(self) -> None:
         self.stop_sim.set()

@@ -94,6 +94,33 @@ def test_standings_not_computed_yet_says_so_and_how(
     assert row.split() == ["c1", "2026-11-20", "00:00", "2026-11-27", "00:00", "pnl", "2", "2"]
 
 
+def test_standings_say_when_they_were_computed_and_up_to_which_fill(
+    state: Path, database_url: str, journal: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from competition_pipeline.fills.journal import JournalSource
+    from competition_pipeline.recording.fill_events import record_window
+    from competition_pipeline.store.database import CompetitionStore
+    from tests.helpers.journal import T0, fill, write_segment
+
+    monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
+    args = ["competition", "create", "c1", "--start", "2026-11-20T00:00Z"]
+    assert cli.main([*args, "--end", "2026-11-27T00:00Z"]) == 0
+    assert cli.main(["competition", "register", "c1", W1, W2]) == 0
+    write_segment(journal, WINDOW, "seg-1.jsonl", [fill(7, T0 + 1500), fill(5, T0 + 1500)])
+    record_window(JournalSource(journal), CompetitionStore(database_url), WINDOW)
+    capsys.readouterr()
+    assert cli.main(["standings", "c1", "--refresh"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("computed 2026-") and "UTC" in first
+    assert first.endswith("up to the fill of 2026-11-20 03:00:01.500 UTC (trade 7)")
+    assert cli.main(["standings", "c1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["through_fill_ts"], r["through_trade_id"]) for r in rows} == {
+        ("2026-11-20T03:00:01.500000+00:00", 7)
+    }
+    assert all(r["computed_at"].startswith("20") for r in rows)
+
+
 def test_the_demo_competition_registers_wallets_that_trade_in_the_sample(
     state: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -328,6 +328,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         "0002",
         "0003",
         "0004",
+        "0005",
     ]  # the upgrade
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(

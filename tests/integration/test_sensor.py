@@ -16,6 +16,7 @@ import pytest
 
 from competition_pipeline.defs.follow import build_follow_sensors
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.fill_events import record_window
@@ -226,3 +227,32 @@ def test_a_window_retention_retired_is_never_requested_again_though_the_journal_
         result = tick(instance, journal, database_url, cursor)
         assert keys(result) == [RECENT.key]
         cursor = result.cursor
+
+
+def test_the_open_hour_is_requested_once_as_a_follower_and_a_dead_follower_is_replaced(
+    instance, journal: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open hour's request carries the follower tag (its run follows the hour until it is
+    closed past its lateness), a closed hour's does not; while the follower holds its liveness
+    lock the hour is not requested again however far the journal is ahead; once its worker is
+    gone (lock released, silent) the run is marked failed and a new follower requested."""
+    monkeypatch.setattr(Follow, "settings", replace(Follow.settings, dead_run_seconds=0.5))
+    segment = write_segment(journal, OPEN, "seg-1.jsonl", [fill(1, OPEN.start_ms)])
+    write_segment(journal, RECENT, "seg-1.jsonl", [fill(2, RECENT.start_ms)])
+    first = tick(instance, journal, database_url, None)
+    tags = {r.partition_key: r.tags for r in first.run_requests}
+    assert tags[OPEN.key][FOLLOW_TAG] == "open-hour"
+    assert FOLLOW_TAG not in tags[RECENT.key]
+    commit(journal, database_url, RECENT)
+    follower = add_run(instance, OPEN, dg.DagsterRunStatus.STARTED)
+    store = CompetitionDatabase(url=database_url).store()
+    with store.holding_run_lock(follower.run_id):
+        time.sleep(1.0)
+        append(segment, json.dumps(fill(3, OPEN.start_ms + 1)) + "\n")
+        assert keys(tick(instance, journal, database_url, first.cursor)) == []
+    time.sleep(1.0)  # its worker is gone: the lock released, nothing logged
+    replaced = tick(instance, journal, database_url, first.cursor)
+    assert [(r.partition_key, r.tags[FOLLOW_TAG]) for r in replaced.run_requests] == [
+        (OPEN.key, "open-hour")
+    ]
+    assert instance.get_run_by_id(follower.run_id).status == dg.DagsterRunStatus.FAILURE

@@ -180,7 +180,19 @@ def run(args: argparse.Namespace) -> int:
     if args.only_g and not args.stored_rows:
         args.error("--only-g needs --stored-rows N")
     result: dict = {}
-    if args.only_r:
+    if args.only_i:
+        from competition_pipeline.tools.bench.live import i_table, live_follow
+
+        env = dict(item.split("=", 1) for item in args.live_env)
+        result["i_live"] = live_follow(
+            seconds=args.live_seconds,
+            rate=args.live_rate,
+            warmup=args.live_warmup,
+            code=args.live_code,
+            env=env,
+        )
+        print(i_table(result["i_live"]))
+    elif args.only_r:
         result["r_rebuild"] = rebuild_only(args)
         print(r_table(result["r_rebuild"]))
     elif not args.only_g:

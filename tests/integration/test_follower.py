@@ -1,0 +1,299 @@
+"""The open hour's follower: one run tails its window and commits every second or so.
+
+Asserted on what the database committed (offsets, rows, totals), never on wall time: the clock of
+``follow_window`` is the test's where it can be, and a follower run ends at a ``until`` a few
+seconds ahead (the lateness setting moved so the hour "closes" then).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.runs import FOLLOW_TAG
+from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import (
+    follow_window,
+    reconcile_window,
+    window_totals,
+)
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.standings import Competitions
+from tests.helpers.journal import T0, W1, W2, WINDOW, append, fill, line, write_segment
+from tests.helpers.location import SETTINGS
+from tests.helpers.runs import ALL_CHECKS
+from tests.helpers.sql import query
+
+SEGMENT = "live.jsonl"
+
+
+def _lines(first: int, count: int, start_ms: int) -> str:
+    return "".join(line(fill(t, start_ms + t)) + "\n" for t in range(first, first + count))
+
+
+def _committed_lines(store: CompetitionStore, window: Window) -> int:
+    committed = store.committed_positions().get(window)
+    if committed is None or not committed.positions:
+        return 0
+    return sum(p["lines"] for p in committed.positions.values())
+
+
+def test_a_follower_commits_each_round_what_was_appended_with_its_offsets(
+    database_url: str, journal: Path
+) -> None:
+    """N appends between rounds give N small loads, each reading only what was appended and
+    committing its offset with its rows; a round with nothing new commits nothing."""
+    segment = write_segment(journal, WINDOW, SEGMENT, [fill(1, T0 + 1)])
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    appended = [1]
+    rounds = iter([3, 0, 5, 7])  # what is appended after each round (0: a quiet second)
+    now = [0.0]
+
+    def sleep(_: float) -> None:
+        now[0] += 1
+        n = next(rounds, 0)
+        if n:
+            append(segment, _lines(sum(appended) + 1, n, T0))
+            appended.append(n)
+
+    reports = list(
+        follow_window(
+            JournalSource(journal), store, WINDOW, until=4.0, clock=lambda: now[0], sleep=sleep
+        )
+    )
+    loads = [r for r in reports if r is not None]
+    assert [r.lines_read for r in loads] == [1, 3, 5, 7]
+    assert reports[2] is None  # the quiet round
+    assert all(r.incremental for r in loads[1:])
+    assert [r.rows_inserted for r in loads] == [2, 6, 10, 14]
+    fills = sum(appended)
+    assert _committed_lines(store, WINDOW) == fills
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2 * fills,)]
+    totals = window_totals(store, WINDOW)
+    assert totals is not None
+    assert (totals.lines_read, totals.rows_inserted, totals.rows_stored) == (
+        fills,
+        2 * fills,
+        2 * fills,
+    )
+
+
+def test_past_its_hour_a_follower_also_commits_the_next_hour_until_it_ends(
+    database_url: str, journal: Path
+) -> None:
+    """The next hour's first fills are committed by the closing hour's follower (its lateness)
+    while the next hour's own follower is requested and started; before the hour ends, never."""
+    following = Window(WINDOW.start - dt.timedelta(hours=1))
+    write_segment(journal, following, SEGMENT, [fill(1, following.start_ms + 1)])
+    nxt = write_segment(journal, WINDOW, SEGMENT, [fill(2, T0 + 2)])
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    clock = [WINDOW.start.timestamp() - 2]
+
+    def sleep(_: float) -> None:
+        clock[0] += 1
+        append(nxt, _lines(100 + int(clock[0]) % 100, 1, T0))
+
+    reports = follow_window(
+        JournalSource(journal),
+        store,
+        following,
+        until=WINDOW.start.timestamp() + 2,
+        bridge=WINDOW,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
+    windows = [r.window for r in reports if r is not None]
+    assert windows == [following.key, WINDOW.key, WINDOW.key, WINDOW.key]  # from its start on
+    assert _committed_lines(store, WINDOW) == sum(1 for _ in nxt.open())
+
+
+_FOLLOWER = textwrap.dedent(
+    """
+    import sys
+    import dagster as dg
+    from competition_pipeline import settings
+    from competition_pipeline.defs.fill_events import build_fill_asset
+    from competition_pipeline.defs.resources import (
+        CompetitionDatabase, FillSourceResource, RecordingPolicy)
+    from competition_pipeline.defs.runs import FOLLOW_TAG
+
+    url, journal, key = sys.argv[1:]
+    dg.materialize(
+        [build_fill_asset(settings.load())],
+        partition_key=key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=url),
+            "fill_source": FillSourceResource(root=journal),
+            "policy": RecordingPolicy(),
+        },
+    )
+    """
+)
+
+
+def _open_window() -> Window:
+    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
+    now = dt.datetime.now(dt.UTC)
+    window = Window.containing(now)
+    left = (window.end - now).total_seconds()
+    if left < 120:
+        time.sleep(left + 1)
+        window = Window.containing(dt.datetime.now(dt.UTC))
+    return window
+
+
+def _wait(predicate, timeout: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the follower did not commit"
+        time.sleep(0.2)
+
+
+def _follow_briefly(
+    database_url: str, journal: Path, window: Window, seconds: float, **kwargs
+) -> dg.ExecuteInProcessResult:
+    """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
+    lateness = time.time() + seconds - window.end.timestamp()
+    settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
+    return dg.materialize(
+        [build_fill_asset(settings), *ALL_CHECKS],
+        partition_key=window.key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=database_url),
+            "fill_source": FillSourceResource(root=str(journal)),
+            "policy": RecordingPolicy(),
+        },
+        **kwargs,
+    )
+
+
+def test_a_follower_killed_mid_hour_is_resumed_from_its_committed_offset(
+    database_url: str, journal: Path
+) -> None:
+    """``kill -9`` of a follower's process while fills are appended: the next follower starts
+    from the committed offsets, and the window ends exact (nothing missing, nothing twice)."""
+    window = _open_window()
+    start = window.start_ms
+    segment = write_segment(journal, window, SEGMENT, [])
+    append(segment, _lines(1, 200, start))
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    env = {**os.environ, "FILL_FOLLOW_INTERVAL_SECONDS": "0.2"}
+    follower = subprocess.Popen(
+        [sys.executable, "-c", _FOLLOWER, database_url, str(journal), window.key], env=env
+    )
+    try:
+        _wait(lambda: _committed_lines(store, window) == 200)
+        append(segment, _lines(201, 100, start))
+        _wait(lambda: _committed_lines(store, window) == 300)  # it follows: a second load
+        stop = threading.Event()
+
+        def appender() -> None:
+            trade = 301
+            while not stop.is_set():
+                append(segment, _lines(trade, 5, start))
+                trade += 5
+                time.sleep(0.01)
+
+        writer = threading.Thread(target=appender)
+        writer.start()
+        time.sleep(1.0)  # loads commit while lines arrive; the kill lands at any point of one
+        follower.send_signal(signal.SIGKILL)
+        follower.wait(timeout=30)
+        stop.set()
+        writer.join()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    committed_before = _committed_lines(store, window)
+    assert committed_before >= 300
+    result = _follow_briefly(database_url, journal, window, 2.0)
+    assert result.success
+    fills = sum(1 for _ in segment.open())
+    assert _committed_lines(store, window) == fills
+    assert query(
+        database_url, "SELECT count(*), count(DISTINCT trade_id) FROM competition_fill_events"
+    ) == [(2 * fills, fills)]
+    totals = window_totals(store, window)
+    assert totals is not None
+    assert (totals.lines_read, totals.rows_inserted, totals.conflicts) == (fills, 2 * fills, 0)
+    check = reconcile_window(JournalSource(journal), store, window)
+    assert (check.missing, check.unexpected) == (0, 0)
+
+
+def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
+    database_url: str, journal: Path
+) -> None:
+    """The follower commits while fills arrive, keeps a running competition's standings, and
+    once its hour is closed past its lateness ends with the window's final materialization (its
+    totals) and the three checks evaluated for its partition."""
+    window = _open_window()
+    start = window.start_ms
+    segment = write_segment(journal, window, SEGMENT, [fill(1, start + 1)])
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    competitions = Competitions(store)
+    competitions.create("live", "Live", window.start, window.end, "volume")
+    competitions.register("live", W1)
+    competitions.register("live", W2)
+    stop = threading.Event()
+
+    def appender() -> None:
+        trade = 2
+        while not stop.wait(0.05):
+            append(segment, _lines(trade, 3, start))
+            trade += 3
+
+    writer = threading.Thread(target=appender)
+    writer.start()
+    try:
+        result = _follow_briefly(database_url, journal, window, 4.0)
+    finally:
+        stop.set()
+        writer.join()
+    assert result.success
+    events = result.get_asset_materialization_events()
+    final = {k: v.value for k, v in events[-1].materialization.metadata.items()}
+    assert events[-1].materialization.partition == window.key
+    assert final["follower"] == "final"
+    assert final["follower_loads"] > 1  # it followed: more than one load in one run
+    # The fills appended after the run's last read are the next run's (the sensor asks for it).
+    recorded = _committed_lines(store, window)
+    assert final["lines_read"] == recorded
+    assert final["rows_inserted"] == final["dagster/partition_row_count"] == 2 * recorded
+    assert final["accounting_balanced"] is True
+    evaluations = result.get_asset_check_evaluations()
+    assert sorted(e.check_name for e in evaluations) == [
+        "no_conflicting_duplicates",
+        "reconciles_with_journal",
+        "rejects_within_budget",
+    ]
+    assert all(e.passed and e.partition == window.key for e in evaluations)
+    (newest,) = query(
+        database_url, "SELECT max(trade_id), max(fill_ts) FROM competition_fill_events"
+    )
+    standings = competitions.standings("live")
+    assert {s.through_trade_id for s in standings} == {newest[0]}
+    assert {s.through_fill_ts for s in standings} == {newest[1]}
+    assert sum(s.trades for s in standings) == 2 * recorded
