@@ -53,7 +53,7 @@ def check_deployment(context: dg.AssetExecutionContext, settings: Settings) -> N
         raise dg.Failure(
             description=(
                 f"host {socket.gethostname()} refuses to record: its code or settings differ from"
-                f" the code server's that planned run {context.run_id} ({problem}); deploy the"
+                f" the code server's that planned run {context.run.run_id} ({problem}); deploy the"
                 " same release and FILL_* values on every worker (docs/operations.md, section 8)."
                 " Nothing recorded"
             ),
@@ -64,5 +64,5 @@ def check_deployment(context: dg.AssetExecutionContext, settings: Settings) -> N
 def tag_host(context: dg.AssetExecutionContext) -> str:
     """Record on the run which host executes it; the host name is returned for the metadata."""
     host = socket.gethostname()
-    context.instance.add_run_tags(context.run_id, {HOST_TAG: host})
+    context.instance.add_run_tags(context.run.run_id, {HOST_TAG: host})
     return host

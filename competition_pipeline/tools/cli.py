@@ -207,7 +207,7 @@ def _publish_parser(commands) -> None:
 
 
 def _soak_parser(commands) -> None:
-    from competition_pipeline.tools.soak import FAULTS
+    from competition_pipeline.tools.soak import FAULTS, HOST_FAULTS, TOPOLOGIES
 
     soak = _parser(
         "soak",
@@ -219,9 +219,17 @@ def _soak_parser(commands) -> None:
     soak.add_argument("--seed", type=int, default=1, help="random seed of the fault plan")
     soak.add_argument(
         "--faults",
-        default=",".join(FAULTS),
-        help=f"comma-separated subset of {','.join(FAULTS)}",
+        help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
+        f" celery of {','.join(HOST_FAULTS)}",
     )
+    soak.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="local",
+        help="local: runs on this host (dagster.yaml); celery: on worker hosts in network"
+        " namespaces through CeleryRunLauncher and a RabbitMQ broker of the soak's own (root)",
+    )
+    soak.add_argument("--hosts", type=int, default=2, help="worker hosts (--topology celery)")
     soak.add_argument(
         "--timeout", type=float, default=300, help="seconds to wait for convergence afterwards"
     )
