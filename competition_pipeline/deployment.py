@@ -39,11 +39,21 @@ RULES = (
 
 @functools.cache
 def code_digest() -> str:
-    """SHA-256 (first 16 hex digits) of the package's Python sources, by relative path: two
-    hosts with the same release installed agree, a host with one file changed does not."""
+    """SHA-256 (first 16 hex digits) of the package's Python sources that a run executes."""
+    return digest_of(PACKAGE)
+
+
+def digest_of(package: Path) -> str:
+    """The sources under ``package`` by relative path: two hosts with the same release installed
+    agree, a host with one of those files changed does not. ``tools/`` (the operator CLI: bench,
+    soak, simulator) is left out: no run imports it, and a host's CLI may be patched without
+    failing its runs."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if relative.parts[0] == "tools":
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

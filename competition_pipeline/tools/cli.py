@@ -269,6 +269,14 @@ def _bench_parser(commands) -> None:
         help="figure r alone: a rebuild of the window (dry run, apply, undo) against its first"
         " recording",
     )
+    bench.add_argument(
+        "--only-w",
+        action="store_true",
+        help="figure w alone: --windows runs on the service host, then on 1 and 2 Celery worker"
+        " hosts (network namespaces; root)",
+    )
+    bench.add_argument("--windows", type=int, default=24, help="w: windows (one run each)")
+    bench.add_argument("--w-fills-per-hour", type=int, default=2000, help="w: fills per window")
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

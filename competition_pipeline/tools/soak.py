@@ -252,7 +252,8 @@ class Soak:
 
     # -- setting up --------------------------------------------------------------------------
 
-    def setup(self, sample_hours: int, fills_per_hour: int) -> None:
+    def setup(self, sample_hours: int, fills_per_hour: int, *, live: bool = True) -> None:
+        """Everything started; with ``live`` the simulator appends to the open hour."""
         celery = self.topology == "celery"
         if celery:
             self.network = hosts.Network(self.workdir / "hosts")
@@ -309,6 +310,8 @@ class Soak:
         self.daemon.start()
         if celery:
             self._start_hosts(env)
+        if not live:
+            return
         self.sim_thread = threading.Thread(
             target=simulate.append_live,
             kwargs={"root": self.journal, "rate_per_second": 20, "stop": self.stop_sim},
@@ -526,7 +529,8 @@ class Soak:
             self.inject(kind)
         _log("faults stopped; stopping the simulator and waiting, touching nothing")
         self.stop_sim.set()
-        self.sim_thread.join(timeout=30)
+        if hasattr(self, "sim_thread"):
+            self.sim_thread.join(timeout=30)
         for repair in self.repairs:  # the engine's rewrite of a corrupt segment is not ours
             repair.join()
         cleared = time.monotonic()

@@ -180,7 +180,12 @@ def run(args: argparse.Namespace) -> int:
     if args.only_g and not args.stored_rows:
         args.error("--only-g needs --stored-rows N")
     result: dict = {}
-    if args.only_r:
+    if args.only_w:
+        from competition_pipeline.tools.bench.workers import w_table, workers_figure
+
+        result["w_workers"] = workers_figure(args.windows, args.w_fills_per_hour)
+        print(w_table(result["w_workers"]))
+    elif args.only_r:
         result["r_rebuild"] = rebuild_only(args)
         print(r_table(result["r_rebuild"]))
     elif not args.only_g:
