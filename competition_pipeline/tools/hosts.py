@@ -42,6 +42,8 @@ def available() -> str | None:
         subprocess.run(["unshare", "--version"], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         return f"ip netns / unshare unavailable: {exc}"
+    if not RABBITMQ.exists():
+        return f"no RabbitMQ server at {RABBITMQ} (Debian's rabbitmq-server)"
     return None
 
 
