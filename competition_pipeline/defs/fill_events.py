@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from competition_pipeline.defs.checks import WindowChecks, selected_checks
+from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
     DATABASE_POOL,
     fill_freshness_policy,
@@ -198,6 +199,8 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=fill_retry_policy(settings),
         pool=DATABASE_POOL,
+        # The code server's code and rule settings: a worker elsewhere compares its own (hosts.py).
+        op_tags=deployment_op_tags(settings),
         freshness_policy=fill_freshness_policy(settings),
         group_name="competition",
         kinds={"postgres"},
@@ -221,6 +224,8 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
         fill_source: FillSourceResource,
         policy: RecordingPolicy,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        check_deployment(context, settings)
+        host = tag_host(context)
         with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
             window = Window.from_key(context.partition_key_range.start)
             if (
@@ -231,7 +236,7 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
             ):
                 yield from _follow(context, database, fill_source, policy, settings, window)
             else:
-                yield from _materialize(context, database, fill_source, policy)
+                yield from _materialize(context, database, fill_source, policy, host)
 
     return competition_fill_events
 
@@ -368,6 +373,7 @@ def _materialize(
     database: CompetitionDatabase,
     fill_source: FillSourceResource,
     policy: RecordingPolicy,
+    host: str,
 ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
@@ -376,7 +382,7 @@ def _materialize(
         if report.retired:
             raise dg.Failure(description=_retired_message([report.window]), allow_retries=False)
         _log_report(context, report)
-        yield dg.MaterializeResult(metadata=report_metadata(report))
+        yield dg.MaterializeResult(metadata={**report_metadata(report), "host": host})
         return
     # A partition range (a backfill): one materialization event per window, as each commits, so
     # the UI shows every window's counts and a failure leaves the finished windows materialized.
@@ -403,7 +409,7 @@ def _materialize(
             yield dg.AssetMaterialization(
                 asset_key=context.asset_key,
                 partition=report.window,
-                metadata=report_metadata(report),
+                metadata={**report_metadata(report), "host": host},
             )
             yield from checks.evaluations(check_names, Window.from_key(report.window))
             rows += report.rows_inserted

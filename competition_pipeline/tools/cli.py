@@ -207,7 +207,7 @@ def _publish_parser(commands) -> None:
 
 
 def _soak_parser(commands) -> None:
-    from competition_pipeline.tools.soak import FAULTS
+    from competition_pipeline.tools.soak import FAULTS, HOST_FAULTS, TOPOLOGIES
 
     soak = _parser(
         "soak",
@@ -219,9 +219,17 @@ def _soak_parser(commands) -> None:
     soak.add_argument("--seed", type=int, default=1, help="random seed of the fault plan")
     soak.add_argument(
         "--faults",
-        default=",".join(FAULTS),
-        help=f"comma-separated subset of {','.join(FAULTS)}",
+        help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
+        f" celery of {','.join(HOST_FAULTS)}",
     )
+    soak.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="local",
+        help="local: runs on this host (dagster.yaml); celery: on worker hosts in network"
+        " namespaces through CeleryRunLauncher and a RabbitMQ broker of the soak's own (root)",
+    )
+    soak.add_argument("--hosts", type=int, default=2, help="worker hosts (--topology celery)")
     soak.add_argument(
         "--timeout", type=float, default=300, help="seconds to wait for convergence afterwards"
     )
@@ -279,6 +287,14 @@ def _bench_parser(commands) -> None:
         metavar="NAME=VALUE",
         help="i: an environment variable for the local start (e.g. an alternative's setting)",
     )
+    bench.add_argument(
+        "--only-w",
+        action="store_true",
+        help="figure w alone: --windows runs on the service host, then on 1 and 2 Celery worker"
+        " hosts (network namespaces; root)",
+    )
+    bench.add_argument("--windows", type=int, default=24, help="w: windows (one run each)")
+    bench.add_argument("--w-fills-per-hour", type=int, default=2000, help="w: fills per window")
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

@@ -19,6 +19,17 @@ come from its own reading of the journal files (every valid fill's wallet rows).
 faults by kind, windows, rows expected, recorded, missing, extra and seconds to converge, and
 exits non-zero unless missing = extra = 0.
 
+``--topology celery`` runs the runs elsewhere: the service host (daemon, code server) stays here
+with ``docs/examples/dagster.celery.yaml`` (``CeleryRunLauncher``), and ``--hosts`` worker hosts
+(default 2), each a network namespace of its own on a bridge (:mod:`hosts`) running ``celery -A
+dagster_celery.app worker`` with its own hostname and ``DAGSTER_HOME``
+(``docs/examples/dagster.celery-worker.yaml``). The cluster and a RabbitMQ node of the soak's own
+listen on the bridge's address, so the workers reach them over the veth. It adds the host faults:
+a worker host killed whole (every process in its namespace ``kill -9``) with a run in flight and
+booted again later; a worker host cut off (its veth link down) for longer than the retry budget,
+then reconnected; the broker killed and restarted on its own storage. The result also counts the
+runs by the host that executed them (run tag ``competition/host``).
+
 PostgreSQL's binaries are the machine's (``pg_ctl`` on PATH, or Debian's
 ``/usr/lib/postgresql/*/bin``) or, where there are none, the embedded PostgreSQL's. As root the
 cluster runs as user ``postgres`` (created if missing), since PostgreSQL refuses to run as root.
@@ -52,13 +63,16 @@ from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.follow import FOLLOW_TAG
 from competition_pipeline.store.database import CompetitionStore, StoreError
-from competition_pipeline.tools import embedded, simulate
+from competition_pipeline.tools import embedded, hosts, simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
+#: The Celery topology's own faults (worker hosts and the broker).
+HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
+TOPOLOGIES = ("local", "celery")
 
 
 def postgres_bindir() -> Path:
@@ -77,6 +91,7 @@ class Cluster:
     data: Path
     port: int
     user: str | None = None  # run as this user (PostgreSQL refuses root)
+    listen: str = "127.0.0.1"  # listen_addresses; the Celery topology adds the bridge's address
 
     def _run(self, *argv: str) -> None:
         command = [str(self.bindir / argv[0]), *argv[1:]]
@@ -100,6 +115,9 @@ class Cluster:
                     break
                 os.chmod(path, os.stat(path).st_mode | 0o711)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        if self.listen != "127.0.0.1":  # the worker hosts' subnet (a private bridge)
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 10.0.0.0/8 trust\n")
         self.start()
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             for name in ("dagster", "competition"):
@@ -107,7 +125,7 @@ class Cluster:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            f"-p {self.port} -c listen_addresses='{self.listen}' -c unix_socket_directories=''"
             " -c fsync=off -c max_connections=200"
         )
         log = self.data.parent / "postgres.log"
@@ -116,8 +134,8 @@ class Cluster:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, host: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{host}:{self.port}/{database}"
 
 
 class Process:
@@ -219,6 +237,8 @@ class Soak:
     seed: int
     faults: tuple[str, ...]
     injected: Counter = field(default_factory=Counter)
+    topology: str = "local"
+    host_count: int = 2
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -229,10 +249,20 @@ class Soak:
         self.repairs: list[threading.Thread] = []
         self.stop_sim = threading.Event()
         self.home = self.workdir / "dagster_home"
+        self.network: hosts.Network | None = None
+        self.broker: hosts.Broker | None = None
 
     # -- setting up --------------------------------------------------------------------------
 
-    def setup(self, sample_hours: int, fills_per_hour: int) -> None:
+    def setup(self, sample_hours: int, fills_per_hour: int, *, live: bool = True) -> None:
+        """Everything started; with ``live`` the simulator appends to the open hour."""
+        celery = self.topology == "celery"
+        if celery:
+            self.network = hosts.Network(self.workdir / "hosts")
+            self.network.up()
+            self.cluster.listen = f"127.0.0.1,{self.network.gateway}"
+            self.broker = hosts.Broker(self.workdir, self.network.gateway)
+            self.broker.start()
         self.cluster.init()
         now = Window.containing_ms(time.time_ns() // 1_000_000)
         self.closed = [Window(now.start - back * HOUR) for back in range(sample_hours, 0, -1)]
@@ -240,7 +270,8 @@ class Soak:
             simulate.write_hour(self.journal, window, fills_per_hour, sim=self.sim)
         home = self.home = self.workdir / "dagster_home"
         home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        instance = REPO / ("docs/examples/dagster.celery.yaml" if celery else "dagster.yaml")
+        shutil.copy(instance, home / "dagster.yaml")
         grpc_port = free_port()
         workspace = self.workdir / "workspace.yaml"
         workspace.write_text(
@@ -262,6 +293,8 @@ class Soak:
             "FILL_RETRY_BACKOFF_SECONDS": "5",
             "FILL_RETRY_BACKOFF_MAX_SECONDS": "40",
         }
+        if self.broker is not None:
+            env["CELERY_BROKER_URL"] = self.broker.url
         log = self.workdir / "dagster.log"
         self.code_server = Process(
             "code server",
@@ -277,6 +310,10 @@ class Soak:
         self.code_server.start()
         self._wait_for_code_server()
         self.daemon.start()
+        if celery:
+            self._start_hosts(env)
+        if not live:
+            return
         self.sim_thread = threading.Thread(
             target=simulate.append_live,
             kwargs={"root": self.journal, "rate_per_second": 20, "stop": self.stop_sim},
@@ -284,6 +321,75 @@ class Soak:
             daemon=True,
         )
         self.sim_thread.start()
+
+    def _start_hosts(self, env: dict) -> None:
+        """``--hosts`` worker hosts, each ``celery worker`` with the worker's ``dagster.yaml``,
+        reaching the databases and the broker over the bridge."""
+        assert self.network is not None
+        gateway = self.network.gateway
+        for n in range(self.host_count):
+            host = self.network.add_host(f"worker-{chr(ord('a') + n)}")
+            shutil.copy(
+                REPO / "docs/examples/dagster.celery-worker.yaml", host.home / "dagster.yaml"
+            )
+            worker_env = {
+                **env,
+                "DAGSTER_HOME": str(host.home),
+                "DAGSTER_POSTGRES_URL": self.cluster.url("dagster", gateway),
+                "COMPETITION_DATABASE_URL": self.cluster.url("competition", gateway),
+            }
+            argv = [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "--loglevel=INFO"]
+            argv += ["-n", "competition@%h", "-Q", "dagster", "-c", "1"]
+            argv += ["--prefetch-multiplier", "1", "-O", "fair"]
+            host.start(argv, worker_env)
+
+    def _host(self, name: str | None) -> hosts.Host:
+        assert self.network is not None
+        by_name = {h.name: h for h in self.network.hosts}
+        return by_name.get(name or "") or self.random.choice(self.network.hosts)
+
+    def _started_run(self, timeout: float = 60) -> tuple[str, str] | None:
+        """A STARTED run that a worker host has taken: (run id, host), waiting up to
+        ``timeout`` seconds for one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                    row = conn.execute(
+                        "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
+                        " ON t.run_id = r.run_id AND t.key = 'competition/host'"
+                        " WHERE r.status = 'STARTED' ORDER BY random() LIMIT 1"
+                    ).fetchone()
+            except psycopg.Error:
+                row = None
+            if row is not None:
+                return row[0], row[1]
+            time.sleep(0.2)
+        return None
+
+    def hosts_of_runs(self) -> dict[str, int]:
+        """Runs by the host that executed them (run tag ``competition/host``)."""
+        try:
+            with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                return dict(
+                    conn.execute(
+                        "SELECT value, count(*) FROM run_tags WHERE key = 'competition/host'"
+                        " GROUP BY value"
+                    )
+                )
+        except psycopg.Error:
+            return {}
+
+    def _password_in_logs(self) -> bool | None:
+        """Whether any log the soak's processes wrote holds the broker's password."""
+        if self.broker is None:
+            return None
+        secret = self.broker.password.encode()
+        return any(
+            secret in path.read_bytes()
+            for path in self.workdir.rglob("*")
+            if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt")
+        )
 
     def _wait_for_code_server(self, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
@@ -310,7 +416,19 @@ class Soak:
         return pids
 
     def _kill_run(self) -> bool:
-        """False (not counted) when no run was in flight to kill within a minute."""
+        """False (not counted) when no run was in flight to kill within a minute. On a worker
+        host: the pool processes of the host running a started run (Celery starts new ones)."""
+        if self.network is not None:
+            started = self._started_run()
+            if started is None:
+                _log("no run in flight to kill")
+                return False
+            host = self._host(started[1])
+            main = host.popen.pid if host.popen is not None else -1
+            for pid in host.pids():
+                if pid != main and _parent(pid) == main:
+                    os.kill(pid, signal.SIGKILL)
+            return True
         pids = self._wait_for_run_worker()
         if not pids:
             _log("no run in flight to kill")
@@ -330,11 +448,40 @@ class Soak:
         self.daemon.start()
 
     def _kill_code_server(self) -> None:
-        self._wait_for_run_worker()
+        if self.network is None:
+            self._wait_for_run_worker()
+        else:
+            self._started_run()
         self.code_server.kill9(group=False)  # its run workers are orphaned, not killed
         time.sleep(2)
         self.code_server.start()
         self._wait_for_code_server()
+
+    def _kill_host(self) -> bool:
+        """A worker host with a run in flight killed whole; it boots again 15-30 s later."""
+        started = self._started_run()
+        if started is None:
+            _log("no run in flight on a worker host")
+            return False
+        host = self._host(started[1])
+        killed = host.kill()
+        _log(f"{host.name}: {killed} processes killed (run {started[0]} in flight)")
+        time.sleep(self.random.uniform(15, 30))
+        host.start()
+        return True
+
+    def _host_offline(self) -> None:
+        """A worker host (one with a run in flight, if any) cut off for 20-40 s: longer than
+        the retry budget (2 retries, 2 s apart, exponential), then reconnected."""
+        started = self._started_run(timeout=20)
+        host = self._host(started[1] if started else None)
+        host.link(up=False)
+        time.sleep(self.random.uniform(20, 40))
+        host.link(up=True)
+
+    def _broker_restart(self) -> None:
+        assert self.broker is not None
+        self.broker.restart(self.random.uniform(3, 10))
 
     def _late_segment(self, *, count: bool = True) -> None:
         window = self.random.choice(self.closed)
@@ -375,7 +522,8 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        while time.monotonic() < deadline and sum(self.injected[f] for f in FAULTS) != max_faults:
+        counted = (*FAULTS, *HOST_FAULTS)
+        while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
                 break
@@ -383,7 +531,8 @@ class Soak:
             self.inject(kind)
         _log("faults stopped; stopping the simulator and waiting, touching nothing")
         self.stop_sim.set()
-        self.sim_thread.join(timeout=30)
+        if hasattr(self, "sim_thread"):
+            self.sim_thread.join(timeout=30)
         for repair in self.repairs:  # the engine's rewrite of a corrupt segment is not ours
             repair.join()
         cleared = time.monotonic()
@@ -406,7 +555,10 @@ class Soak:
             time.sleep(3)
             runs = self._runs_by_status()
         return {
+            "topology": self.topology,
             "runs": runs,
+            "hosts": self.hosts_of_runs() if self.network is not None else {},
+            "broker_password_in_logs": self._password_in_logs(),
             "faults": dict(self.injected),
             "windows": windows,
             "rows_expected": len(expected),
@@ -451,10 +603,22 @@ class Soak:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.network is not None:
+            self.network.close()
+        if self.broker is not None:
+            self.broker.kill()
         try:
             self.cluster.stop()
-        except subprocess.CalledProcessError:
+        except (subprocess.CalledProcessError, FileNotFoundError):
             pass
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _late_fill(trade_id: int, timestamp_ms: int, i: int) -> str:
@@ -492,6 +656,13 @@ def render(result: dict) -> str:
     ]
     for key in ("windows", "rows_expected", "rows_recorded", "missing", "extra"):
         rows.append((key.replace("_", " "), str(result[key])))
+    rows.append(
+        ("runs by status", ", ".join(f"{k} {v}" for k, v in sorted(result["runs"].items())))
+    )
+    if result.get("hosts"):
+        rows.append(
+            ("runs by host", ", ".join(f"{k} {v}" for k, v in sorted(result["hosts"].items())))
+        )
     seconds = result["seconds_to_converge"]
     rows.append(("seconds to converge", "did not converge" if seconds is None else str(seconds)))
     width = max(len(k) for k, _ in rows)
@@ -499,13 +670,21 @@ def render(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    faults = tuple(f for f in args.faults.split(",") if f)
-    unknown = set(faults) - set(FAULTS)
+    celery = args.topology == "celery"
+    known = (*FAULTS, *HOST_FAULTS) if celery else FAULTS
+    chosen = args.faults if args.faults is not None else ",".join(known)
+    faults = tuple(f for f in chosen.split(",") if f)
+    unknown = set(faults) - set(known)
     if unknown:
-        args.error(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+        args.error(
+            f"unknown faults {sorted(unknown)} for --topology {args.topology};"
+            f" choose from {', '.join(known)}"
+        )
+    if celery and (why := hosts.available()) is not None:
+        raise SystemExit(f"--topology celery: {why}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="competition-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    soak = Soak(workdir, args.seed, faults)
+    soak = Soak(workdir, args.seed, faults, topology=args.topology, host_count=args.hosts)
     try:
         _log(f"setting up in {workdir}")
         soak.setup(args.hours, args.fills_per_hour)

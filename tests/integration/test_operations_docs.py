@@ -70,6 +70,39 @@ def test_production_dagster_yaml_loads_as_an_instance(
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
 
 
+def test_celery_dagster_yamls_load_as_instances(
+    tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service host's file constructs the Celery run launcher (no broker is contacted until a
+    run is launched) with the broker from the environment, and the worker's loads on the same
+    storage; the broker's password is in neither instance's printed configuration."""
+    import dagster as dg
+    from dagster_celery.launcher import CeleryRunLauncher
+
+    from competition_pipeline.defs.celery_launcher import CeleryRunLauncher as Launcher
+
+    secret = "s3cret-broker-password"
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", instance_url)
+    monkeypatch.setenv("CELERY_BROKER_URL", f"amqp://competition:{secret}@10.0.0.1:5672//")
+    for name, check in (("dagster.celery.yaml", True), ("dagster.celery-worker.yaml", False)):
+        home = tmp_path / name
+        home.mkdir()
+        shutil.copy(EXAMPLES / name, home / "dagster.yaml")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert instance.run_monitoring_enabled
+            if check:
+                launcher = instance.run_launcher
+                assert isinstance(launcher, Launcher) and isinstance(launcher, CeleryRunLauncher)
+                assert launcher.broker == f"amqp://competition:{secret}@10.0.0.1:5672//"
+                assert launcher.backend == "rpc://"
+                # Lost runs are found by the sensor's liveness rule, not by task states.
+                assert not launcher.supports_check_run_worker_health
+                assert instance.run_monitoring_max_resume_run_attempts == 0
+            assert secret not in (home / "dagster.yaml").read_text()
+            assert secret not in str(instance.get_settings("run_launcher"))
+            assert instance.get_runs() == []
+
+
 # -- SQL files ------------------------------------------------------------------------------------
 
 

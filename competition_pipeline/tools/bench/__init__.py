@@ -27,10 +27,15 @@ g. with ``--stored-rows N``: the first recording of a window of ``--fills`` fill
    database; the rows generated server-side, untimed): the ratio shows whether the load rate
    stays flat as the table grows.
 
+w. with ``--only-w``: ``--windows`` windows recorded as one run each by the journal sensor, on the
+   service host (``DefaultRunLauncher``), then through ``CeleryRunLauncher`` on 1 and on 2 worker
+   hosts (network namespaces; :mod:`.workers`): the launcher's overhead and exactness, not a
+   speed-up, on a 2-core machine.
+
 Without ``--database-url`` it runs on a throwaway embedded PostgreSQL; with one, it creates and
 drops a database of its own there (the role needs CREATEDB) and never touches existing tables.
 
 Figure modules: :mod:`.baseline` (a), :mod:`.sensor` (e), :mod:`.dagster_runs` (f, h),
-:mod:`.growth` (g); b, c and d are the recording in a child process (:mod:`.common`);
-:mod:`.command` runs them all.
+:mod:`.growth` (g), :mod:`.workers` (w); b, c and d are the recording in a child process
+(:mod:`.common`); :mod:`.command` runs them all.
 """

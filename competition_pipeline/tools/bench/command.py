@@ -192,6 +192,11 @@ def run(args: argparse.Namespace) -> int:
             env=env,
         )
         print(i_table(result["i_live"]))
+    elif args.only_w:
+        from competition_pipeline.tools.bench.workers import w_table, workers_figure
+
+        result["w_workers"] = workers_figure(args.windows, args.w_fills_per_hour)
+        print(w_table(result["w_workers"]))
     elif args.only_r:
         result["r_rebuild"] = rebuild_only(args)
         print(r_table(result["r_rebuild"]))

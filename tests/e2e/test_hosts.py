@@ -1,0 +1,53 @@
+"""Runs on several hosts, for real: ``CeleryRunLauncher`` over a RabbitMQ broker, two worker hosts
+in network namespaces of their own, and one of them killed whole with a run in flight.
+
+The soak's Celery topology (``competition-pipeline soak --topology celery``, tools/hosts.py) makes
+the hosts: a bridge, a namespace per worker host with its own hostname (``unshare --uts``) and
+``DAGSTER_HOME``, running ``celery -A dagster_celery.app worker``; the daemon and the code server
+stay in the root namespace with docs/examples/dagster.celery.yaml; the soak's own PostgreSQL and
+RabbitMQ listen on the bridge's address, so the workers reach them over their veth. Nothing is
+re-run by hand: the lost run is found by the journal sensor's liveness rule and its window
+recorded again on the other host.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from competition_pipeline.tools import hosts
+from tests.e2e.test_convergence import soak
+
+WAITING = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}
+
+
+@pytest.fixture(autouse=True)
+def _hosts_available() -> None:
+    why = hosts.available()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the multi-host test: {why}")
+        pytest.skip(why)
+
+
+@pytest.mark.slow
+def test_a_worker_host_killed_mid_run_and_the_table_is_exact(tmp_path: Path) -> None:
+    result = soak(
+        tmp_path,
+        *("--topology", "celery", "--hosts", "2"),
+        *("--faults", "kill-host", "--max-faults", "1", "--duration", "60"),
+        *("--hours", "5", "--fills-per-hour", "500"),
+    )
+    assert result["faults"] == {"kill-host": 1}
+    assert result["windows"] == 6  # five closed hours and the open one
+    assert result["rows_expected"] > 2500
+    assert result["missing"] == 0 and result["extra"] == 0
+    # Both hosts executed runs (the killed one at least the run it lost).
+    assert set(result["hosts"]) == {"worker-a", "worker-b"}, result["hosts"]
+    # The run lost with its host was marked failed (nothing left STARTED or waiting).
+    assert result["runs"].get("FAILURE", 0) >= 1, result["runs"]
+    assert not WAITING & set(result["runs"]), result["runs"]
+    # Celery, Dagster and the soak logged the broker URL, never its password.
+    assert result["broker_password_in_logs"] is False
