@@ -326,7 +326,7 @@ class WindowRebuild:
             summary, dict(cur.execute(sql.SQL_NEW_REJECTS_BY_RULE).fetchall())
         )
         if diff.rows_changed:
-            for statement in (sql.SQL_KEEP_REVISIONS, *sql.SQL_REPLACE):
+            for statement in sql.SQL_REPLACE:
                 cur.execute(statement, params)
         for statement in sql.SQL_CLEAR_WINDOW:
             cur.execute(statement, params)
@@ -519,7 +519,7 @@ class RebuildSession:
                 cur.execute(f"ANALYZE {table}")
             cur.execute(sql.SQL_DIFF)
             cur.execute("ANALYZE rb_diff")
-            for statement in (sql.SQL_KEEP_REVISIONS, *sql.SQL_REPLACE):
+            for statement in sql.SQL_REPLACE:
                 cur.execute(statement, params)
             for statement in sql.SQL_CLEAR_WINDOW:
                 cur.execute(statement, params)
