@@ -358,12 +358,13 @@ def _follow_metadata(loads: int, rows: int, refreshes: int, *, final: bool) -> d
 def _refresh_standings(competitions: Competitions, window: Window, pacer: StandingsPacer) -> int:
     """Refresh the standings of the competitions running over ``window``; how many."""
     started = pacer.clock()
-    ids = competitions.active_overlapping(window.start, window.end)
-    for competition_id in ids:
-        try:
-            competitions.refresh(competition_id)
-        except CompetitionError:  # removed meanwhile
-            continue
+    with competitions.store.wrap_errors("cannot refresh the standings on"):  # a StoreError
+        ids = competitions.active_overlapping(window.start, window.end)
+        for competition_id in ids:
+            try:
+                competitions.refresh(competition_id)
+            except CompetitionError:  # removed meanwhile
+                continue
     pacer.refreshed(started)
     return len(ids)
 

@@ -75,7 +75,8 @@ def _proc_tree(root: int) -> dict[int, tuple[str, int, int]]:
 
 
 def _is_run_worker(cmdline: str) -> bool:
-    return "execute_run" in cmdline or "api execute" in cmdline
+    """A run's process: ``dagster api execute_run``, or the code server's spawned child."""
+    return "execute_run" in cmdline or "spawn_main" in cmdline
 
 
 def _cpu(root: int) -> dict[str, float]:
