@@ -207,7 +207,13 @@ def _publish_parser(commands) -> None:
 
 
 def _soak_parser(commands) -> None:
-    from competition_pipeline.tools.soak import FAULTS, HOST_FAULTS, TOPOLOGIES
+    from competition_pipeline.tools.soak import (
+        FAULTS,
+        HOST_FAULTS,
+        NATS_FAULTS,
+        SOURCES,
+        TOPOLOGIES,
+    )
 
     soak = _parser(
         "soak",
@@ -220,7 +226,15 @@ def _soak_parser(commands) -> None:
     soak.add_argument(
         "--faults",
         help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
-        f" celery of {','.join(HOST_FAULTS)}",
+        f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)}"
+        " (late-segment and corrupt are the journal's)",
+    )
+    soak.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="journal",
+        help="journal: the engine writes the journal; nats: it publishes to a NATS JetStream"
+        " server of the soak's own (FILL_SOURCE=nats)",
     )
     soak.add_argument(
         "--topology",

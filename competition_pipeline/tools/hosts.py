@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -266,5 +267,65 @@ class Broker:
     def restart(self, down_seconds: float) -> None:
         self.kill()
         _log(f"broker down for {down_seconds:.0f} s")
+        time.sleep(down_seconds)
+        self.start()
+
+
+NATS_SERVER = "nats-server"
+
+
+@dataclass
+class NatsServer:
+    """A NATS server with JetStream of our own, listening on ``address``, its storage in
+    ``workdir``: killed (``kill -9``) and started again on the same storage for the NATS fault.
+    Never the machine's server."""
+
+    workdir: Path
+    address: str
+    popen: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.port = free_port(self.address)
+        self.store = self.workdir / "nats-store"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.address}:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        binary = shutil.which(NATS_SERVER) or "/usr/sbin/nats-server"
+        self.store.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / "nats-server.log").open("a") as out:
+            self.popen = subprocess.Popen(
+                [binary, "-js", "-sd", str(self.store), "-a", self.address, "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((self.address, self.port), timeout=1) as sock:
+                    if sock.recv(4) == b"INFO":
+                        return
+            except OSError:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the NATS server did not start")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+        self.popen = None
+
+    def restart(self, down_seconds: float) -> None:
+        self.kill()
+        _log(f"NATS server down for {down_seconds:.0f} s (JetStream storage kept)")
         time.sleep(down_seconds)
         self.start()

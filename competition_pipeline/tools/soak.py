@@ -38,6 +38,7 @@ cluster runs as user ``postgres`` (created if missing), since PostgreSQL refuses
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import os
@@ -60,12 +61,16 @@ import psycopg
 from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.journal import scan, window_dir
 from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.stream import SUBJECT_PREFIX
+from competition_pipeline.fills.stream import connect as stream_connect
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.follow import FOLLOW_TAG
 from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.tools import embedded, hosts, simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
+from competition_pipeline.tools.publish import ensure_stream, journal_lines, subject_and_id
+from competition_pipeline.tools.simulate.messages import live_trade_id_base
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -73,6 +78,21 @@ FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segmen
 #: The Celery topology's own faults (worker hosts and the broker).
 HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
 TOPOLOGIES = ("local", "celery")
+SOURCES = ("journal", "nats")
+#: The journal's own faults: with ``--source nats`` there are no files to add or corrupt.
+JOURNAL_FAULTS = ("late-segment", "corrupt")
+#: ``--source nats``: the soak's NATS server killed and started again on its JetStream storage.
+NATS_FAULTS = ("nats-restart",)
+
+
+def known_faults(topology: str, source: str) -> tuple[str, ...]:
+    """The faults a soak of this topology and source can inject."""
+    faults = [f for f in FAULTS if source == "journal" or f not in JOURNAL_FAULTS]
+    if topology == "celery":
+        faults += HOST_FAULTS
+    if source == "nats":
+        faults += NATS_FAULTS
+    return tuple(faults)
 
 
 def postgres_bindir() -> Path:
@@ -223,6 +243,19 @@ def expected_keys(journal: Path) -> tuple[set[tuple[int, str]], int]:
     return keys, len(states)
 
 
+def published_keys(lines: list[bytes]) -> tuple[set[tuple[int, str]], int]:
+    """Every valid fill's wallet rows among the lines the stream acknowledged, and the number of
+    hour windows they fall in."""
+    keys: set[tuple[int, str]] = set()
+    windows: set[Window] = set()
+    for line in lines:
+        result = parse_line(line)
+        if type(result) is Fill:
+            keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
+            windows.add(Window.containing_ms(result.timestamp_ms))
+    return keys, len(windows)
+
+
 def stored_keys(url: str) -> set[tuple[int, str]]:
     with psycopg.connect(url, connect_timeout=5) as conn:
         exists = conn.execute("SELECT to_regclass('competition_fill_events')").fetchone()[0]
@@ -239,6 +272,7 @@ class Soak:
     injected: Counter = field(default_factory=Counter)
     topology: str = "local"
     host_count: int = 2
+    source: str = "journal"
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -251,6 +285,9 @@ class Soak:
         self.home = self.workdir / "dagster_home"
         self.network: hosts.Network | None = None
         self.broker: hosts.Broker | None = None
+        self.nats: hosts.NatsServer | None = None
+        self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
+        self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -268,6 +305,14 @@ class Soak:
         self.closed = [Window(now.start - back * HOUR) for back in range(sample_hours, 0, -1)]
         for window in self.closed:
             simulate.write_hour(self.journal, window, fills_per_hour, sim=self.sim)
+        if self.source == "nats":
+            # The engine publishes; the sample hours go to the stream as the journal has them.
+            address = self.network.gateway if self.network is not None else "127.0.0.1"
+            self.nats = hosts.NatsServer(self.workdir, address)
+            self.nats.start()
+            self.pending = list(journal_lines(self.journal, self.closed))
+            while self.pending:
+                self._publish_pending()
         home = self.home = self.workdir / "dagster_home"
         home.mkdir()
         instance = REPO / ("docs/examples/dagster.celery.yaml" if celery else "dagster.yaml")
@@ -295,6 +340,8 @@ class Soak:
         }
         if self.broker is not None:
             env["CELERY_BROKER_URL"] = self.broker.url
+        if self.nats is not None:
+            env.update(FILL_SOURCE="nats", NATS_URL=self.nats.url)
         log = self.workdir / "dagster.log"
         self.code_server = Process(
             "code server",
@@ -314,13 +361,64 @@ class Soak:
             self._start_hosts(env)
         if not live:
             return
-        self.sim_thread = threading.Thread(
-            target=simulate.append_live,
-            kwargs={"root": self.journal, "rate_per_second": 20, "stop": self.stop_sim},
-            name="simulator",
-            daemon=True,
-        )
+        if self.nats is not None:
+            self.sim_thread = threading.Thread(
+                target=self._publish_live, name="publisher", daemon=True
+            )
+        else:
+            self.sim_thread = threading.Thread(
+                target=simulate.append_live,
+                kwargs={"root": self.journal, "rate_per_second": 20, "stop": self.stop_sim},
+                name="simulator",
+                daemon=True,
+            )
         self.sim_thread.start()
+
+    # -- the stream (--source nats) ------------------------------------------------------------
+
+    def _publish_pending(self) -> None:
+        """Publish the pending lines in order; a line counts as published once the stream
+        acknowledged it (a NATS outage leaves it pending, to be sent again with the same
+        ``Nats-Msg-Id``, so a re-send the stream already holds is dropped as a duplicate)."""
+        assert self.nats is not None
+        url = self.nats.url
+
+        async def send() -> None:
+            nc = await stream_connect(url, 5.0)
+            try:
+                js = nc.jetstream()
+                await ensure_stream(js)
+                while self.pending:
+                    line = self.pending[0]
+                    subject, msg_id = subject_and_id(line, SUBJECT_PREFIX)
+                    await js.publish(subject, line, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+                    self.published.append(self.pending.pop(0))
+            finally:
+                await nc.close()
+
+        try:
+            asyncio.run(send())
+        except Exception as exc:  # noqa: BLE001 (the server is down: try again later)
+            _log(f"publish paused ({type(exc).__name__}); {len(self.pending)} lines pending")
+            time.sleep(1)
+
+    def _publish_live(self, rate_per_second: float = 20) -> None:
+        """The engine's live fills, published to the stream (the journal's ``append_live``)."""
+        last_ms = time.time_ns() // 1_000_000
+        sim = simulate.FillSimulator(seed=self.seed, trade_id_base=live_trade_id_base(last_ms))
+        while not self.stop_sim.wait(0.5):
+            now_ms = time.time_ns() // 1_000_000
+            due = max(1, int((now_ms - last_ms) / 1000 * rate_per_second))
+            stamps = sim.spread(last_ms, now_ms + 1, due, 0, due)
+            last_ms = now_ms
+            self.pending += [x for x in sim.render(stamps).text.encode().splitlines() if x]
+            self._publish_pending()
+        while self.pending:  # the engine catches up before the soak stops it
+            self._publish_pending()
+
+    def _nats_restart(self) -> None:
+        assert self.nats is not None
+        self.nats.restart(self.random.uniform(3, 10))
 
     def _start_hosts(self, env: dict) -> None:
         """``--hosts`` worker hosts, each ``celery worker`` with the worker's ``dagster.yaml``,
@@ -438,7 +536,8 @@ class Soak:
 
     def _db_stop(self) -> None:
         self.cluster.stop()
-        self._late_segment(count=False)  # the engine goes on filing late fills meanwhile
+        if self.nats is None:
+            self._late_segment(count=False)  # the engine goes on filing late fills meanwhile
         time.sleep(self.random.uniform(15, 25))  # longer than the retry budget (2 x 2 s, exp)
         self.cluster.start()
 
@@ -522,7 +621,7 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS)
+        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS)
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
@@ -536,7 +635,10 @@ class Soak:
         for repair in self.repairs:  # the engine's rewrite of a corrupt segment is not ours
             repair.join()
         cleared = time.monotonic()
-        expected, windows = expected_keys(self.journal)
+        if self.nats is not None:
+            expected, windows = published_keys(self.published)
+        else:
+            expected, windows = expected_keys(self.journal)
         while True:
             try:
                 stored = stored_keys(self.cluster.url("competition"))
@@ -556,6 +658,7 @@ class Soak:
             runs = self._runs_by_status()
         return {
             "topology": self.topology,
+            "source": self.source,
             "runs": runs,
             "hosts": self.hosts_of_runs() if self.network is not None else {},
             "broker_password_in_logs": self._password_in_logs(),
@@ -607,6 +710,8 @@ class Soak:
             self.network.close()
         if self.broker is not None:
             self.broker.kill()
+        if self.nats is not None:
+            self.nats.kill()
         try:
             self.cluster.stop()
         except (subprocess.CalledProcessError, FileNotFoundError):
@@ -671,20 +776,28 @@ def render(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     celery = args.topology == "celery"
-    known = (*FAULTS, *HOST_FAULTS) if celery else FAULTS
+    known = known_faults(args.topology, args.source)
     chosen = args.faults if args.faults is not None else ",".join(known)
     faults = tuple(f for f in chosen.split(",") if f)
     unknown = set(faults) - set(known)
     if unknown:
         args.error(
-            f"unknown faults {sorted(unknown)} for --topology {args.topology};"
+            f"unknown faults {sorted(unknown)} for --topology {args.topology}"
+            f" --source {args.source};"
             f" choose from {', '.join(known)}"
         )
     if celery and (why := hosts.available()) is not None:
         raise SystemExit(f"--topology celery: {why}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="competition-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    soak = Soak(workdir, args.seed, faults, topology=args.topology, host_count=args.hosts)
+    soak = Soak(
+        workdir,
+        args.seed,
+        faults,
+        topology=args.topology,
+        host_count=args.hosts,
+        source=args.source,
+    )
     try:
         _log(f"setting up in {workdir}")
         soak.setup(args.hours, args.fills_per_hour)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from competition_pipeline.tools import cli
+from competition_pipeline.tools import cli, hosts
 from competition_pipeline.tools.bench.growth import g_table
 
 pytestmark = pytest.mark.slow
@@ -93,3 +95,29 @@ def test_bench_figure_r_rebuilds_a_window_against_its_first_recording(
     assert 0 < r["rows_changed"] < r["rows"]
     for step in ("dry_run", "apply", "undo"):
         assert r[f"{step}_seconds"] > 0 and r[f"{step}_over_first"] > 0
+
+
+def test_bench_figure_w_runs_the_windows_on_the_service_host_and_on_worker_hosts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Figure w at a small size: every configuration records every row exactly, one run per
+    window, the Celery ones on the worker hosts (their names on the runs)."""
+    why = hosts.available()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run figure w: {why}")
+        pytest.skip(why)
+    out = tmp_path / "w.json"
+    argv = ["--only-w", "--windows", "3", "--w-fills-per-hour", "200", "--json", str(out)]
+    assert cli.main(["bench", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "a. plain COPY" not in printed and "Celery, 2 worker hosts" in printed
+    w = json.loads(out.read_text())["w_workers"]
+    configurations = {(c["topology"], c["hosts"]): c for c in w["configurations"]}
+    assert set(configurations) == {("local", 0), ("celery", 1), ("celery", 2)}
+    for c in configurations.values():
+        assert c["exact"] and c["rows"] > 500 and c["runs"] >= 3, c
+        assert c["seconds_to_complete"] > 0 and c["run_span_seconds"] > 0
+    assert set(configurations[("local", 0)]["runs_by_host"]) == {socket.gethostname()}
+    assert set(configurations[("celery", 1)]["runs_by_host"]) == {"worker-a"}
+    assert set(configurations[("celery", 2)]["runs_by_host"]) <= {"worker-a", "worker-b"}

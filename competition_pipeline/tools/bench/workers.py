@@ -45,6 +45,11 @@ def _one(topology: str, host_count: int, windows: int, fills_per_hour: int) -> d
                 break
             time.sleep(0.5)
         seconds = time.monotonic() - started
+        settle = time.monotonic() + 120  # a run whose load committed may still be in its checks
+        while set(soak._runs_by_status()) & {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
+            if time.monotonic() > settle:
+                break
+            time.sleep(0.5)
         with psycopg.connect(soak.cluster.url("dagster")) as conn:
             first, last, runs = conn.execute(
                 "SELECT min(start_time), max(end_time), count(*) FROM runs WHERE status = 'SUCCESS'"
