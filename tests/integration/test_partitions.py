@@ -49,7 +49,7 @@ def partitions(url: str) -> dict[str, int]:
 def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: str) -> None:
     store = CompetitionStore(empty_database_url)
     applied = store.ensure_schema()
-    assert [r.split(" ")[0] for r in applied] == ["0001", "0002", "0003"]
+    assert [r.split(" ")[0] for r in applied] == ["0001", "0002", "0003", "0005"]
     assert store.ensure_schema() == []  # at head: nothing to do
     assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
         (schema.head(),)
@@ -211,6 +211,8 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             " fill_ts; the key registry competition_fill_keys.)",
             "0003 (Changing recorded history: rebuilds with their superseded rows, retired"
             " windows, counter offsets.)",
+            "0005 (Standings say up to which fill they are: ``through_fill_ts`` and"
+            " ``through_trade_id``.)",
         ]
         assert recorder.ensure_schema() == []
     finally:
