@@ -77,9 +77,9 @@ class Settings:
 
     @property
     def follower_runs(self) -> bool:
-        """The open hour is followed by one long run (journal only: the stream's windows are
-        replayed in full by each load, so the stream keeps a run per change)."""
-        return self.follow_open_hour and not self.follows_stream
+        """The open hour is followed by one long run, for the journal (from its committed
+        offsets) and the stream (from its committed stream position) alike."""
+        return self.follow_open_hour
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

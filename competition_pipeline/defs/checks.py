@@ -98,17 +98,48 @@ class WindowChecks:
         """``name`` on ``window`` as an event for the window's partition, tied to ``target`` (the
         window's latest materialization; looked up when not given)."""
         outcome = self.checker.outcome(name, window)
-        return dg.AssetCheckEvaluation(
-            asset_key=FILL_EVENTS_KEY,
-            check_name=name,
-            passed=outcome.passed,
-            metadata=outcome.metadata,
-            severity=_severity(outcome),
-            description=outcome.description,
-            blocking=BLOCKING[name],
-            partition=window.key,
-            target_materialization_data=target or self._target(window),
-        )
+        return _evaluation(name, window, outcome, target or self._target(window))
+
+    def outcomes(self, names: Iterable[str], window: Window) -> list[tuple[str, Outcome]]:
+        """``names`` on ``window`` now (as it has just committed), to be yielded later as
+        events with :meth:`evaluations_of`."""
+        return [(name, self.checker.outcome(name, window)) for name in names]
+
+    def evaluations_of(
+        self, evaluated: list[tuple[Window, list[tuple[str, Outcome]]]]
+    ) -> Iterator[dg.AssetCheckEvaluation]:
+        """The events of windows' outcomes, each tied to its window's latest materialization,
+        looked up for all of them in one event-log query: a lookup costs about 20 ms on
+        PostgreSQL instance storage whatever it asks for (two new connections), so a backfill
+        pays it per batch of windows, not per window."""
+        targets = self._targets([window for window, _ in evaluated])
+        for window, outcomes in evaluated:
+            for name, outcome in outcomes:
+                yield _evaluation(name, window, outcome, targets.get(window.key))
+
+    def _targets(
+        self, windows: list[Window]
+    ) -> dict[str, AssetCheckEvaluationTargetMaterializationData | None]:
+        """Each window's latest materialization (as :meth:`_target`), in one query; a window it
+        did not find (older materializations of other windows crowded it out) on its own."""
+        if self.instance is None or not windows:
+            return {}
+        keys = [window.key for window in windows]
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=FILL_EVENTS_KEY, asset_partitions=keys),
+            limit=4 * len(keys),
+        ).records
+        targets: dict[str, AssetCheckEvaluationTargetMaterializationData | None] = {}
+        for record in records:  # newest first: the first of a partition is its latest
+            key = record.partition_key
+            if key is not None and key not in targets:
+                targets[key] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+        for window in windows:
+            if window.key not in targets:
+                targets[window.key] = self._target(window)
+        return targets
 
     def _target(self, window: Window) -> AssetCheckEvaluationTargetMaterializationData | None:
         """The window's latest materialization, as the evaluation's target.
@@ -132,14 +163,24 @@ class WindowChecks:
             storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
         )
 
-    def evaluations(
-        self, names: Iterable[str], window: Window
-    ) -> Iterator[dg.AssetCheckEvaluation]:
-        # The window's latest materialization, looked up once for all its checks: each lookup is
-        # an event-log query (about 20 ms on PostgreSQL instance storage), paid per window.
-        target = self._target(window)
-        for name in names:
-            yield self.evaluation(name, window, target)
+
+def _evaluation(
+    name: str,
+    window: Window,
+    outcome: Outcome,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=FILL_EVENTS_KEY,
+        check_name=name,
+        passed=outcome.passed,
+        metadata=outcome.metadata,
+        severity=_severity(outcome),
+        description=outcome.description,
+        blocking=BLOCKING[name],
+        partition=window.key,
+        target_materialization_data=target,
+    )
 
 
 def selected_checks(context: dg.AssetExecutionContext) -> list[str]:

@@ -397,30 +397,49 @@ def _materialize(
     rows = 0
     missing: list[str] = []  # warned about with the progress line, not one line per window
     retired: list[str] = []
+    # Each window's checks run as it commits; their events are yielded with the progress line,
+    # tied to their windows' materializations by one event-log lookup per batch (and yielded
+    # before a failure part way is raised).
+    evaluated: list[tuple[Window, list]] = []
     with checks.shared_connection():
-        for done, report in enumerate(_record(windows, database, fill_source, policy), start=1):
-            if report.retired:
-                retired.append(report.window)
-                continue
-            _warn_ignored(context, report)
-            if _missing_from_journal(report):
-                missing.append(report.window)
-            # Yielded, not context.log_event(): logged events are buffered until the next yield,
-            # so a failure later in the range would drop the events of windows already committed.
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=report.window,
-                metadata={**report_metadata(report), "host": host},
-            )
-            yield from checks.evaluations(check_names, Window.from_key(report.window))
-            rows += report.rows_inserted
-            if done % 24 == 0 or done == len(windows):
-                context.log.info(
-                    f"{done}/{len(windows)} windows recorded (up to {report.window}),"
-                    f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+        try:
+            for done, report in enumerate(_record(windows, database, fill_source, policy), start=1):
+                if report.retired:
+                    retired.append(report.window)
+                    continue
+                _warn_ignored(context, report)
+                if _missing_from_journal(report):
+                    missing.append(report.window)
+                # Yielded, not context.log_event(): logged events are buffered until the next
+                # yield, so a failure later in the range would drop the events of windows
+                # already committed.
+                yield dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=report.window,
+                    metadata={**report_metadata(report), "host": host},
                 )
-                _warn_missing(context, missing)
-                missing.clear()
+                window = Window.from_key(report.window)
+                evaluated.append((window, checks.outcomes(check_names, window)))
+                rows += report.rows_inserted
+                if done % 24 == 0 or done == len(windows):
+                    yield from checks.evaluations_of(evaluated)
+                    evaluated.clear()
+                    context.log.info(
+                        f"{done}/{len(windows)} windows recorded (up to {report.window}),"
+                        f" {rows} rows inserted in {time.perf_counter() - started:.1f}s"
+                    )
+                    _warn_missing(context, missing)
+                    missing.clear()
+        except Exception:
+            try:
+                yield from checks.evaluations_of(evaluated)
+            except Exception as flush_error:  # noqa: BLE001 (the first failure is the one raised)
+                context.log.warning(
+                    f"the checks of {len(evaluated)} committed windows were not reported:"
+                    f" {flush_error}"
+                )
+            raise
+        yield from checks.evaluations_of(evaluated)
     if retired:
         context.log.warning(_retired_message(retired))
     if check_names:

@@ -48,13 +48,15 @@ class ReadStats:
     extent: dict[str, int] = field(default_factory=dict)
     #: Stream only: whether the source has passed the window's end plus the allowed lateness.
     complete: bool | None = None
-    #: Journal only: where the read stopped in each segment (complete lines, bytes, the size and
-    #: mtime it saw, a guard hash of the bytes before the offset). Committed with the window's
-    #: rows, it is the follower's offset: a later read starts there (:meth:`FillSource.read_window`
-    #: with ``since``), and the sensor compares it with the journal to find windows behind.
+    #: Stream: the last stream sequence read and placed, and whether the stream passed the
+    #: window for good there. Journal: where the read stopped in each segment (complete lines,
+    #: bytes, the size and mtime it saw, a guard hash of the bytes before the offset). Committed
+    #: with the window's rows, it is the follower's offset: a later read starts there
+    #: (:meth:`FillSource.read_window` with ``since``), and the journal sensor compares it with
+    #: the journal to find windows behind.
     positions: dict[str, dict] = field(default_factory=dict)
     #: True when ``since`` was honoured (only what was appended since was read); False for a full
-    #: read (never recorded, a segment rewritten or shrunk, or a source that always replays).
+    #: read (never recorded, a segment rewritten or shrunk, a stream window's first read).
     incremental: bool = False
     #: Segments that changed before their committed offset (rewritten, shrunk): read in full.
     rewritten: list[str] = field(default_factory=list)
@@ -81,13 +83,13 @@ class FillSource(Protocol):
     ) -> Iterator[RawBatch]:
         """Yield the window's complete messages in bounded batches, in order; with ``extent``
         (an earlier read's ``stats.extent``) exactly what that read saw, nothing newer; with
-        ``since`` (the committed ``stats.positions``) only what came after it, where the source
-        can tell (the stream replays the window in full)."""
+        ``since`` (the committed ``stats.positions``) only what came after it (journal: per
+        segment offsets; stream: the last stream sequence read)."""
         ...
 
     def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
         """Whether the window's data is exactly what ``since`` (committed positions) describes,
-        told without reading it; always False where the source cannot tell cheaply (the stream)."""
+        told without reading it (the stream: no message after the committed position)."""
         ...
 
     def has_data(self, window: Window) -> bool | None:

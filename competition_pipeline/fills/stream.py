@@ -9,6 +9,11 @@ type, or a line to reject) belongs to the window of its publish time, so it is c
 quarantined exactly once. Record ids are stream sequences; a message delivered twice is passed
 on once (and the loader is idempotent anyway).
 
+A window's committed position (``stats.positions``, committed with its rows) is the last stream
+sequence its loads considered, and whether the stream had passed the window for good there. Every
+message up to it was read and placed, so a later load (the open hour's follower, every second)
+reads from the next sequence on: only what was published since, nothing missing or twice.
+
 Runs its own asyncio loop, so the synchronous pipeline (and its prefetch thread) can use it.
 """
 
@@ -97,8 +102,16 @@ class StreamSource:
         return None
 
     def unchanged(self, window: Window, since: Mapping[str, dict]) -> bool:
-        """False: knowing whether a window changed means replaying it, so every run does."""
-        return False
+        """Whether the stream holds no message after the window's committed position (told by
+        the stream's last sequence: one request, no replay)."""
+        position = since.get(self.origin)
+        if position is None:
+            return False
+
+        async def newest(nc) -> int:
+            return (await self.read_state(nc)).last_seq
+
+        return _run(self._with_connection(newest)) <= position["seq"]
 
     def holds(self, window: Window, since: Mapping[str, dict]) -> bool:
         """False: the stream has no offsets to check (reconciliations compare row by row)."""
@@ -153,22 +166,29 @@ class StreamSource:
         extent: Mapping[str, int] | None = None,
         since: Mapping[str, dict] | None = None,
     ) -> Iterator[RawBatch]:
-        """The window replayed from its start time (``since`` is not used: a window's messages
-        are spread over the stream, so there is no offset to resume from)."""
+        """The window replayed from its start time, or with ``since`` (its committed position)
+        only the messages published after that position."""
+        position = (since or {}).get(self.origin)
         loop = asyncio.new_event_loop()
         try:
             nc = loop.run_until_complete(self._connect())
             try:
                 state = loop.run_until_complete(self.read_state(nc))
-                self._check_retention(window, state)
                 stop_seq = state.last_seq if extent is None else extent.get(self.origin, 0)
                 stats.segments = 1
-                last_seq = 0
-                if state.messages and stop_seq >= state.first_seq:
-                    sub = loop.run_until_complete(self._subscribe(nc, window))
+                last_seq, past = 0, False
+                if position is not None:
+                    self._check_resume(window, state, position["seq"])
+                    stats.incremental = True
+                    last_seq, past = position["seq"], bool(position.get("past"))
+                else:
+                    self._check_retention(window, state)
+                if state.messages and stop_seq >= state.first_seq and not past:
+                    start = last_seq + 1 if position is not None else None
+                    sub = loop.run_until_complete(self._subscribe(nc, window, start))
                     try:
                         while last_seq < stop_seq:
-                            records, last_seq, done = loop.run_until_complete(
+                            records, last_seq, done, past = loop.run_until_complete(
                                 self._next_batch(sub, window, last_seq, stop_seq, stats)
                             )
                             if records:
@@ -177,8 +197,17 @@ class StreamSource:
                                 break
                     finally:
                         loop.run_until_complete(sub.unsubscribe())
-                stats.extent[self.origin] = max(last_seq, min(stop_seq, state.last_seq))
-                stats.complete = self.window_complete(window, state)
+                reached = max(last_seq, min(stop_seq, state.last_seq))
+                stats.extent[self.origin] = reached
+                # Resume past what was read: everything up to ``reached`` unless the read ended
+                # waiting (then from the last message it got; reading one twice is harmless).
+                # Past the window for good, nothing later is read for it (as a replay stops).
+                read_all = past or last_seq >= min(stop_seq, state.last_seq)
+                stats.positions[self.origin] = {
+                    "seq": reached if read_all else last_seq,
+                    "past": past,
+                }
+                stats.complete = past or self.window_complete(window, state)
             finally:
                 loop.run_until_complete(nc.close())
         finally:
@@ -193,10 +222,25 @@ class StreamSource:
                 retryable=False,
             )
 
-    async def _subscribe(self, nc, window: Window):
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=window.start.isoformat()
-        )
+    def _check_resume(self, window: Window, state: StreamState, seq: int) -> None:
+        if state.messages and state.first_seq > seq + 1:
+            raise SourceError(
+                f"window {window.key} was committed up to stream sequence {seq}, but the stream "
+                f"{self.stream} now begins at {state.first_seq} (messages after it were removed "
+                "before they were read): replay it from the journal (FILL_SOURCE=journal)",
+                retryable=False,
+            )
+
+    async def _subscribe(self, nc, window: Window, start_seq: int | None = None):
+        """An ordered consumer from the window's start time, or from ``start_seq``."""
+        if start_seq is None:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=window.start.isoformat()
+            )
+        else:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq
+            )
         return await nc.jetstream().subscribe(
             self.subjects, stream=self.stream, ordered_consumer=True, config=config
         )
@@ -207,7 +251,7 @@ class StreamSource:
         while len(records) < BATCH:
             msg = await _next_new(sub, last_seq, self.timeout)
             if msg is None:
-                return records, last_seq, True  # nothing more to read now
+                return records, last_seq, True, False  # nothing more to read now
             last_seq = msg.metadata.sequence.stream
             stats.bytes_read += len(msg.data)
             placed, timestamp, published_ms = _placement(msg)
@@ -217,8 +261,8 @@ class StreamSource:
             # of that time too (a journal re-published later has late publish times throughout).
             past = published_ms >= end_ms and timestamp is not None and timestamp >= end_ms
             if last_seq >= stop_seq or past:
-                return records, last_seq, True
-        return records, last_seq, False
+                return records, last_seq, True, past
+        return records, last_seq, False, False
 
 
 async def _quiet(_error: Exception) -> None:

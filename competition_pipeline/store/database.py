@@ -13,6 +13,7 @@ that ``competition_pipeline.store.database`` stays the store's one entry point. 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
@@ -155,13 +156,19 @@ class LoadSession:
     def __init__(self, store: CompetitionStore, conn: psycopg.Connection) -> None:
         self._store = store
         self._conn = conn
+        self._months: set[dt.date] = set()  # months this session has made sure exist
 
     @contextmanager
     def window(self, window: Window) -> Iterator[WindowLoad]:
-        """One window's transaction, under the window's advisory lock (its month created first)."""
+        """One window's transaction, under the window's advisory lock (its month created first,
+        once per month and session: a backfill's windows share a few months, and the check is
+        a transaction of its own, paid per window before)."""
         conn = self._conn
         with self._store.wrap_errors("database error in"):
-            self._store.ensure_month(conn, window)
+            month = window.start.date().replace(day=1)
+            if month not in self._months:
+                self._store.ensure_month(conn, window)
+                self._months.add(month)
             with conn.transaction():
                 lock_window(conn, window)
                 yield WindowLoad(conn, window)

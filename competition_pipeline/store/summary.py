@@ -96,7 +96,7 @@ class WindowSummary:
     totals: WindowReport  # its transient fields are not kept
     rows_per_second: float = 0.0  # of the load that wrote the summary
     version: int | None = None  # the recording version (pipeline.RECORDING_VERSION) of the load
-    positions: dict[str, dict] | None = None  # committed read offsets (journal only)
+    positions: dict[str, dict] | None = None  # committed read offsets (journal), stream position
     stored: StoredCounts | None = None  # what the window held once the load committed
     rows_digest: RowsDigest | None = None  # of the rows the source gave the window's loads
 

@@ -13,8 +13,15 @@ import dagster as dg
 from competition_pipeline.defs.schedules import competition_fill_events_hourly
 from competition_pipeline.fills.journal import scan
 from competition_pipeline.fills.windows import HOUR, Window
-from competition_pipeline.recording.follow import Attempt, Backoff, FollowCursor, plan
+from competition_pipeline.recording.follow import (
+    Attempt,
+    Backoff,
+    FollowCursor,
+    StandingsPacer,
+    plan,
+)
 from competition_pipeline.store.database import CommittedWindow
+from competition_pipeline.store.summary import WindowReport
 from tests.helpers.journal import fill, write_segment
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))
@@ -88,3 +95,28 @@ def test_schedule_requests_the_window_that_just_closed() -> None:
     request = competition_fill_events_hourly(context)
     assert request.partition_key == "2026-11-20-03:00"
     assert request.run_key == "2026-11-20-03:00"
+
+
+def test_the_standings_pacer_refreshes_after_new_rows_at_most_every_interval() -> None:
+    """A follower refreshes the standings only after a load that inserted rows, at most every
+    ``min_seconds``, and never sooner than four times the last refresh took."""
+    now = [0.0]
+    pacer = StandingsPacer(5.0, clock=lambda: now[0])
+    pacer.committed(None)
+    pacer.committed(WindowReport(window="2026-11-20-03:00", source="journal"))
+    assert not pacer.due()  # nothing inserted: nothing to refresh
+    pacer.committed(WindowReport(window="2026-11-20-03:00", source="journal", rows_inserted=2))
+    assert pacer.due()
+    pacer.refreshed(started=now[0])
+    pacer.committed(WindowReport(window="2026-11-20-03:00", source="journal", rows_inserted=2))
+    now[0] = 4.9
+    assert not pacer.due()
+    now[0] = 5.0
+    assert pacer.due()
+    started, now[0] = now[0], 8.0  # a refresh that took 3 s
+    pacer.refreshed(started=started)
+    pacer.committed(WindowReport(window="2026-11-20-03:00", source="journal", rows_inserted=1))
+    now[0] = 19.9
+    assert not pacer.due()
+    now[0] = 20.0
+    assert pacer.due()

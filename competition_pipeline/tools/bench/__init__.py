@@ -35,7 +35,12 @@ w. with ``--only-w``: ``--windows`` windows recorded as one run each by the jour
 Without ``--database-url`` it runs on a throwaway embedded PostgreSQL; with one, it creates and
 drops a database of its own there (the role needs CREATEDB) and never touches existing tables.
 
+i. with ``--only-i``: the local start (``competition-pipeline up``: dagster dev, PostgreSQL
+   instance storage, the simulator at ``--live-rate`` fills/s) following the open hour: the lag
+   of every fill from its append to its commit and to the standings, runs and event-log rows per
+   hour, CPU; ``--live-code DIR`` measures another checkout's code (the figure before a change).
+
 Figure modules: :mod:`.baseline` (a), :mod:`.sensor` (e), :mod:`.dagster_runs` (f, h),
-:mod:`.growth` (g), :mod:`.workers` (w); b, c and d are the recording in a child process
+:mod:`.growth` (g), :mod:`.live` (i), :mod:`.workers` (w); b, c and d are the recording in a child process
 (:mod:`.common`); :mod:`.command` runs them all.
 """

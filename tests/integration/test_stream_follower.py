@@ -1,0 +1,355 @@
+"""The open hour's follower with ``FILL_SOURCE=nats``: a run follows the stream from the stream
+position committed with the window's rows, against a real nats-server with JetStream.
+
+Asserted on what the database committed (stream position, rows, totals), never on wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import dagster as dg
+import nats
+import pytest
+
+from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.runs import FOLLOW_TAG
+from competition_pipeline.fills.stream import StreamSource
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import (
+    follow_window,
+    reconcile_window,
+    window_totals,
+)
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.tools.publish import publish_lines
+from tests.helpers.journal import T0, WINDOW, fill, line
+from tests.helpers.location import SETTINGS
+from tests.helpers.runs import ALL_CHECKS
+from tests.helpers.sql import query
+
+
+@pytest.fixture
+def stream(nats_url: str):
+    """A stream of its own (name and subjects) for each test, deleted afterwards."""
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    prefix = f"t{uuid.uuid4().hex[:8]}.fills"
+    yield FillSourceResource(
+        kind="nats", nats_url=nats_url, stream=name, subject_prefix=prefix, lateness_seconds=1
+    )
+
+    async def delete() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(name)
+        except Exception:  # noqa: BLE001 (never created)
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def _publish(stream: FillSourceResource, first: int, count: int, start_ms: int) -> None:
+    lines = [line(fill(t, start_ms + t)).encode() for t in range(first, first + count)]
+    asyncio.run(
+        publish_lines(stream.nats_url, lines, stream=stream.stream, prefix=stream.subject_prefix)
+    )
+
+
+def _last_seq(stream: FillSourceResource) -> int:
+    async def read() -> int:
+        nc = await nats.connect(stream.nats_url)
+        try:
+            return (await nc.jetstream().stream_info(stream.stream)).state.last_seq
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _position(store: CompetitionStore, window: Window, origin: str) -> int:
+    """The stream sequence the window's committed loads have read up to (0: none)."""
+    committed = store.committed_positions().get(window)
+    if committed is None or not committed.positions:
+        return 0
+    return committed.positions.get(origin, {}).get("seq", 0)
+
+
+def test_a_stream_follower_commits_each_round_what_was_published_with_its_position(
+    stream: FillSourceResource, database_url: str
+) -> None:
+    """N publishes between rounds give N small loads, each reading only the messages after the
+    committed stream position and committing the new position with its rows; a round with
+    nothing new commits nothing."""
+    _publish(stream, 1, 1, T0)
+    source = stream.source()
+    assert isinstance(source, StreamSource)
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    published = [1]
+    rounds = iter([3, 0, 5, 7])  # what is published after each round (0: a quiet second)
+    now = [0.0]
+
+    def sleep(_: float) -> None:
+        now[0] += 1
+        n = next(rounds, 0)
+        if n:
+            _publish(stream, sum(published) + 1, n, T0)
+            published.append(n)
+
+    reports = list(
+        follow_window(source, store, WINDOW, until=4.0, clock=lambda: now[0], sleep=sleep)
+    )
+    loads = [r for r in reports if r is not None]
+    assert [r.lines_read for r in loads] == [1, 3, 5, 7]
+    assert reports[2] is None  # the quiet round
+    assert all(r.incremental for r in loads[1:])
+    assert [r.rows_inserted for r in loads] == [2, 6, 10, 14]
+    fills = sum(published)
+    assert _position(store, WINDOW, source.origin) == _last_seq(stream) == fills
+    assert store.committed_positions()[WINDOW].extent == {source.origin: fills}
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2 * fills,)]
+    totals = window_totals(store, WINDOW)
+    assert totals is not None
+    assert (totals.lines_read, totals.rows_inserted, totals.rows_stored) == (
+        fills,
+        2 * fills,
+        2 * fills,
+    )
+    check = reconcile_window(source, store, WINDOW)
+    assert (check.expected_rows, check.missing, check.unexpected) == (2 * fills, 0, 0)
+
+
+def test_a_changed_duplicate_published_later_is_a_conflict_the_first_version_stays(
+    stream: FillSourceResource, database_url: str
+) -> None:
+    """The follower's incremental loads keep the loader's rules: a trade published again with
+    other values after its first version was committed is recorded as a conflict, and the stored
+    row stays the first version."""
+    _publish(stream, 1, 2, T0)
+    source = stream.source()
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    now = [0.0]
+
+    async def publish_changed() -> None:
+        nc = await nats.connect(stream.nats_url)
+        try:
+            # A new message id: JetStream does not drop it as a redelivery of trade 1.
+            await nc.jetstream().publish(
+                f"{stream.subject_prefix}.ETH",
+                line(fill(1, T0 + 1, price="999")).encode(),
+                stream=stream.stream,
+                headers={"Nats-Msg-Id": "changed-1"},
+            )
+        finally:
+            await nc.close()
+
+    def sleep(_: float) -> None:
+        now[0] += 1
+        asyncio.run(publish_changed())
+
+    loads = [
+        r
+        for r in follow_window(source, store, WINDOW, until=1.0, clock=lambda: now[0], sleep=sleep)
+        if r is not None
+    ]
+    assert [(r.lines_read, r.conflicts) for r in loads] == [(2, 0), (1, 1)]
+    assert query(database_url, "SELECT count(*) > 0 FROM competition_fill_conflicts") == [(True,)]
+    assert query(
+        database_url,
+        "SELECT DISTINCT price = 1520.5 FROM competition_fill_events WHERE trade_id = 1",
+    ) == [(True,)]
+
+
+_FOLLOWER = textwrap.dedent(
+    """
+    import sys
+    import dagster as dg
+    from competition_pipeline import settings
+    from competition_pipeline.defs.fill_events import build_fill_asset
+    from competition_pipeline.defs.resources import (
+        CompetitionDatabase, FillSourceResource, RecordingPolicy)
+    from competition_pipeline.defs.runs import FOLLOW_TAG
+
+    url, nats_url, stream, prefix, key = sys.argv[1:]
+    dg.materialize(
+        [build_fill_asset(settings.load())],
+        partition_key=key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=url),
+            "fill_source": FillSourceResource(
+                kind="nats", nats_url=nats_url, stream=stream, subject_prefix=prefix,
+                lateness_seconds=1),
+            "policy": RecordingPolicy(),
+        },
+    )
+    """
+)
+
+
+def _open_window() -> Window:
+    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
+    now = dt.datetime.now(dt.UTC)
+    window = Window.containing(now)
+    left = (window.end - now).total_seconds()
+    if left < 120:
+        time.sleep(left + 1)
+        window = Window.containing(dt.datetime.now(dt.UTC))
+    return window
+
+
+def _wait(predicate, timeout: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the follower did not commit"
+        time.sleep(0.2)
+
+
+def _follow_briefly(
+    database_url: str, stream: FillSourceResource, window: Window, seconds: float
+) -> dg.ExecuteInProcessResult:
+    """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
+    lateness = time.time() + seconds - window.end.timestamp()
+    settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
+    return dg.materialize(
+        [build_fill_asset(settings), *ALL_CHECKS],
+        partition_key=window.key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=database_url),
+            "fill_source": stream,
+            "policy": RecordingPolicy(),
+        },
+    )
+
+
+def test_a_stream_follower_killed_mid_hour_is_resumed_from_its_committed_position(
+    stream: FillSourceResource, database_url: str
+) -> None:
+    """``kill -9`` of a stream follower's process while fills are published: the next follower
+    starts from the committed stream position, and the window ends exact (nothing missing,
+    nothing twice)."""
+    window = _open_window()
+    start = window.start_ms
+    _publish(stream, 1, 200, start)
+    source = stream.source()
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    env = {**os.environ, "FILL_FOLLOW_INTERVAL_SECONDS": "0.2", "FILL_SOURCE": "nats"}
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _FOLLOWER,
+            database_url,
+            stream.nats_url,
+            stream.stream,
+            stream.subject_prefix,
+            window.key,
+        ],
+        env=env,
+    )
+    published = [200]
+    try:
+        _wait(lambda: _position(store, window, source.origin) == 200)
+        _publish(stream, 201, 100, start)
+        published.append(100)
+        _wait(lambda: _position(store, window, source.origin) == 300)  # it follows
+        stop = threading.Event()
+
+        def publisher() -> None:
+            trade = 301
+            while not stop.is_set():
+                _publish(stream, trade, 5, start)
+                published.append(5)
+                trade += 5
+                time.sleep(0.01)
+
+        writer = threading.Thread(target=publisher)
+        writer.start()
+        time.sleep(1.5)  # loads commit while fills arrive; the kill lands at any point of one
+        follower.send_signal(signal.SIGKILL)
+        follower.wait(timeout=30)
+        stop.set()
+        writer.join()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert _position(store, window, source.origin) >= 300
+    result = _follow_briefly(database_url, stream, window, 3.0)
+    assert result.success
+    fills = sum(published)
+    assert _position(store, window, source.origin) == _last_seq(stream) == fills
+    assert query(
+        database_url, "SELECT count(*), count(DISTINCT trade_id) FROM competition_fill_events"
+    ) == [(2 * fills, fills)]
+    totals = window_totals(store, window)
+    assert totals is not None
+    assert (totals.lines_read, totals.rows_inserted, totals.conflicts) == (fills, 2 * fills, 0)
+    check = reconcile_window(source, store, window)
+    assert (check.missing, check.unexpected) == (0, 0)
+
+
+def test_the_hours_close_ends_the_stream_follower_with_its_materialization_and_checks(
+    stream: FillSourceResource, database_url: str
+) -> None:
+    """The stream follower commits while fills are published and, once its hour is closed past
+    its lateness, ends with the window's final materialization (its totals) and the three
+    checks evaluated for its partition."""
+    window = _open_window()
+    start = window.start_ms
+    _publish(stream, 1, 1, start)
+    source = stream.source()
+    stop = threading.Event()
+
+    def publisher() -> None:
+        trade = 2
+        while not stop.wait(0.05):
+            _publish(stream, trade, 3, start)
+            trade += 3
+
+    writer = threading.Thread(target=publisher)
+    writer.start()
+    try:
+        result = _follow_briefly(database_url, stream, window, 4.0)
+    finally:
+        stop.set()
+        writer.join()
+    assert result.success
+    events = result.get_asset_materialization_events()
+    final = {k: v.value for k, v in events[-1].materialization.metadata.items()}
+    assert events[-1].materialization.partition == window.key
+    assert final["follower"] == "final"
+    assert final["follower_loads"] > 1  # it followed: more than one load in one run
+    store = CompetitionStore(database_url)
+    recorded = _position(store, window, source.origin)
+    assert recorded > 1
+    # Fills published after the run's last read are the next run's (the sensor asks for it).
+    assert final["lines_read"] == recorded
+    assert final["rows_inserted"] == final["dagster/partition_row_count"] == 2 * recorded
+    assert final["accounting_balanced"] is True
+    evaluations = result.get_asset_check_evaluations()
+    assert sorted(e.check_name for e in evaluations) == [
+        "no_conflicting_duplicates",
+        "reconciles_with_journal",
+        "rejects_within_budget",
+    ]
+    assert all(e.passed and e.partition == window.key for e in evaluations)
