@@ -64,6 +64,7 @@ from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.stream import SUBJECT_PREFIX
 from competition_pipeline.fills.stream import connect as stream_connect
 from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.tools import embedded, hosts, simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
@@ -445,21 +446,27 @@ class Soak:
         return by_name.get(name or "") or self.random.choice(self.network.hosts)
 
     def _started_run(self, timeout: float = 60) -> tuple[str, str] | None:
-        """A STARTED run that a worker host has taken: (run id, host), waiting up to
-        ``timeout`` seconds for one."""
+        """A run in flight on a worker host: (run id, host), waiting up to ``timeout`` seconds
+        for one. In flight: STARTED and holding its liveness lock (a run already lost with its
+        host, not yet marked failed, is STARTED without it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
-                    row = conn.execute(
-                        "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
-                        " ON t.run_id = r.run_id AND t.key = 'competition/host'"
-                        " WHERE r.status = 'STARTED' ORDER BY random() LIMIT 1"
-                    ).fetchone()
-            except psycopg.Error:
-                row = None
-            if row is not None:
-                return row[0], row[1]
+                    rows = dict(
+                        conn.execute(
+                            "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
+                            " ON t.run_id = r.run_id AND t.key = 'competition/host'"
+                            " WHERE r.status = 'STARTED'"
+                        ).fetchall()
+                    )
+                store = CompetitionStore(self.cluster.url("competition"))
+                live = sorted(store.runs_holding_lock(rows)) if rows else []
+            except (psycopg.Error, StoreError):
+                live = []
+            if live:
+                run_id = self.random.choice(live)
+                return run_id, rows[run_id]
             time.sleep(0.2)
         return None
 
