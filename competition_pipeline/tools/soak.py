@@ -82,6 +82,8 @@ SOURCES = ("journal", "nats")
 JOURNAL_FAULTS = ("late-segment", "corrupt")
 #: ``--source nats``: the soak's NATS server killed and started again on its JetStream storage.
 NATS_FAULTS = ("nats-restart",)
+#: ``--topology celery --source nats``: a worker's connection to NATS cut while a run reads.
+NATS_HOST_FAULTS = ("nats-cut",)
 
 
 def known_faults(topology: str, source: str) -> tuple[str, ...]:
@@ -91,6 +93,8 @@ def known_faults(topology: str, source: str) -> tuple[str, ...]:
         faults += HOST_FAULTS
     if source == "nats":
         faults += NATS_FAULTS
+    if source == "nats" and topology == "celery":
+        faults += NATS_HOST_FAULTS
     return tuple(faults)
 
 
@@ -419,6 +423,23 @@ class Soak:
         assert self.nats is not None
         self.nats.restart(self.random.uniform(3, 10))
 
+    def _nats_cut(self, timeout: float = 90) -> bool:
+        """A worker's connection to NATS cut (reset) while a run of it reads a window: the
+        first established connection from a worker host to the soak's NATS server within
+        ``timeout`` seconds (only runs read the stream on a worker host). False (not counted)
+        when none was seen."""
+        assert self.nats is not None and self.network is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for host in self.network.hosts:
+                cut = host.cut(self.nats.address, self.nats.port)
+                if cut:
+                    _log(f"{host.name}: {cut} connection(s) to NATS cut")
+                    return True
+            time.sleep(0.02)
+        _log("no worker connection to NATS to cut")
+        return False
+
     def _start_hosts(self, env: dict) -> None:
         """``--hosts`` worker hosts, each ``celery worker`` with the worker's ``dagster.yaml``,
         reaching the databases and the broker over the bridge."""
@@ -626,7 +647,7 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS)
+        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS)
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
