@@ -76,6 +76,9 @@ BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
 #: The Celery topology's own faults (worker hosts and the broker).
 HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
+#: ``--topology celery``, only when asked for (``--faults redeliver``): a run's task delivered
+#: twice by the broker.
+REDELIVER_FAULTS = ("redeliver",)
 TOPOLOGIES = ("local", "celery")
 SOURCES = ("journal", "nats")
 #: The journal's own faults: with ``--source nats`` there are no files to add or corrupt.
@@ -96,6 +99,12 @@ def known_faults(topology: str, source: str) -> tuple[str, ...]:
     if source == "nats" and topology == "celery":
         faults += NATS_HOST_FAULTS
     return tuple(faults)
+
+
+def accepted_faults(topology: str, source: str) -> tuple[str, ...]:
+    """The faults ``--faults`` accepts: the default ones and those only run when named."""
+    extra = REDELIVER_FAULTS if topology == "celery" else ()
+    return (*known_faults(topology, source), *extra)
 
 
 def postgres_bindir() -> Path:
@@ -291,6 +300,7 @@ class Soak:
         self.nats: hosts.NatsServer | None = None
         self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
+        self.redelivered: list[str] = []  # runs whose task the broker delivered twice
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -439,6 +449,79 @@ class Soak:
             time.sleep(0.02)
         _log("no worker connection to NATS to cut")
         return False
+
+    def _redeliver(self) -> bool:
+        """The broker delivers a run's task twice (as when a worker's acknowledgement is lost):
+        the task of a run in flight on a worker host sent again with the same arguments, as
+        ``CeleryRunLauncher`` sent it; a free host takes it. False (not counted) when no run was
+        in flight within a minute."""
+        from dagster import DagsterRun, deserialize_value
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster_celery.make_app import make_app
+        from dagster_celery.tasks import create_execute_job_task
+        from dagster_shared.serdes import pack_value
+
+        assert self.broker is not None
+        started = self._started_run()
+        if started is None:
+            _log("no run in flight to deliver again")
+            return False
+        run_id = started[0]
+        with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+            row = conn.execute("SELECT run_body FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        run = deserialize_value(row[0], DagsterRun)
+        args = ExecuteRunArgs(
+            job_origin=run.job_code_origin,
+            run_id=run_id,
+            instance_ref=None,  # the worker uses its own DAGSTER_HOME
+            set_exit_code_on_failure=True,
+        )
+        app = make_app({"broker": self.broker.url})
+        try:
+            task = create_execute_job_task(app)
+            task.si(execute_job_args_packed=pack_value(args)).apply_async(
+                queue="dagster", routing_key="dagster.execute_job"
+            )
+        finally:
+            app.close()
+        _log(f"run {run_id} (in flight on {started[1]}) delivered again")
+        self.redelivered.append(run_id)
+        return True
+
+    def redeliveries(self) -> dict[str, dict]:
+        """Each run delivered twice: its status, and whether a run worker ignored a delivery
+        (Dagster's engine event for a run no longer NOT_STARTED or STARTING)."""
+        if not self.redelivered:
+            return {}
+        with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+            status = dict(
+                conn.execute(
+                    "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (self.redelivered,)
+                )
+            )
+            ignored = {
+                r
+                for (r,) in conn.execute(
+                    "SELECT DISTINCT run_id FROM event_logs WHERE run_id = ANY(%s)"
+                    " AND dagster_event_type = 'ENGINE_EVENT' AND event LIKE %s",
+                    (self.redelivered, "%Ignoring a %run%"),
+                )
+            }
+            started = dict(
+                conn.execute(
+                    "SELECT run_id, count(*) FROM event_logs WHERE run_id = ANY(%s)"
+                    " AND dagster_event_type = 'PIPELINE_START' GROUP BY run_id",  # RUN_START
+                    (self.redelivered,),
+                )
+            )
+        return {
+            r: {
+                "status": status.get(r),
+                "second_delivery_ignored": r in ignored,
+                "run_starts": started.get(r, 0),
+            }
+            for r in self.redelivered
+        }
 
     def _start_hosts(self, env: dict) -> None:
         """``--hosts`` worker hosts, each ``celery worker`` with the worker's ``dagster.yaml``,
@@ -647,7 +730,7 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS)
+        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS, *REDELIVER_FAULTS)
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
@@ -689,6 +772,7 @@ class Soak:
             "hosts": self.hosts_of_runs() if self.network is not None else {},
             "broker_password_in_logs": self._password_in_logs(),
             "faults": dict(self.injected),
+            "redelivered": self.redeliveries() if self.redelivered else {},
             "windows": windows,
             "rows_expected": len(expected),
             "rows_recorded": len(stored),
@@ -778,6 +862,14 @@ def render(result: dict) -> str:
         rows.append(
             ("runs by host", ", ".join(f"{k} {v}" for k, v in sorted(result["hosts"].items())))
         )
+    if result.get("redelivered"):
+        ignored = sum(r["second_delivery_ignored"] for r in result["redelivered"].values())
+        rows.append(
+            (
+                "runs delivered twice",
+                f"{len(result['redelivered'])}, second delivery ignored {ignored}",
+            )
+        )
     seconds = result["seconds_to_converge"]
     rows.append(("seconds to converge", "did not converge" if seconds is None else str(seconds)))
     width = max(len(k) for k, _ in rows)
@@ -787,14 +879,15 @@ def render(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     celery = args.topology == "celery"
     known = known_faults(args.topology, args.source)
+    accepted = accepted_faults(args.topology, args.source)
     chosen = args.faults if args.faults is not None else ",".join(known)
     faults = tuple(f for f in chosen.split(",") if f)
-    unknown = set(faults) - set(known)
+    unknown = set(faults) - set(accepted)
     if unknown:
         args.error(
             f"unknown faults {sorted(unknown)} for --topology {args.topology}"
             f" --source {args.source};"
-            f" choose from {', '.join(known)}"
+            f" choose from {', '.join(accepted)}"
         )
     if celery and (why := hosts.available()) is not None:
         raise SystemExit(f"--topology celery: {why}")

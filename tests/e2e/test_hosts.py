@@ -51,3 +51,23 @@ def test_a_worker_host_killed_mid_run_and_the_table_is_exact(tmp_path: Path) -> 
     assert not WAITING & set(result["runs"]), result["runs"]
     # Celery, Dagster and the soak logged the broker URL, never its password.
     assert result["broker_password_in_logs"] is False
+
+
+@pytest.mark.slow
+def test_a_run_delivered_twice_by_the_broker_records_once(tmp_path: Path) -> None:
+    """The broker delivers a run's task again while the run is in flight on one host (the soak
+    sends the same task, same arguments, as after a lost acknowledgement); the other host takes
+    it and Dagster ignores it: one execution, the window's rows once."""
+    result = soak(
+        tmp_path,
+        *("--topology", "celery", "--hosts", "2"),
+        *("--faults", "redeliver", "--max-faults", "1", "--duration", "60"),
+        *("--hours", "3", "--fills-per-hour", "500"),
+    )
+    assert result["faults"] == {"redeliver": 1}
+    (run,) = result["redelivered"].values()
+    # One RUN_START: the second delivery started no execution, and the run itself succeeded.
+    assert run == {"status": "SUCCESS", "second_delivery_ignored": True, "run_starts": 1}, run
+    assert result["rows_expected"] > 1500
+    assert result["missing"] == 0 and result["extra"] == 0
+    assert not WAITING & set(result["runs"]), result["runs"]
