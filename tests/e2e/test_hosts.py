@@ -71,3 +71,19 @@ def test_a_run_delivered_twice_by_the_broker_records_once(tmp_path: Path) -> Non
     assert result["rows_expected"] > 1500
     assert result["missing"] == 0 and result["extra"] == 0
     assert not WAITING & set(result["runs"]), result["runs"]
+
+
+@pytest.mark.slow
+def test_a_workers_nats_connection_cut_mid_window_and_the_table_is_exact(tmp_path: Path) -> None:
+    """``--source nats``: a worker host's connection to NATS reset while a run of it reads a
+    window (``ss -K`` in its namespace); the step is retried, nothing of the failed read kept."""
+    result = soak(
+        tmp_path,
+        *("--topology", "celery", "--hosts", "2", "--source", "nats"),
+        *("--faults", "nats-cut", "--max-faults", "1", "--duration", "60"),
+        *("--hours", "3", "--fills-per-hour", "500"),
+    )
+    assert result["faults"] == {"nats-cut": 1}
+    assert result["rows_expected"] > 1500
+    assert result["missing"] == 0 and result["extra"] == 0
+    assert not WAITING & set(result["runs"]), result["runs"]
