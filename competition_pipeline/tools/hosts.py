@@ -106,6 +106,18 @@ class Host:
         """Connect or cut the host: its veth's bridge end up or down."""
         _ip("link", "set", self.veth, "up" if up else "down")
 
+    def cut(self, address: str, port: int) -> int:
+        """Close the host's established TCP connections to ``address:port`` (``ss -K`` in its
+        namespace, as a middlebox's reset would; needs CONFIG_INET_DIAG_DESTROY); how many."""
+        out = subprocess.run(
+            ["ss", "-N", self.netns, "-K", "-t", "-n", "state", "established"]
+            + ["dst", address, "dport", "=", f":{port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return max(0, len(out.stdout.strip().splitlines()) - 1)  # less the header line
+
     @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

@@ -77,12 +77,17 @@ BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
 #: The Celery topology's own faults (worker hosts and the broker).
 HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
+#: ``--topology celery``, only when asked for (``--faults redeliver``): a run's task delivered
+#: twice by the broker.
+REDELIVER_FAULTS = ("redeliver",)
 TOPOLOGIES = ("local", "celery")
 SOURCES = ("journal", "nats")
 #: The journal's own faults: with ``--source nats`` there are no files to add or corrupt.
 JOURNAL_FAULTS = ("late-segment", "corrupt")
 #: ``--source nats``: the soak's NATS server killed and started again on its JetStream storage.
 NATS_FAULTS = ("nats-restart",)
+#: ``--topology celery --source nats``: a worker's connection to NATS cut while a run reads.
+NATS_HOST_FAULTS = ("nats-cut",)
 
 
 def known_faults(topology: str, source: str) -> tuple[str, ...]:
@@ -92,7 +97,15 @@ def known_faults(topology: str, source: str) -> tuple[str, ...]:
         faults += HOST_FAULTS
     if source == "nats":
         faults += NATS_FAULTS
+    if source == "nats" and topology == "celery":
+        faults += NATS_HOST_FAULTS
     return tuple(faults)
+
+
+def accepted_faults(topology: str, source: str) -> tuple[str, ...]:
+    """The faults ``--faults`` accepts: the default ones and those only run when named."""
+    extra = REDELIVER_FAULTS if topology == "celery" else ()
+    return (*known_faults(topology, source), *extra)
 
 
 def postgres_bindir() -> Path:
@@ -288,6 +301,7 @@ class Soak:
         self.nats: hosts.NatsServer | None = None
         self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
+        self.redelivered: list[str] = []  # runs whose task the broker delivered twice
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -420,6 +434,96 @@ class Soak:
         assert self.nats is not None
         self.nats.restart(self.random.uniform(3, 10))
 
+    def _nats_cut(self, timeout: float = 90) -> bool:
+        """A worker's connection to NATS cut (reset) while a run of it reads a window: the
+        first established connection from a worker host to the soak's NATS server within
+        ``timeout`` seconds (only runs read the stream on a worker host). False (not counted)
+        when none was seen."""
+        assert self.nats is not None and self.network is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for host in self.network.hosts:
+                cut = host.cut(self.nats.address, self.nats.port)
+                if cut:
+                    _log(f"{host.name}: {cut} connection(s) to NATS cut")
+                    return True
+            time.sleep(0.02)
+        _log("no worker connection to NATS to cut")
+        return False
+
+    def _redeliver(self) -> bool:
+        """The broker delivers a run's task twice (as when a worker's acknowledgement is lost):
+        the task of a run in flight on a worker host sent again with the same arguments, as
+        ``CeleryRunLauncher`` sent it; a free host takes it. False (not counted) when no run was
+        in flight within a minute."""
+        from dagster import DagsterRun, deserialize_value
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster_celery.make_app import make_app
+        from dagster_celery.tasks import create_execute_job_task
+        from dagster_shared.serdes import pack_value
+
+        assert self.broker is not None
+        started = self._started_run()
+        if started is None:
+            _log("no run in flight to deliver again")
+            return False
+        run_id = started[0]
+        with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+            row = conn.execute("SELECT run_body FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        run = deserialize_value(row[0], DagsterRun)
+        args = ExecuteRunArgs(
+            job_origin=run.job_code_origin,
+            run_id=run_id,
+            instance_ref=None,  # the worker uses its own DAGSTER_HOME
+            set_exit_code_on_failure=True,
+        )
+        app = make_app({"broker": self.broker.url})
+        try:
+            task = create_execute_job_task(app)
+            task.si(execute_job_args_packed=pack_value(args)).apply_async(
+                queue="dagster", routing_key="dagster.execute_job"
+            )
+        finally:
+            app.close()
+        _log(f"run {run_id} (in flight on {started[1]}) delivered again")
+        self.redelivered.append(run_id)
+        return True
+
+    def redeliveries(self) -> dict[str, dict]:
+        """Each run delivered twice: its status, and whether a run worker ignored a delivery
+        (Dagster's engine event for a run no longer NOT_STARTED or STARTING)."""
+        if not self.redelivered:
+            return {}
+        with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+            status = dict(
+                conn.execute(
+                    "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (self.redelivered,)
+                )
+            )
+            ignored = {
+                r
+                for (r,) in conn.execute(
+                    "SELECT DISTINCT run_id FROM event_logs WHERE run_id = ANY(%s)"
+                    " AND dagster_event_type = 'ENGINE_EVENT' AND event LIKE %s",
+                    (self.redelivered, "%Ignoring a %run%"),
+                )
+            }
+            started = dict(
+                conn.execute(
+                    "SELECT run_id, count(*) FROM event_logs WHERE run_id = ANY(%s)"
+                    " AND dagster_event_type = 'PIPELINE_START' GROUP BY run_id",  # RUN_START
+                    (self.redelivered,),
+                )
+            )
+        return {
+            r: {
+                "status": status.get(r),
+                "second_delivery_ignored": r in ignored,
+                "run_starts": started.get(r, 0),
+            }
+            for r in self.redelivered
+        }
+
     def _start_hosts(self, env: dict) -> None:
         """``--hosts`` worker hosts, each ``celery worker`` with the worker's ``dagster.yaml``,
         reaching the databases and the broker over the bridge."""
@@ -447,21 +551,27 @@ class Soak:
         return by_name.get(name or "") or self.random.choice(self.network.hosts)
 
     def _started_run(self, timeout: float = 60) -> tuple[str, str] | None:
-        """A STARTED run that a worker host has taken: (run id, host), waiting up to
-        ``timeout`` seconds for one."""
+        """A run in flight on a worker host: (run id, host), waiting up to ``timeout`` seconds
+        for one. In flight: STARTED and holding its liveness lock (a run already lost with its
+        host, not yet marked failed, is STARTED without it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
-                    row = conn.execute(
-                        "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
-                        " ON t.run_id = r.run_id AND t.key = 'competition/host'"
-                        " WHERE r.status = 'STARTED' ORDER BY random() LIMIT 1"
-                    ).fetchone()
-            except psycopg.Error:
-                row = None
-            if row is not None:
-                return row[0], row[1]
+                    rows = dict(
+                        conn.execute(
+                            "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
+                            " ON t.run_id = r.run_id AND t.key = 'competition/host'"
+                            " WHERE r.status = 'STARTED'"
+                        ).fetchall()
+                    )
+                store = CompetitionStore(self.cluster.url("competition"))
+                live = sorted(store.runs_holding_lock(rows)) if rows else []
+            except (psycopg.Error, StoreError):
+                live = []
+            if live:
+                run_id = self.random.choice(live)
+                return run_id, rows[run_id]
             time.sleep(0.2)
         return None
 
@@ -621,7 +731,7 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS)
+        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS, *REDELIVER_FAULTS)
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
@@ -663,6 +773,7 @@ class Soak:
             "hosts": self.hosts_of_runs() if self.network is not None else {},
             "broker_password_in_logs": self._password_in_logs(),
             "faults": dict(self.injected),
+            "redelivered": self.redeliveries() if self.redelivered else {},
             "windows": windows,
             "rows_expected": len(expected),
             "rows_recorded": len(stored),
@@ -768,6 +879,14 @@ def render(result: dict) -> str:
         rows.append(
             ("runs by host", ", ".join(f"{k} {v}" for k, v in sorted(result["hosts"].items())))
         )
+    if result.get("redelivered"):
+        ignored = sum(r["second_delivery_ignored"] for r in result["redelivered"].values())
+        rows.append(
+            (
+                "runs delivered twice",
+                f"{len(result['redelivered'])}, second delivery ignored {ignored}",
+            )
+        )
     seconds = result["seconds_to_converge"]
     rows.append(("seconds to converge", "did not converge" if seconds is None else str(seconds)))
     width = max(len(k) for k, _ in rows)
@@ -777,14 +896,15 @@ def render(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     celery = args.topology == "celery"
     known = known_faults(args.topology, args.source)
+    accepted = accepted_faults(args.topology, args.source)
     chosen = args.faults if args.faults is not None else ",".join(known)
     faults = tuple(f for f in chosen.split(",") if f)
-    unknown = set(faults) - set(known)
+    unknown = set(faults) - set(accepted)
     if unknown:
         args.error(
             f"unknown faults {sorted(unknown)} for --topology {args.topology}"
             f" --source {args.source};"
-            f" choose from {', '.join(known)}"
+            f" choose from {', '.join(accepted)}"
         )
     if celery and (why := hosts.available()) is not None:
         raise SystemExit(f"--topology celery: {why}")

@@ -51,3 +51,39 @@ def test_a_worker_host_killed_mid_run_and_the_table_is_exact(tmp_path: Path) -> 
     assert not WAITING & set(result["runs"]), result["runs"]
     # Celery, Dagster and the soak logged the broker URL, never its password.
     assert result["broker_password_in_logs"] is False
+
+
+@pytest.mark.slow
+def test_a_run_delivered_twice_by_the_broker_records_once(tmp_path: Path) -> None:
+    """The broker delivers a run's task again while the run is in flight on one host (the soak
+    sends the same task, same arguments, as after a lost acknowledgement); the other host takes
+    it and Dagster ignores it: one execution, the window's rows once."""
+    result = soak(
+        tmp_path,
+        *("--topology", "celery", "--hosts", "2"),
+        *("--faults", "redeliver", "--max-faults", "1", "--duration", "60"),
+        *("--hours", "3", "--fills-per-hour", "500"),
+    )
+    assert result["faults"] == {"redeliver": 1}
+    (run,) = result["redelivered"].values()
+    # One RUN_START: the second delivery started no execution, and the run itself succeeded.
+    assert run == {"status": "SUCCESS", "second_delivery_ignored": True, "run_starts": 1}, run
+    assert result["rows_expected"] > 1500
+    assert result["missing"] == 0 and result["extra"] == 0
+    assert not WAITING & set(result["runs"]), result["runs"]
+
+
+@pytest.mark.slow
+def test_a_workers_nats_connection_cut_mid_window_and_the_table_is_exact(tmp_path: Path) -> None:
+    """``--source nats``: a worker host's connection to NATS reset while a run of it reads a
+    window (``ss -K`` in its namespace); the step is retried, nothing of the failed read kept."""
+    result = soak(
+        tmp_path,
+        *("--topology", "celery", "--hosts", "2", "--source", "nats"),
+        *("--faults", "nats-cut", "--max-faults", "1", "--duration", "60"),
+        *("--hours", "3", "--fills-per-hour", "500"),
+    )
+    assert result["faults"] == {"nats-cut": 1}
+    assert result["rows_expected"] > 1500
+    assert result["missing"] == 0 and result["extra"] == 0
+    assert not WAITING & set(result["runs"]), result["runs"]

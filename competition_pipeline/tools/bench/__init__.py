@@ -41,6 +41,6 @@ i. with ``--only-i``: the local start (``competition-pipeline up``: dagster dev,
    hour, CPU; ``--live-code DIR`` measures another checkout's code (the figure before a change).
 
 Figure modules: :mod:`.baseline` (a), :mod:`.sensor` (e), :mod:`.dagster_runs` (f, h),
-:mod:`.growth` (g), :mod:`.live` (i), :mod:`.workers` (w); b, c and d are the recording in a child process
-(:mod:`.common`); :mod:`.command` runs them all.
+:mod:`.growth` (g), :mod:`.live` (i), :mod:`.workers` (w); b, c and d are the recording in a
+child process (:mod:`.common`); :mod:`.command` runs them all.
 """
