@@ -211,6 +211,8 @@ def _soak_parser(commands) -> None:
         FAULTS,
         HOST_FAULTS,
         NATS_FAULTS,
+        NATS_HOST_FAULTS,
+        REDELIVER_FAULTS,
         SOURCES,
         TOPOLOGIES,
     )
@@ -226,8 +228,9 @@ def _soak_parser(commands) -> None:
     soak.add_argument(
         "--faults",
         help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
-        f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)}"
-        " (late-segment and corrupt are the journal's)",
+        f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)},"
+        f" with both of {','.join(NATS_HOST_FAULTS)} (late-segment and corrupt are the"
+        f" journal's); {','.join(REDELIVER_FAULTS)} (celery) only when named",
     )
     soak.add_argument(
         "--source",
