@@ -8,25 +8,9 @@ seconds ahead (the lateness setting moved so the hour "closes" then).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
-import time
-from dataclasses import replace
+import itertools
 from pathlib import Path
 
-import dagster as dg
-
-from competition_pipeline.defs.fill_events import build_fill_asset
-from competition_pipeline.defs.resources import (
-    CompetitionDatabase,
-    FillSourceResource,
-    RecordingPolicy,
-)
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import (
@@ -36,9 +20,15 @@ from competition_pipeline.recording.fill_events import (
 )
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
+from tests.helpers.follower import (
+    follow_briefly,
+    kill_after,
+    open_window,
+    start_follower,
+    wait_until,
+    writing,
+)
 from tests.helpers.journal import T0, W1, W2, WINDOW, append, fill, line, write_segment
-from tests.helpers.location import SETTINGS
-from tests.helpers.runs import ALL_CHECKS
 from tests.helpers.sql import query
 
 SEGMENT = "live.jsonl"
@@ -126,109 +116,31 @@ def test_past_its_hour_a_follower_also_commits_the_next_hour_until_it_ends(
     assert _committed_lines(store, WINDOW) == sum(1 for _ in nxt.open())
 
 
-_FOLLOWER = textwrap.dedent(
-    """
-    import sys
-    import dagster as dg
-    from competition_pipeline import settings
-    from competition_pipeline.defs.fill_events import build_fill_asset
-    from competition_pipeline.defs.resources import (
-        CompetitionDatabase, FillSourceResource, RecordingPolicy)
-    from competition_pipeline.defs.runs import FOLLOW_TAG
-
-    url, journal, key = sys.argv[1:]
-    dg.materialize(
-        [build_fill_asset(settings.load())],
-        partition_key=key,
-        tags={FOLLOW_TAG: "open-hour"},
-        resources={
-            "database": CompetitionDatabase(url=url),
-            "fill_source": FillSourceResource(root=journal),
-            "policy": RecordingPolicy(),
-        },
-    )
-    """
-)
-
-
-def _open_window() -> Window:
-    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
-    now = dt.datetime.now(dt.UTC)
-    window = Window.containing(now)
-    left = (window.end - now).total_seconds()
-    if left < 120:
-        time.sleep(left + 1)
-        window = Window.containing(dt.datetime.now(dt.UTC))
-    return window
-
-
-def _wait(predicate, timeout: float = 120) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the follower did not commit"
-        time.sleep(0.2)
-
-
-def _follow_briefly(
-    database_url: str, journal: Path, window: Window, seconds: float, **kwargs
-) -> dg.ExecuteInProcessResult:
-    """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
-    lateness = time.time() + seconds - window.end.timestamp()
-    settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
-    return dg.materialize(
-        [build_fill_asset(settings), *ALL_CHECKS],
-        partition_key=window.key,
-        tags={FOLLOW_TAG: "open-hour"},
-        resources={
-            "database": CompetitionDatabase(url=database_url),
-            "fill_source": FillSourceResource(root=str(journal)),
-            "policy": RecordingPolicy(),
-        },
-        **kwargs,
-    )
-
-
 def test_a_follower_killed_mid_hour_is_resumed_from_its_committed_offset(
     database_url: str, journal: Path
 ) -> None:
     """``kill -9`` of a follower's process while fills are appended: the next follower starts
     from the committed offsets, and the window ends exact (nothing missing, nothing twice)."""
-    window = _open_window()
+    window = open_window()
     start = window.start_ms
     segment = write_segment(journal, window, SEGMENT, [])
     append(segment, _lines(1, 200, start))
     store = CompetitionStore(database_url)
     store.ensure_schema()
-    env = {**os.environ, "FILL_FOLLOW_INTERVAL_SECONDS": "0.2"}
-    follower = subprocess.Popen(
-        [sys.executable, "-c", _FOLLOWER, database_url, str(journal), window.key], env=env
-    )
+    follower = start_follower(database_url, {"root": str(journal)}, window)
     try:
-        _wait(lambda: _committed_lines(store, window) == 200)
+        wait_until(lambda: _committed_lines(store, window) == 200)
         append(segment, _lines(201, 100, start))
-        _wait(lambda: _committed_lines(store, window) == 300)  # it follows: a second load
-        stop = threading.Event()
-
-        def appender() -> None:
-            trade = 301
-            while not stop.is_set():
-                append(segment, _lines(trade, 5, start))
-                trade += 5
-                time.sleep(0.01)
-
-        writer = threading.Thread(target=appender)
-        writer.start()
-        time.sleep(1.0)  # loads commit while lines arrive; the kill lands at any point of one
-        follower.send_signal(signal.SIGKILL)
-        follower.wait(timeout=30)
-        stop.set()
-        writer.join()
+        wait_until(lambda: _committed_lines(store, window) == 300)  # it follows: a second load
+        trades = itertools.count(301, 5)
+        with writing(lambda: append(segment, _lines(next(trades), 5, start))):
+            kill_after(follower, 1.0)
     finally:
         if follower.poll() is None:
             follower.kill()
     committed_before = _committed_lines(store, window)
     assert committed_before >= 300
-    result = _follow_briefly(database_url, journal, window, 2.0)
+    result = follow_briefly(database_url, {"root": str(journal)}, window, 2.0)
     assert result.success
     fills = sum(1 for _ in segment.open())
     assert _committed_lines(store, window) == fills
@@ -248,7 +160,7 @@ def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
     """The follower commits while fills arrive, keeps a running competition's standings, and
     once its hour is closed past its lateness ends with the window's final materialization (its
     totals) and the three checks evaluated for its partition."""
-    window = _open_window()
+    window = open_window()
     start = window.start_ms
     segment = write_segment(journal, window, SEGMENT, [fill(1, start + 1)])
     store = CompetitionStore(database_url)
@@ -257,21 +169,9 @@ def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
     competitions.create("live", "Live", window.start, window.end, "volume")
     competitions.register("live", W1)
     competitions.register("live", W2)
-    stop = threading.Event()
-
-    def appender() -> None:
-        trade = 2
-        while not stop.wait(0.05):
-            append(segment, _lines(trade, 3, start))
-            trade += 3
-
-    writer = threading.Thread(target=appender)
-    writer.start()
-    try:
-        result = _follow_briefly(database_url, journal, window, 4.0)
-    finally:
-        stop.set()
-        writer.join()
+    trades = itertools.count(2, 3)
+    with writing(lambda: append(segment, _lines(next(trades), 3, start)), every=0.05):
+        result = follow_briefly(database_url, {"root": str(journal)}, window, 4.0)
     assert result.success
     events = result.get_asset_materialization_events()
     final = {k: v.value for k, v in events[-1].materialization.metadata.items()}

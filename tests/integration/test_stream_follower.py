@@ -7,28 +7,15 @@ Asserted on what the database committed (stream position, rows, totals), never o
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
-import time
+import itertools
 import uuid
-from dataclasses import replace
 
-import dagster as dg
 import nats
 import pytest
 
-from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.resources import (
-    CompetitionDatabase,
     FillSourceResource,
-    RecordingPolicy,
 )
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.stream import StreamSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import (
@@ -38,9 +25,15 @@ from competition_pipeline.recording.fill_events import (
 )
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools.publish import publish_lines
+from tests.helpers.follower import (
+    follow_briefly,
+    kill_after,
+    open_window,
+    start_follower,
+    wait_until,
+    writing,
+)
 from tests.helpers.journal import T0, WINDOW, fill, line
-from tests.helpers.location import SETTINGS
-from tests.helpers.runs import ALL_CHECKS
 from tests.helpers.sql import query
 
 
@@ -178,67 +171,14 @@ def test_a_changed_duplicate_published_later_is_a_conflict_the_first_version_sta
     ) == [(True,)]
 
 
-_FOLLOWER = textwrap.dedent(
-    """
-    import sys
-    import dagster as dg
-    from competition_pipeline import settings
-    from competition_pipeline.defs.fill_events import build_fill_asset
-    from competition_pipeline.defs.resources import (
-        CompetitionDatabase, FillSourceResource, RecordingPolicy)
-    from competition_pipeline.defs.runs import FOLLOW_TAG
-
-    url, nats_url, stream, prefix, key = sys.argv[1:]
-    dg.materialize(
-        [build_fill_asset(settings.load())],
-        partition_key=key,
-        tags={FOLLOW_TAG: "open-hour"},
-        resources={
-            "database": CompetitionDatabase(url=url),
-            "fill_source": FillSourceResource(
-                kind="nats", nats_url=nats_url, stream=stream, subject_prefix=prefix,
-                lateness_seconds=1),
-            "policy": RecordingPolicy(),
-        },
-    )
-    """
-)
-
-
-def _open_window() -> Window:
-    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
-    now = dt.datetime.now(dt.UTC)
-    window = Window.containing(now)
-    left = (window.end - now).total_seconds()
-    if left < 120:
-        time.sleep(left + 1)
-        window = Window.containing(dt.datetime.now(dt.UTC))
-    return window
-
-
-def _wait(predicate, timeout: float = 120) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the follower did not commit"
-        time.sleep(0.2)
-
-
-def _follow_briefly(
-    database_url: str, stream: FillSourceResource, window: Window, seconds: float
-) -> dg.ExecuteInProcessResult:
-    """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
-    lateness = time.time() + seconds - window.end.timestamp()
-    settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
-    return dg.materialize(
-        [build_fill_asset(settings), *ALL_CHECKS],
-        partition_key=window.key,
-        tags={FOLLOW_TAG: "open-hour"},
-        resources={
-            "database": CompetitionDatabase(url=database_url),
-            "fill_source": stream,
-            "policy": RecordingPolicy(),
-        },
-    )
+def _config(stream: FillSourceResource) -> dict[str, object]:
+    return {
+        "kind": "nats",
+        "nats_url": stream.nats_url,
+        "stream": stream.stream,
+        "subject_prefix": stream.subject_prefix,
+        "lateness_seconds": 1,
+    }
 
 
 def test_a_stream_follower_killed_mid_hour_is_resumed_from_its_committed_position(
@@ -247,54 +187,31 @@ def test_a_stream_follower_killed_mid_hour_is_resumed_from_its_committed_positio
     """``kill -9`` of a stream follower's process while fills are published: the next follower
     starts from the committed stream position, and the window ends exact (nothing missing,
     nothing twice)."""
-    window = _open_window()
+    window = open_window()
     start = window.start_ms
     _publish(stream, 1, 200, start)
     source = stream.source()
     store = CompetitionStore(database_url)
     store.ensure_schema()
-    env = {**os.environ, "FILL_FOLLOW_INTERVAL_SECONDS": "0.2", "FILL_SOURCE": "nats"}
-    follower = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _FOLLOWER,
-            database_url,
-            stream.nats_url,
-            stream.stream,
-            stream.subject_prefix,
-            window.key,
-        ],
-        env=env,
-    )
+    follower = start_follower(database_url, _config(stream), window, FILL_SOURCE="nats")
     published = [200]
+
+    def publish(first: int, count: int) -> None:
+        _publish(stream, first, count, start)
+        published.append(count)
+
     try:
-        _wait(lambda: _position(store, window, source.origin) == 200)
-        _publish(stream, 201, 100, start)
-        published.append(100)
-        _wait(lambda: _position(store, window, source.origin) == 300)  # it follows
-        stop = threading.Event()
-
-        def publisher() -> None:
-            trade = 301
-            while not stop.is_set():
-                _publish(stream, trade, 5, start)
-                published.append(5)
-                trade += 5
-                time.sleep(0.01)
-
-        writer = threading.Thread(target=publisher)
-        writer.start()
-        time.sleep(1.5)  # loads commit while fills arrive; the kill lands at any point of one
-        follower.send_signal(signal.SIGKILL)
-        follower.wait(timeout=30)
-        stop.set()
-        writer.join()
+        wait_until(lambda: _position(store, window, source.origin) == 200)
+        publish(201, 100)
+        wait_until(lambda: _position(store, window, source.origin) == 300)  # it follows
+        trades = itertools.count(301, 5)
+        with writing(lambda: publish(next(trades), 5)):
+            kill_after(follower, 1.5)
     finally:
         if follower.poll() is None:
             follower.kill()
     assert _position(store, window, source.origin) >= 300
-    result = _follow_briefly(database_url, stream, window, 3.0)
+    result = follow_briefly(database_url, _config(stream), window, 3.0)
     assert result.success
     fills = sum(published)
     assert _position(store, window, source.origin) == _last_seq(stream) == fills
@@ -314,25 +231,13 @@ def test_the_hours_close_ends_the_stream_follower_with_its_materialization_and_c
     """The stream follower commits while fills are published and, once its hour is closed past
     its lateness, ends with the window's final materialization (its totals) and the three
     checks evaluated for its partition."""
-    window = _open_window()
+    window = open_window()
     start = window.start_ms
     _publish(stream, 1, 1, start)
     source = stream.source()
-    stop = threading.Event()
-
-    def publisher() -> None:
-        trade = 2
-        while not stop.wait(0.05):
-            _publish(stream, trade, 3, start)
-            trade += 3
-
-    writer = threading.Thread(target=publisher)
-    writer.start()
-    try:
-        result = _follow_briefly(database_url, stream, window, 4.0)
-    finally:
-        stop.set()
-        writer.join()
+    trades = itertools.count(2, 3)
+    with writing(lambda: _publish(stream, next(trades), 3, start), every=0.05):
+        result = follow_briefly(database_url, _config(stream), window, 4.0)
     assert result.success
     events = result.get_asset_materialization_events()
     final = {k: v.value for k, v in events[-1].materialization.metadata.items()}

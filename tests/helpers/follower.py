@@ -1,0 +1,136 @@
+"""The open hour's follower in tests: the hour to follow, a short follower run in process, and one
+in a process of its own that a test can ``kill -9`` while fills arrive. Both sources (the journal
+and the stream) use these; ``source`` is a ``FillSourceResource``'s configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import dagster as dg
+
+from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.runs import FOLLOW_TAG
+from competition_pipeline.fills.windows import Window
+from tests.helpers.location import SETTINGS
+from tests.helpers.runs import ALL_CHECKS
+
+# A follower run in a process of its own (the settings from its environment), to be killed.
+_FOLLOWER = textwrap.dedent(
+    """
+    import json
+    import sys
+    import dagster as dg
+    from competition_pipeline import settings
+    from competition_pipeline.defs.fill_events import build_fill_asset
+    from competition_pipeline.defs.resources import (
+        CompetitionDatabase, FillSourceResource, RecordingPolicy)
+    from competition_pipeline.defs.runs import FOLLOW_TAG
+
+    url, key, source = sys.argv[1:]
+    dg.materialize(
+        [build_fill_asset(settings.load())],
+        partition_key=key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=url),
+            "fill_source": FillSourceResource(**json.loads(source)),
+            "policy": RecordingPolicy(),
+        },
+    )
+    """
+)
+
+
+def open_window() -> Window:
+    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
+    now = dt.datetime.now(dt.UTC)
+    window = Window.containing(now)
+    left = (window.end - now).total_seconds()
+    if left < 120:
+        time.sleep(left + 1)
+        window = Window.containing(dt.datetime.now(dt.UTC))
+    return window
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the follower did not commit"
+        time.sleep(0.2)
+
+
+def follow_briefly(
+    database_url: str, source: dict[str, Any], window: Window, seconds: float, **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
+    lateness = time.time() + seconds - window.end.timestamp()
+    settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
+    return dg.materialize(
+        [build_fill_asset(settings), *ALL_CHECKS],
+        partition_key=window.key,
+        tags={FOLLOW_TAG: "open-hour"},
+        resources={
+            "database": CompetitionDatabase(url=database_url),
+            "fill_source": FillSourceResource(**source),
+            "policy": RecordingPolicy(),
+        },
+        **kwargs,
+    )
+
+
+def start_follower(
+    database_url: str, source: dict[str, Any], window: Window, **env: str
+) -> subprocess.Popen:
+    """A follower of ``window`` in a process of its own, loading every 0.2 s."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _FOLLOWER, database_url, window.key, json.dumps(source)],
+        env={**os.environ, "FILL_FOLLOW_INTERVAL_SECONDS": "0.2", **env},
+    )
+
+
+@contextmanager
+def writing(write: Callable[[], None], every: float = 0.01) -> Iterator[None]:
+    """``write()`` called every ``every`` seconds in a thread while the block runs (fills
+    arriving while a follower loads)."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.wait(every):
+            write()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def kill_after(follower: subprocess.Popen, seconds: float) -> None:
+    """``kill -9`` the follower ``seconds`` from now (while fills arrive, the kill lands at any
+    point of a load)."""
+    try:
+        time.sleep(seconds)
+        follower.send_signal(signal.SIGKILL)
+        follower.wait(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
