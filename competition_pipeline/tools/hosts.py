@@ -184,8 +184,35 @@ def free_port(address: str) -> int:
 RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
+class OwnServer:
+    """A server of the harness's own (never the machine's), in a process group of its own:
+    ``kill -9`` of the whole group, and a restart on the same storage, for the server faults."""
+
+    popen: subprocess.Popen | None
+    down: str  # what the log says while it is down
+
+    def start(self, timeout: float = 60) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+        self.popen = None
+
+    def restart(self, down_seconds: float) -> None:
+        self.kill()
+        _log(f"{self.down} for {down_seconds:.0f} s")
+        time.sleep(down_seconds)
+        self.start()
+
+
 @dataclass
-class Broker:
+class Broker(OwnServer):
     """A RabbitMQ node of our own (its own node name, ports, database and logs) listening on
     ``address``; killed and started again on the same database for the broker fault. Never the
     machine's broker."""
@@ -264,30 +291,15 @@ class Broker:
                 raise SystemExit("the broker did not start")
             time.sleep(0.5)
 
-    def kill(self) -> None:
-        """``kill -9`` the node (its Erlang VM and helpers): queued tasks survive on disk only if
-        durable, which Celery's queues are."""
-        if self.popen is None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(timeout=30)
-        self.popen = None
-
-    def restart(self, down_seconds: float) -> None:
-        self.kill()
-        _log(f"broker down for {down_seconds:.0f} s")
-        time.sleep(down_seconds)
-        self.start()
+    #: Killed whole, queued tasks survive on disk only if durable, which Celery's queues are.
+    down = "broker down"
 
 
 NATS_SERVER = "nats-server"
 
 
 @dataclass
-class NatsServer:
+class NatsServer(OwnServer):
     """A NATS server with JetStream of our own, listening on ``address``, its storage in
     ``workdir``: killed (``kill -9``) and started again on the same storage for the NATS fault.
     Never the machine's server."""
@@ -326,18 +338,4 @@ class NatsServer:
                 raise SystemExit("the NATS server did not start")
             time.sleep(0.2)
 
-    def kill(self) -> None:
-        if self.popen is None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(timeout=30)
-        self.popen = None
-
-    def restart(self, down_seconds: float) -> None:
-        self.kill()
-        _log(f"NATS server down for {down_seconds:.0f} s (JetStream storage kept)")
-        time.sleep(down_seconds)
-        self.start()
+    down = "NATS server down (JetStream storage kept)"

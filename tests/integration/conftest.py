@@ -4,13 +4,17 @@ code in process (Dagster's ``materialize``, sensors evaluated by hand) against r
 
 from __future__ import annotations
 
+import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import nats
 import pytest
 
+from competition_pipeline.defs.resources import FillSourceResource
 from tests.helpers.sql import fresh_database
 
 
@@ -87,3 +91,25 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def stream(nats_url: str) -> Iterator[FillSourceResource]:
+    """A stream of its own (name and subjects) for each test, deleted afterwards."""
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    prefix = f"t{uuid.uuid4().hex[:8]}.fills"
+    resource = FillSourceResource(
+        kind="nats", nats_url=nats_url, stream=name, subject_prefix=prefix, lateness_seconds=1
+    )
+    yield resource
+
+    async def delete() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(name)
+        except Exception:  # noqa: BLE001 (never created)
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())

@@ -28,28 +28,6 @@ from tests.helpers.runs import materialize, metadata
 from tests.helpers.sql import query
 
 
-@pytest.fixture
-def stream(nats_url: str):
-    """A stream of its own (name and subjects) for each test, deleted afterwards."""
-    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
-    prefix = f"t{uuid.uuid4().hex[:8]}.fills"
-    resource = FillSourceResource(
-        kind="nats", nats_url=nats_url, stream=name, subject_prefix=prefix, lateness_seconds=1
-    )
-    yield resource
-
-    async def delete() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except Exception:  # noqa: BLE001 (never created)
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
-
-
 def publish(stream: FillSourceResource, messages: list) -> None:
     lines = [line(m).encode() for m in messages]
     asyncio.run(

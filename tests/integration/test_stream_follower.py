@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 
 import nats
-import pytest
 
 from competition_pipeline.defs.resources import (
     FillSourceResource,
@@ -35,27 +33,6 @@ from tests.helpers.follower import (
 )
 from tests.helpers.journal import T0, WINDOW, fill, line
 from tests.helpers.sql import query
-
-
-@pytest.fixture
-def stream(nats_url: str):
-    """A stream of its own (name and subjects) for each test, deleted afterwards."""
-    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
-    prefix = f"t{uuid.uuid4().hex[:8]}.fills"
-    yield FillSourceResource(
-        kind="nats", nats_url=nats_url, stream=name, subject_prefix=prefix, lateness_seconds=1
-    )
-
-    async def delete() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except Exception:  # noqa: BLE001 (never created)
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
 
 
 def _publish(stream: FillSourceResource, first: int, count: int, start_ms: int) -> None:
