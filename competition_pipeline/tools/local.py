@@ -122,12 +122,24 @@ def _publish_to_stream(journal: Path, rate: float) -> None:
     import asyncio
     import itertools
 
+    from competition_pipeline import settings
+    from competition_pipeline.fills.stream import STREAM, SUBJECT_PREFIX
     from competition_pipeline.tools.publish import journal_lines, live_lines, publish_lines
 
-    url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    # The stream and subjects the code location reads (FILL_STREAM, FILL_SUBJECT_PREFIX), never
+    # the defaults alone: a local start on another stream must not write into the default one.
+    config = settings.load()
+    url = config.nats_url
     lines = itertools.chain(journal_lines(journal), live_lines(rate, 0))
     try:
-        asyncio.run(publish_lines(url, lines))
+        asyncio.run(
+            publish_lines(
+                url,
+                lines,
+                stream=config.stream or STREAM,
+                prefix=config.subject_prefix or SUBJECT_PREFIX,
+            )
+        )
     except Exception as exc:  # noqa: BLE001 (the demo goes on; the runs will show the stream down)
         log(f"publishing to {url} stopped: {type(exc).__name__}: {exc}")
 
