@@ -66,8 +66,11 @@ def test_a_run_delivered_twice_by_the_broker_records_once(tmp_path: Path) -> Non
     )
     assert result["faults"] == {"redeliver": 1}
     (run,) = result["redelivered"].values()
-    # One RUN_START: the second delivery started no execution, and the run itself succeeded.
-    assert run == {"status": "SUCCESS", "second_delivery_ignored": True, "run_starts": 1}, run
+    # One RUN_START: the second delivery started no execution. The run succeeded, or it is the
+    # open hour's follower, still following (alive: a STARTED run without its liveness lock is
+    # counted as waiting by the last assertion).
+    assert run["second_delivery_ignored"] is True and run["run_starts"] == 1, run
+    assert run["status"] in ("SUCCESS", "STARTED"), run
     assert result["rows_expected"] > 1500
     assert result["missing"] == 0 and result["extra"] == 0
     assert not WAITING & set(result["runs"]), result["runs"]
