@@ -88,6 +88,8 @@ JOURNAL_FAULTS = ("late-segment", "corrupt")
 NATS_FAULTS = ("nats-restart",)
 #: ``--topology celery --source nats``: a worker's connection to NATS cut while a run reads.
 NATS_HOST_FAULTS = ("nats-cut",)
+#: A run in these states has not ended.
+IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED"})
 
 
 def known_faults(topology: str, source: str) -> tuple[str, ...]:
@@ -749,23 +751,11 @@ class Soak:
             expected, windows = published_keys(self.published)
         else:
             expected, windows = expected_keys(self.journal)
-        while True:
-            try:
-                stored = stored_keys(self.cluster.url("competition"))
-            except psycopg.Error:
-                stored = set()
-            missing, extra = len(expected - stored), len(stored - expected)
-            waited = time.monotonic() - cleared
-            if (missing == 0 and extra == 0) or waited > timeout:
-                break
-            time.sleep(3)
-        runs = self._runs_by_status()
-        settle = time.monotonic() + 90  # the runs in flight when it converged end on their own
-        while set(runs) & {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
-            if time.monotonic() > settle:
-                break
-            time.sleep(3)
-            runs = self._runs_by_status()
+        stored = self.wait_for_table(expected, timeout, poll=3)
+        missing, extra = len(expected - stored), len(stored - expected)
+        waited = time.monotonic() - cleared
+        # The runs in flight when it converged end on their own.
+        runs = self.settle_runs(90, poll=3)
         return {
             "topology": self.topology,
             "source": self.source,
@@ -782,6 +772,28 @@ class Soak:
             "seconds_to_converge": round(waited, 1) if missing == extra == 0 else None,
             "converged": missing == 0 and extra == 0,
         }
+
+    def wait_for_table(self, expected: set, timeout: float, poll: float) -> set:
+        """The stored keys once they equal ``expected``, or when ``timeout`` seconds have passed
+        (the database may be down meanwhile: read as nothing stored)."""
+        started = time.monotonic()
+        while True:
+            try:
+                stored = stored_keys(self.cluster.url("competition"))
+            except psycopg.Error:
+                stored = set()
+            if stored == expected or time.monotonic() - started > timeout:
+                return stored
+            time.sleep(poll)
+
+    def settle_runs(self, seconds: float, poll: float) -> dict[str, int]:
+        """The runs by status once none is in flight, or after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        runs = self._runs_by_status()
+        while set(runs) & IN_FLIGHT and time.monotonic() <= deadline:
+            time.sleep(poll)
+            runs = self._runs_by_status()
+        return runs
 
     def _runs_by_status(self) -> dict[str, int]:
         """The instance's runs by status at the end (none may be left QUEUED or STARTED). The

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from competition_pipeline.tools.log import log
-from competition_pipeline.tools.soak import Soak, expected_keys, stored_keys
+from competition_pipeline.tools.soak import Soak, expected_keys
 
 CONFIGURATIONS = (("local", 0), ("celery", 1), ("celery", 2))
 
@@ -36,20 +36,9 @@ def _one(topology: str, host_count: int, windows: int, fills_per_hour: int) -> d
         soak.setup(windows, fills_per_hour, live=False)
         started = time.monotonic()
         expected, _ = expected_keys(soak.journal)
-        while True:
-            try:
-                stored = stored_keys(soak.cluster.url("competition"))
-            except psycopg.Error:
-                stored = set()
-            if stored == expected or time.monotonic() - started > 1800:
-                break
-            time.sleep(0.5)
+        stored = soak.wait_for_table(expected, 1800, poll=0.5)
         seconds = time.monotonic() - started
-        settle = time.monotonic() + 120  # a run whose load committed may still be in its checks
-        while set(soak._runs_by_status()) & {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}:
-            if time.monotonic() > settle:
-                break
-            time.sleep(0.5)
+        soak.settle_runs(120, poll=0.5)  # a run whose load committed may still be in its checks
         with psycopg.connect(soak.cluster.url("dagster")) as conn:
             first, last, runs = conn.execute(
                 "SELECT min(start_time), max(end_time), count(*) FROM runs WHERE status = 'SUCCESS'"
