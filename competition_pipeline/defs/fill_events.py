@@ -22,9 +22,11 @@ from competition_pipeline.defs.resources import (
 )
 from competition_pipeline.defs.runs import holding_run_lock, is_follower
 from competition_pipeline.defs.tables import column_schema
+from competition_pipeline.fills.journal import SYMLINK_NOTE
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.fill_events import (
+    MAX_STORED_REJECTS,
     RECORDING_VERSION,
     RejectBudgetExceeded,
     WindowReport,
@@ -74,6 +76,7 @@ def report_metadata(report: WindowReport, now: float | None = None) -> dict[str,
         "skipped_messages": report.skipped_messages,
         "rejects": report.rejects,
         "rejects_new": report.rejects_new,
+        "rejects_not_stored": report.rejects_not_stored,
         "conflicts": report.conflicts,
         "incomplete_tails": report.incomplete_tails,
         "segments": report.segments,
@@ -98,14 +101,16 @@ def report_metadata(report: WindowReport, now: float | None = None) -> dict[str,
     if report.stream_complete is not None:
         metadata["stream_complete"] = report.stream_complete
     if report.rewritten_segments:
-        metadata["rewritten_segments"] = dg.MetadataValue.md(
-            "\n".join(f"- `{name}`" for name in report.rewritten_segments)
-        )
+        metadata["rewritten_segments"] = _name_list(report.rewritten_segments)
     if report.ignored_files:
-        metadata["ignored_files"] = dg.MetadataValue.md(
-            "\n".join(f"- `{name}`" for name in report.ignored_files)
-        )
+        metadata["ignored_files"] = _name_list(report.ignored_files)
     return metadata
+
+
+def _name_list(names: list[str]) -> dg.MetadataValue:
+    """Journal file names as plain text, one a line: a name is the engine's (or anyone's who can
+    write the journal), so it is never rendered as Markdown (a ``](javascript:...)`` stays text)."""
+    return dg.MetadataValue.text("\n".join(names))
 
 
 def _record(
@@ -135,7 +140,18 @@ def _record(
 
 def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     for name in report.ignored_files:
-        context.log.warning(f"ignored {name}: not a journal segment (contract, section 3)")
+        if name.endswith(SYMLINK_NOTE):
+            context.log.warning(
+                f"ignored {name.removesuffix(SYMLINK_NOTE)!r}: a symbolic link is not part of the"
+                " journal (contract, section 3); nothing was read through it"
+            )
+        else:
+            context.log.warning(f"ignored {name!r}: not a journal segment (contract, section 3)")
+    if report.rejects_not_stored:
+        context.log.warning(
+            f"window {report.window}: {report.rejects} rejects, {report.rejects_not_stored} of"
+            f" them counted but not stored (at most {MAX_STORED_REJECTS} are kept a window)"
+        )
     for name in report.rewritten_segments:
         context.log.warning(
             f"{name} changed before its committed offset (rewritten or shrunk; segments are"

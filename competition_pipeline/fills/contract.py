@@ -69,6 +69,42 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     underlying_notional: str | None
 
 
+#: Every reject rule: a reject's reason starts with one of these and a colon (or is "empty line").
+#: A closed set, so that what the exporter labels by rule can never grow with the input.
+REJECT_RULES: Final = (
+    "empty line",
+    "invalid UTF-8",
+    "invalid JSON",
+    "line too long",
+    "misfiled",
+    "message",
+    "type",
+    "fill",
+    "is_taker",
+    "trade_id",
+    "taker_order_id",
+    "maker_order_id",
+    "symbol",
+    "price",
+    "size",
+    "fee",
+    "taker_side",
+    "taker_wallet_address",
+    "maker_wallet_address",
+    "timestamp",
+    "accounting",
+    "taker_fee",
+    "maker_fee",
+    "builder_code_address",
+    "builder_code_fee",
+    "source",
+    "source.type",
+    "taker_realized_pnl",
+    "maker_realized_pnl",
+    "underlying_notional",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A line that breaks the contract; ``reason`` says which rule, for the quarantine table."""

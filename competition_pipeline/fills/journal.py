@@ -4,6 +4,15 @@
 segment may still be appended to, so only ``\\n``-terminated lines are read and an unterminated tail
 is left for a later run; a ``.gz`` segment is closed, so its last line counts even without ``\\n``.
 Anything else in the tree is ignored and reported, never parsed.
+
+The file rule (one rule for the sensor, a run, the exporter and a rebuild): only regular files and
+directories inside the root belong to the journal. A symbolic link (a ``date=``/``hour=`` directory
+or a segment) is reported, by name, and nothing is read through it; a segment is opened with
+``O_NOFOLLOW`` and must be a regular file whose directory resolves inside the root.
+
+Bounded work per line: a line is at most :data:`MAX_LINE` bytes (contract, "Limits"). A longer one
+is never held whole: it becomes a :class:`LongLine` (an excerpt, its length and its sha256), read
+in chunks, so memory stays near two read chunks whatever the input, and reading is linear in bytes.
 """
 
 from __future__ import annotations
@@ -13,19 +22,30 @@ import gzip
 import hashlib
 import os
 import re
+import stat as stat_module
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError
+from competition_pipeline.fills.source import (
+    MAX_LINE,
+    LongLine,
+    RawBatch,
+    ReadStats,
+    SourceError,
+    LongLineReader,
+    bounded,
+)
 from competition_pipeline.fills.windows import Window
 
 SEGMENT = re.compile(r"[^./][^/]*\.jsonl(?:\.gz)?", re.ASCII)
 DATE_DIR = re.compile(r"date=([0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 HOUR_DIR = re.compile(r"hour=([0-9]{2})", re.ASCII)
 READ_CHUNK = 4 * 1024 * 1024
+#: How an ignored entry that is a symbolic link is named in reports and warnings.
+SYMLINK_NOTE = " (symbolic link: not part of the journal, never read)"
 # About 50 MB of lines and rows per batch; with two batches queued ahead, peak memory stays near
 # 300 MB however large the window.
 BATCH_LINES = 20_000
@@ -33,6 +53,18 @@ BATCH_LINES = 20_000
 #: offset only while these bytes are unchanged (the contract's segments are append-only; a rewrite
 #: is caught here and the window is read again in full).
 GUARD_BYTES = 4096
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open a journal file for reading: never through a symbolic link, only a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror}") from exc
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SourceError(f"{path} is not a regular file", retryable=False)
+    return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +100,12 @@ class JournalSource:
         if not self.root.is_dir():
             raise SourceError(f"journal root {self.root} does not exist or is not a directory")
         directory = window_dir(self.root, window)
+        relative = directory.relative_to(self.root).as_posix()
         try:
-            return _list_segments(directory, directory.relative_to(self.root).as_posix())
+            outside = _outside_entry(self.root, relative)
+            if outside is not None:  # a symlinked date= or hour= directory: never listed
+                return [], [outside]
+            return _list_segments(directory, relative)
         except FileNotFoundError:
             return [], []
         except OSError as exc:
@@ -135,9 +171,14 @@ class JournalSource:
     @staticmethod
     def _open(segment: Segment) -> BinaryIO:
         try:
-            return gzip.open(segment.path, "rb") if segment.closed else open(segment.path, "rb")
-        except OSError as exc:
+            handle = open_regular(segment.path)
+        except SourceError as exc:
             raise SourceError(f"cannot open segment {segment.relative}: {exc}") from exc
+        if not segment.closed:
+            return handle
+        closed = gzip.GzipFile(fileobj=handle, mode="rb")
+        closed.myfileobj = handle  # closed with it, as gzip.open(path) does  # type: ignore[attr-defined]
+        return closed  # type: ignore[return-value]
 
     @staticmethod
     def _chunk(handle: BinaryIO, segment: Segment) -> bytes:
@@ -153,46 +194,73 @@ class JournalSource:
     def _read_segment(
         self, segment: Segment, stats: ReadStats, limit: int | None, start: tuple[int, int]
     ) -> Iterator[RawBatch]:
+        """Complete lines from ``start``, in batches. Linear in the bytes: a line split across
+        chunks is joined once (its pieces are at most :data:`MAX_LINE`), and a longer line is
+        hashed as it streams by, never held (:class:`LongLine`)."""
         line_no, offset = start
-        with self._open(segment) as handle:
+        handle = self._open(segment)
+        with handle:
             if offset:
                 handle.seek(offset)
-            pending = b""
-            records: list[tuple[int, bytes]] = []
+            pending = b""  # the current line's bytes so far (at most MAX_LINE)
+            long: LongLineReader | None = None  # the current line, once it is over MAX_LINE
+            records: list[tuple[int, bytes | LongLine]] = []
             consumed = offset
+            line_start = offset  # where the current (unterminated) line begins
             while True:
                 chunk = self._chunk(handle, segment)
                 if not chunk:
                     break
                 stats.bytes_read += len(chunk)
                 consumed += len(chunk)
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                if limit is not None and line_no + len(lines) >= limit:
-                    lines, pending = lines[: limit - line_no], b""
-                for line in lines:
-                    line_no += 1
-                    records.append((line_no, line))
-                if limit is not None and line_no >= limit:
-                    break
+                pieces = chunk.split(b"\n")
+                tail = pieces.pop()
+                if pieces:  # the current line ends in this chunk
+                    first = pieces[0]
+                    if long is not None:
+                        long.add(first)
+                        pieces[0] = long.done()  # type: ignore[call-overload]
+                        long = None
+                    elif pending:
+                        pieces[0] = pending + first if len(pending) + len(first) <= MAX_LINE else (
+                            LongLineReader(pending, first).done()  # type: ignore[assignment]
+                        )
+                    pending = b""
+                    line_start = consumed - len(tail)
+                    if limit is not None and line_no + len(pieces) >= limit:
+                        pieces, tail = pieces[: limit - line_no], b""
+                    for line in pieces:
+                        line_no += 1
+                        records.append((line_no, bounded(line) if type(line) is bytes else line))
+                    if limit is not None and line_no >= limit:
+                        break
+                if long is not None:
+                    long.add(tail)
+                elif len(pending) + len(tail) > MAX_LINE:
+                    long = LongLineReader(pending)
+                    long.add(tail)
+                    pending = b""
+                else:
+                    pending += tail  # bounded by MAX_LINE: linear overall
                 if len(records) >= self.batch_lines:
-                    yield RawBatch(segment.relative, records)
+                    yield RawBatch(segment.relative, records)  # type: ignore[arg-type]
                     records = []
-            if pending:
+            if pending or long is not None:
                 if segment.closed:
                     # A closed segment never grows: its last line is final even without "\n".
                     line_no += 1
-                    records.append((line_no, pending))
-                    pending = b""
+                    records.append((line_no, long.done() if long is not None else pending))
+                    pending, long = b"", None
+                    line_start = consumed
                 else:
                     stats.incomplete_tails += 1
             stats.extent[segment.relative] = line_no
             if limit is None:
                 stats.positions[segment.relative] = self._position(
-                    segment, handle, line_no, consumed - len(pending), consumed
+                    segment, handle, line_no, line_start, consumed
                 )
             if records:
-                yield RawBatch(segment.relative, records)
+                yield RawBatch(segment.relative, records)  # type: ignore[arg-type]
 
     def _position(
         self, segment: Segment, handle: BinaryIO, lines: int, end: int, consumed: int
@@ -206,9 +274,27 @@ class JournalSource:
             "lines": lines,
             "bytes": end,
             "size": consumed,
-            "mtime_ns": os.fstat(handle.fileno()).st_mtime_ns,
+            "mtime_ns": os.fstat(handle.fileno()).st_mtime_ns,  # the file opened, not a path
             "guard": _guard(segment.path, end),
         }
+
+
+def _outside_entry(root: Path, relative: str) -> str | None:
+    """The ignored-entry name of the first symbolic link among ``relative``'s directories, or of
+    the directory when it resolves outside ``root``; None when it is plainly inside (or absent:
+    ``FileNotFoundError``)."""
+    path = root
+    parts = relative.split("/")
+    for i, part in enumerate(parts):
+        path = path / part
+        mode = os.lstat(path).st_mode
+        if stat_module.S_ISLNK(mode):
+            return "/".join(parts[: i + 1]) + SYMLINK_NOTE
+        if not stat_module.S_ISDIR(mode):
+            return "/".join(parts[: i + 1])
+    if os.path.realpath(path) != os.path.join(os.path.realpath(root), *parts):
+        return relative + SYMLINK_NOTE  # pragma: no cover - a link replaced while checked
+    return None
 
 
 def _seen(position: Mapping) -> tuple[int, int]:
@@ -218,7 +304,7 @@ def _seen(position: Mapping) -> tuple[int, int]:
 def _guard(path: Path, end: int) -> str:
     """sha256 of the ``GUARD_BYTES`` bytes before ``end`` (fewer at the start of a segment)."""
     start = max(0, end - GUARD_BYTES)
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         handle.seek(start)
         return hashlib.sha256(handle.read(end - start)).hexdigest()
 
@@ -272,6 +358,9 @@ def scan(root: str | os.PathLike[str]) -> tuple[list[WindowState], list[str]]:
         raise SourceError(f"cannot list journal root {root}: {exc}") from exc
     for date_entry in date_entries:
         date_match = DATE_DIR.fullmatch(date_entry.name)
+        if date_entry.is_symlink():
+            ignored.append(date_entry.name + SYMLINK_NOTE)
+            continue
         if not date_match or not date_entry.is_dir(follow_symlinks=False):
             ignored.append(date_entry.name)
             continue
@@ -283,6 +372,9 @@ def scan(root: str | os.PathLike[str]) -> tuple[list[WindowState], list[str]]:
         for hour_entry in os.scandir(date_entry.path):
             hour_match = HOUR_DIR.fullmatch(hour_entry.name)
             relative = f"{date_entry.name}/{hour_entry.name}"
+            if hour_entry.is_symlink():
+                ignored.append(relative + SYMLINK_NOTE)
+                continue
             if not hour_match or not hour_entry.is_dir(follow_symlinks=False):
                 ignored.append(relative)
                 continue
@@ -303,7 +395,9 @@ def _list_segments(directory: Path, relative: str) -> tuple[list[Segment], list[
     segments, ignored = [], []
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         name = f"{relative}/{entry.name}"
-        if SEGMENT.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        if entry.is_symlink():
+            ignored.append(name + SYMLINK_NOTE)
+        elif SEGMENT.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             stat = entry.stat(follow_symlinks=False)
             segments.append(Segment(Path(entry.path), name, stat.st_size, stat.st_mtime_ns))
         else:

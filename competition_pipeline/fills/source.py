@@ -6,11 +6,65 @@ configuration, never by branches in the Dagster layer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from competition_pipeline.fills.windows import Window
+
+
+#: The contract's limit on a line or message ("Limits": 64 KiB); a longer one is a reject (rule
+#: ``line too long``) and is never held whole.
+MAX_LINE = 64 * 1024
+#: What a too-long line's reject keeps of it (besides its length and sha256).
+LONG_LINE_EXCERPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """A line longer than :data:`MAX_LINE`: what is kept of it instead of its bytes."""
+
+    excerpt: bytes
+    length: int
+    sha256: str
+
+    def reason(self) -> str:
+        return (
+            f"line too long: {self.length} bytes exceed the limit of {MAX_LINE}"
+            f" (sha256 {self.sha256}; the first {len(self.excerpt)} bytes kept)"
+        )
+
+
+class LongLineReader:
+    """A line being read past :data:`MAX_LINE`: its excerpt, length and hash, not its bytes."""
+
+    __slots__ = ("excerpt", "hash", "length")
+
+    def __init__(self, *parts: bytes) -> None:
+        head = parts[0] if parts else b""
+        self.excerpt = head[:LONG_LINE_EXCERPT]
+        self.hash = hashlib.sha256(head)
+        self.length = len(head)
+        for part in parts[1:]:
+            self.add(part)
+
+    def add(self, data: bytes) -> None:
+        if len(self.excerpt) < LONG_LINE_EXCERPT:
+            self.excerpt += data[: LONG_LINE_EXCERPT - len(self.excerpt)]
+        self.hash.update(data)
+        self.length += len(data)
+
+    def done(self) -> LongLine:
+        return LongLine(self.excerpt, self.length, self.hash.hexdigest())
+
+
+def bounded(line: bytes) -> bytes | LongLine:
+    """``line``, or its :class:`LongLine` when it is over the limit (for lines already read)."""
+    if len(line) <= MAX_LINE:
+        return line
+    return LongLineReader(line).done()
+
 
 
 class SourceError(Exception):
@@ -32,7 +86,8 @@ class RawBatch:
     """Consecutive raw messages of one origin (a segment file, a stream), in read order."""
 
     origin: str  # journal: the segment's path relative to the root; stream: "nats:<stream>"
-    records: list[tuple[int, bytes]]  # (line number or stream sequence, message bytes)
+    #: (line number or stream sequence, message bytes, or a LongLine for one over MAX_LINE)
+    records: list[tuple[int, bytes | LongLine]]
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError
+from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError, bounded
 from competition_pipeline.fills.windows import Window
 
 STREAM = "ENGINE_FILLS"
@@ -256,7 +256,7 @@ class StreamSource:
             stats.bytes_read += len(msg.data)
             placed, timestamp, published_ms = _placement(msg)
             if window.start_ms <= placed < window.end_ms:
-                records.append((last_seq, msg.data))
+                records.append((last_seq, bounded(msg.data)))
             # Past the window for good: published after its end plus the lateness, and a fill
             # of that time too (a journal re-published later has late publish times throughout).
             past = published_ms >= end_ms and timestamp is not None and timestamp >= end_ms

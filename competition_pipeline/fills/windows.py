@@ -78,7 +78,7 @@ class Window:
         belongs to the window of its event time (contract, section 5)."""
         instant = utc_from_ms(timestamp_ms)
         return (
-            f"timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the window "
+            f"misfiled: timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the window "
             f"{self.key} it is filed under"
         )
 

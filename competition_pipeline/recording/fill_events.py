@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from competition_pipeline.fills.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.fills.rows import RejectRow, fill_rows, reject_row
-from competition_pipeline.fills.source import FillSource, ReadStats
+from competition_pipeline.fills.source import FillSource, LongLine, ReadStats
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.prefetch import prefetched
 from competition_pipeline.store.database import (
@@ -76,6 +76,9 @@ def parse_window(
         origin = batch.origin
         for line_no, data in batch.records:
             seq += 1
+            if type(data) is LongLine:  # over the contract's limit: never held, never parsed
+                rejects.append(reject_row(origin, line_no, data.excerpt, data.reason()))
+                continue
             result = parse_line(data)
             if type(result) is Fill:
                 ts = result.timestamp_ms
@@ -107,6 +110,11 @@ def parse_window(
 RECORDING_VERSION = 3
 #: Rows staged per round at least (a window's last round may be smaller).
 STAGE_ROWS = 20_000
+#: Rejects stored per window at most (each keeps at most 64 KiB of its line, so at most 64 MiB a
+#: window). Beyond it rejects are counted, not stored: ``rejects`` counts them all (the strict
+#: mode's budget and ``rejects_within_budget`` see every one), ``rejects_not_stored`` says how many
+#: are only counted, in the run's metadata, a warning in its log and the window's summary.
+MAX_STORED_REJECTS = 1_000
 
 
 def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
@@ -208,6 +216,8 @@ def _load(
     started: float,
 ) -> WindowReport:
     window, report, stats = item.window, item.report, item.stats
+    stored_before = before.stored.rejects if before is not None and before.stored else 0
+    room = max(0, MAX_STORED_REJECTS - stored_before)  # re-staged rejects already stored count too
     with session.window(window) as load:
         # Small batches (one per segment of a quiet hour) are staged together: each staging
         # round costs several statements whatever its size.
@@ -221,7 +231,11 @@ def _load(
                 load.stage_rows(pending)
                 pending = []
             if rejects:
-                load.stage_rejects(rejects)
+                kept = rejects[:room]
+                room -= len(kept)
+                report.rejects_not_stored += len(rejects) - len(kept)
+                if kept:
+                    load.stage_rejects(kept)
         load.stage_rows(pending)
         _check_budget(report, reject_budget)
         counts = load.finish()

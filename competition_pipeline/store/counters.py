@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from competition_pipeline.fills.contract import REJECT_RULES
 from competition_pipeline.store.tables import COUNTER_OFFSETS, FILL_REJECTS, FILL_WINDOWS
 
 #: Counter -> what one window's summary contributes to it (``summary`` JSON paths).
@@ -23,6 +24,12 @@ _FROM_SUMMARY = {
 }
 #: The rule of a reject: its reason up to the first colon (a label of ``rejects``).
 REJECT_RULE = "split_part(reason, ':', 1)"
+_RULES = ", ".join(f"'{rule}'" for rule in REJECT_RULES)
+#: A label as served: one of the closed set of rules (``fills.contract.REJECT_RULES``); a misfiled
+#: fill's reason of older releases (``timestamp 1772... (2026-...``) is ``misfiled``; anything
+#: else ``other``. So no input can make a series of its own.
+_LABEL = f"""CASE WHEN metric <> 'rejects' OR label IN ({_RULES}) THEN label
+    WHEN label ~ '^timestamp [0-9]' THEN 'misfiled' ELSE 'other' END"""
 
 _SUMS = " UNION ALL ".join(
     f"SELECT '{name}', '', coalesce(sum({path}), 0) FROM {FILL_WINDOWS} w {{where}}"
@@ -32,12 +39,12 @@ _REJECTS = f"SELECT 'rejects', {REJECT_RULE}, count(*) FROM {FILL_REJECTS} r {{w
 
 #: Every counter (metric, label, value): the tables' sums plus the offsets kept for them.
 SQL_COUNTERS = f"""
-SELECT metric, label, sum(amount)::bigint FROM (
+SELECT metric, {_LABEL}, sum(amount)::bigint FROM (
     {_SUMS.format(where="")}
     UNION ALL {_REJECTS.format(where="")}
     UNION ALL SELECT metric, label, amount FROM {COUNTER_OFFSETS}
 ) c (metric, label, amount)
-GROUP BY metric, label ORDER BY metric, label"""
+GROUP BY 1, 2 ORDER BY 1, 2"""
 
 #: Retention: what the windows of ``[%(lo)s, %(hi)s)`` add to the counters, kept as offsets
 #: (cause ``%(cause)s``) before they are deleted.

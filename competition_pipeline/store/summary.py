@@ -28,6 +28,7 @@ class WindowReport:
     skipped_messages: int = 0
     rejects: int = 0
     rejects_new: int = 0
+    rejects_not_stored: int = 0  # beyond the window's stored-rejects bound: counted only
     conflicts: int = 0
     conflicts_new: int = 0
     incomplete_tails: int = 0
@@ -81,6 +82,7 @@ _ADDITIVE = (
     "skipped_messages",
     "rejects",
     "rejects_new",
+    "rejects_not_stored",
     "conflicts",
     "conflicts_new",
     "rows_inserted",

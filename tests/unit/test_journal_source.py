@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 
 from competition_pipeline.fills import journal as journal_module
-from competition_pipeline.fills.journal import JournalSource
+from competition_pipeline.fills.journal import SYMLINK_NOTE, JournalSource, scan
 from competition_pipeline.fills.rows import raw_text
-from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError
+from competition_pipeline.fills.source import (
+    MAX_LINE,
+    LongLine,
+    RawBatch,
+    ReadStats,
+    SourceError,
+)
 from competition_pipeline.fills.windows import Window
 
 WINDOW = Window.from_key("2026-03-31-14:00")
@@ -130,7 +136,83 @@ def test_symlinked_segment_is_not_read(tmp_path: Path) -> None:
         pytest.skip("symlinks are not supported here")
     batches, stats = read(JournalSource(tmp_path))
     assert flat(batches) == []
-    assert stats.ignored == [f"{PREFIX}/link.jsonl"]
+    assert stats.ignored == [f"{PREFIX}/link.jsonl{SYMLINK_NOTE}"]
+
+
+def outside_tree(tmp_path: Path) -> Path:
+    """A directory outside the journal root holding a secret in journal form."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jsonl").write_bytes(b"SECRET-LINE-1\nSECRET-LINE-2\n")
+    return outside
+
+
+@pytest.mark.parametrize("linked", ["hour", "date"])
+def test_a_symlinked_directory_is_named_and_nothing_is_read_through_it(
+    tmp_path: Path, linked: str
+) -> None:
+    """Issue 33, 1: a run of the partition read the files a symlinked hour (or date) directory
+    pointed at and stored them as rejects; the same rule as the sensor's scan now applies."""
+    root = tmp_path / "journal"
+    root.mkdir()
+    outside = outside_tree(tmp_path)
+    if linked == "hour":
+        (root / "date=2026-03-31").mkdir()
+        (root / PREFIX).symlink_to(outside, target_is_directory=True)
+        name = PREFIX
+    else:
+        (outside / "hour=14").mkdir()
+        (outside / "hour=14" / "secret.jsonl").write_bytes(b"SECRET-LINE-1\n")
+        (root / "date=2026-03-31").symlink_to(outside, target_is_directory=True)
+        name = "date=2026-03-31"
+    source = JournalSource(root)
+    batches, stats = read(source)
+    assert flat(batches) == []
+    assert stats.ignored == [name + SYMLINK_NOTE]
+    assert not source.has_data(WINDOW)
+    assert scan(root) == ([], [name + SYMLINK_NOTE])
+
+
+def test_a_segment_swapped_for_a_symlink_after_listing_is_not_opened(tmp_path: Path) -> None:
+    here = hour_dir(tmp_path)
+    write_plain(here, "a.jsonl", lines("a", 1))
+    source = JournalSource(tmp_path)
+    segments, _ = source.segments(WINDOW)
+    (here / "a.jsonl").unlink()
+    (here / "a.jsonl").symlink_to(outside_tree(tmp_path) / "secret.jsonl")
+    with pytest.raises(SourceError, match="cannot open segment"):
+        list(source._read_segment(segments[0], ReadStats(), None, (0, 0)))
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096, 1 << 20])
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_line_over_the_limit_is_a_long_line_its_neighbours_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, closed: bool
+) -> None:
+    """Issue 33, 5: a line over 64 KiB is kept as an excerpt, its length and sha256; the lines
+    before and after it are read as usual, whatever the read chunk."""
+    import hashlib
+
+    monkeypatch.setattr(journal_module, "READ_CHUNK", chunk)
+    here = hour_dir(tmp_path)
+    long_line = b"x" * (3 * MAX_LINE + 17)
+    exact = b"y" * MAX_LINE  # at the limit: an ordinary line
+    data = b"\n".join([b"first", long_line, exact, b"last"]) + b"\n"
+    if closed:
+        write_gz(here, "a.jsonl.gz", data + long_line)  # and a long unterminated last line
+    else:
+        (here / "a.jsonl").write_bytes(data + long_line)  # an unterminated long tail waits
+    batches, stats = read(JournalSource(tmp_path))
+    records = [data for _, _, data in flat(batches)]
+    expected_long = LongLine(long_line[:1024], len(long_line), hashlib.sha256(long_line).hexdigest())
+    assert records[0] == b"first" and records[2] == exact and records[3] == b"last"
+    assert records[1] == expected_long
+    if closed:
+        assert records[4:] == [expected_long]
+    else:
+        assert len(records) == 4 and stats.incomplete_tails == 1
+        # The offset stops at the unterminated line's start: it is read once it is complete.
+        assert stats.positions[f"{PREFIX}/a.jsonl"]["bytes"] == len(data)
 
 
 def test_line_numbers_are_one_based_per_segment(tmp_path: Path) -> None:

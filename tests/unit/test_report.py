@@ -30,6 +30,7 @@ STORED_KEYS = {
     "positions",
     "stored",
     "rows_digest",
+    "rejects_not_stored",  # issue 33: rejects beyond the window's bound, counted only
 }
 
 
