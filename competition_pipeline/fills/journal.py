@@ -32,10 +32,10 @@ from typing import BinaryIO
 from competition_pipeline.fills.source import (
     MAX_LINE,
     LongLine,
+    LongLineReader,
     RawBatch,
     ReadStats,
     SourceError,
-    LongLineReader,
     bounded,
 )
 from competition_pipeline.fills.windows import Window
@@ -65,6 +65,16 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         os.close(fd)
         raise SourceError(f"{path} is not a regular file", retryable=False)
     return os.fdopen(fd, "rb")
+
+
+def open_segment(segment: Segment) -> BinaryIO:
+    """A segment's bytes (decompressed for ``.gz``), opened by :func:`open_regular`'s rule."""
+    handle = open_regular(segment.path)
+    if not segment.closed:
+        return handle
+    closed = gzip.GzipFile(fileobj=handle, mode="rb")
+    closed.myfileobj = handle  # closed with it, as gzip.open(path) does  # type: ignore[attr-defined]
+    return closed  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +181,9 @@ class JournalSource:
     @staticmethod
     def _open(segment: Segment) -> BinaryIO:
         try:
-            handle = open_regular(segment.path)
+            return open_segment(segment)
         except SourceError as exc:
             raise SourceError(f"cannot open segment {segment.relative}: {exc}") from exc
-        if not segment.closed:
-            return handle
-        closed = gzip.GzipFile(fileobj=handle, mode="rb")
-        closed.myfileobj = handle  # closed with it, as gzip.open(path) does  # type: ignore[attr-defined]
-        return closed  # type: ignore[return-value]
 
     @staticmethod
     def _chunk(handle: BinaryIO, segment: Segment) -> bytes:
@@ -222,8 +227,12 @@ class JournalSource:
                         pieces[0] = long.done()  # type: ignore[call-overload]
                         long = None
                     elif pending:
-                        pieces[0] = pending + first if len(pending) + len(first) <= MAX_LINE else (
-                            LongLineReader(pending, first).done()  # type: ignore[assignment]
+                        pieces[0] = (
+                            pending + first
+                            if len(pending) + len(first) <= MAX_LINE
+                            else (
+                                LongLineReader(pending, first).done()  # type: ignore[assignment]
+                            )
                         )
                     pending = b""
                     line_start = consumed - len(tail)

@@ -13,7 +13,6 @@ from typing import Protocol
 
 from competition_pipeline.fills.windows import Window
 
-
 #: The contract's limit on a line or message ("Limits": 64 KiB); a longer one is a reject (rule
 #: ``line too long``) and is never held whole.
 MAX_LINE = 64 * 1024
@@ -64,7 +63,6 @@ def bounded(line: bytes) -> bytes | LongLine:
     if len(line) <= MAX_LINE:
         return line
     return LongLineReader(line).done()
-
 
 
 class SourceError(Exception):

@@ -78,8 +78,8 @@ class Window:
         belongs to the window of its event time (contract, section 5)."""
         instant = utc_from_ms(timestamp_ms)
         return (
-            f"misfiled: timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the window "
-            f"{self.key} it is filed under"
+            f"misfiled: timestamp {timestamp_ms} ({instant:%Y-%m-%dT%H:%M:%S.%f}Z) is outside the"
+            f" window {self.key} it is filed under"
         )
 
     def __str__(self) -> str:

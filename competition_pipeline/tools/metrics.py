@@ -15,7 +15,11 @@ counters never go back. What one scrape costs, at any table size:
 * ``competition_fill_rejects``: rejects by rule, a ``GROUP BY`` over the quarantine table (it is
   small; the one read here that grows with a table).
 * the journal: one directory listing per hour and one ``stat`` per segment (as a sensor tick, about
-  0.3 s per 10,000 hours) plus the last 64 KiB of the newest segment.
+  0.3 s per 10,000 hours) plus the last 64 KiB of the newest plain segment, or at most
+  ``GZ_SCRAPE_BYTES`` (8 MiB) decompressed from a closed one: a ``.gz`` cannot be read from its
+  end, and a hostile one can expand without bound, so past 8 MiB its newest fill is taken from
+  what was read (the lag is then a lower bound; the segment's successor, a plain segment, is
+  normally the newest anyway). The journal's file rule applies (``fills.journal.open_regular``).
 * the Dagster instance: the sensors' stored state (a handful of rows), one ``count`` per run status
   over the runs table's status index (bounded by the run-history pruning job), and the failed
   runs (kept by the pruning job, few).
@@ -24,7 +28,6 @@ counters never go back. What one scrape costs, at any table size:
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +39,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.journal import Segment, scan
+from competition_pipeline.fills.journal import Segment, open_regular, open_segment, scan
+from competition_pipeline.fills.source import MAX_LINE
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.follow import journal_behind
 from competition_pipeline.store import dburl
@@ -45,18 +49,25 @@ from competition_pipeline.store.database import CommittedWindow
 
 DEFAULT_PORT = 9464
 TAIL_BYTES = 64 * 1024
+#: What one scrape decompresses of the journal's closed segments at most.
+GZ_SCRAPE_BYTES = 8 * 1024 * 1024
 
 
-def _tail_lines(segment: Segment, tail: int) -> list[bytes]:
-    """The complete lines among the last ``tail`` bytes of a segment (decompressed for .gz)."""
+def _tail_lines(segment: Segment, tail: int, budget: list[int]) -> list[bytes]:
+    """The complete lines among the last ``tail`` bytes of a segment (decompressed for .gz, at
+    most ``budget[0]`` bytes of it, which the read takes from the budget)."""
     if segment.closed:
-        data = b""
-        with gzip.open(segment.path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                data = (data + chunk)[-tail:]
+        data, total = b"", 0
+        with open_segment(segment) as handle:
+            while budget[0] > 0 and (chunk := handle.read(min(1 << 20, budget[0]))):
+                budget[0] -= len(chunk)
+                total += len(chunk)
+                data = (data + chunk)[-tail:]  # bounded: linear in what is read
         lines = data.split(b"\n")
-        return lines[1:] if len(data) == tail else lines
-    with open(segment.path, "rb") as handle:
+        if budget[0] <= 0:  # stopped part way: the last piece may be a partial line
+            lines.pop()
+        return lines[1:] if total > tail else lines
+    with open_regular(segment.path) as handle:
         start = max(0, segment.size - tail)
         handle.seek(start)
         lines = handle.read(segment.size - start).split(b"\n")
@@ -64,14 +75,20 @@ def _tail_lines(segment: Segment, tail: int) -> list[bytes]:
     return lines[1:] if start else lines
 
 
-def newest_journal_fill_ms(segments: Sequence[Segment], tail: int = TAIL_BYTES) -> int | None:
+def newest_journal_fill_ms(
+    segments: Sequence[Segment], tail: int = TAIL_BYTES, gz_bytes: int = GZ_SCRAPE_BYTES
+) -> int | None:
     """The newest fill timestamp among the last lines of the newest segment that has a fill
-    (the journal is written in time order, so its tail holds the newest fills)."""
+    (the journal is written in time order, so its tail holds the newest fills); closed segments
+    are decompressed ``gz_bytes`` at most in all."""
+    budget = [gz_bytes]
     for segment in reversed(segments):
+        if segment.closed and budget[0] <= 0:
+            break
         stamps = [
             result.timestamp_ms
-            for line in _tail_lines(segment, tail)
-            if type(result := parse_line(line)) is Fill
+            for line in _tail_lines(segment, tail, budget)
+            if len(line) <= MAX_LINE and type(result := parse_line(line)) is Fill
         ]
         if stamps:
             return max(stamps)

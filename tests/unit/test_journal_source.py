@@ -204,7 +204,9 @@ def test_a_line_over_the_limit_is_a_long_line_its_neighbours_intact(
         (here / "a.jsonl").write_bytes(data + long_line)  # an unterminated long tail waits
     batches, stats = read(JournalSource(tmp_path))
     records = [data for _, _, data in flat(batches)]
-    expected_long = LongLine(long_line[:1024], len(long_line), hashlib.sha256(long_line).hexdigest())
+    expected_long = LongLine(
+        long_line[:1024], len(long_line), hashlib.sha256(long_line).hexdigest()
+    )
     assert records[0] == b"first" and records[2] == exact and records[3] == b"last"
     assert records[1] == expected_long
     if closed:
