@@ -15,7 +15,7 @@ from competition_pipeline.tools import metrics
 from tests.helpers.dagster_dev import free_port
 from tests.helpers.journal import KEY, T0, W3, WINDOW, append, fill, line, write_segment
 from tests.helpers.runs import materialize
-from tests.helpers.sql import query
+from tests.helpers.sql import execute, query
 
 WB = Window(WINDOW.start + HOUR)
 WC = Window(WINDOW.start + 2 * HOUR)
@@ -195,3 +195,51 @@ def test_no_counter_falls_when_a_month_is_retired_or_a_rebuild_removes_rows(
         third['competition_fill_rejects_total{reason="invalid JSON"}']
         == (first['competition_fill_rejects_total{reason="invalid JSON"}'])
     )
+
+
+def test_reject_labels_come_from_a_closed_set_of_rules(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int
+) -> None:
+    """Issue 33: 50 misfiled lines made 50 series labelled with their timestamps; an old
+    release's misfiled reason (already stored) is served as ``misfiled`` too."""
+    from competition_pipeline.fills.contract import REJECT_RULES
+
+    write_segment(journal, WINDOW, "seg.jsonl", [fill(i, TB + i) for i in range(1, 51)])
+    assert materialize(database_url, journal).success
+    old = "timestamp 1772222399951 (2026-02-27T19:59:59.951000Z) is outside the window x"
+    execute(
+        database_url,
+        "INSERT INTO competition_fill_rejects (window_start, source_file, line_no, raw_line,"
+        " raw_line_escaped, reason) VALUES (%s, 'old.jsonl', 1, 'x', false, %s),"
+        " (%s, 'old.jsonl', 2, 'x', false, 'a rule of the future: y')",
+        WINDOW.start,
+        old,
+        WINDOW.start,
+    )
+    rejects = {
+        k: v for k, v in scrape(exporter).items() if k.startswith("competition_fill_rejects")
+    }
+    assert rejects == {
+        'competition_fill_rejects_total{reason="misfiled"}': 51,
+        'competition_fill_rejects_total{reason="other"}': 1,
+    }
+    assert {k.split('"')[1] for k in rejects} <= {*REJECT_RULES, "other"}
+
+
+def test_a_scrape_decompresses_a_bounded_amount_of_a_closed_segment(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int
+) -> None:
+    """Every scrape decompressed the newest .gz whole. A segment whose bytes past the scrape's
+    bound are corrupt shows it: read whole, the scrape fails; read to the bound, it is served
+    (the run that records the window reads it whole and fails on the corruption, as it must)."""
+    import gzip as gz
+
+    head = (line(fill(1, T0 + 1)) + "\n").encode() + b"\n" * (metrics.GZ_SCRAPE_BYTES + 1024)
+    compressed = gz.compress(head + b"\n" * (4 << 20), mtime=0)
+    directory = window_dir(journal, WINDOW)
+    directory.mkdir(parents=True)
+    # Corrupt the last part of the deflate stream: only a read past the bound reaches it.
+    cut = len(compressed) - 64
+    (directory / "seg.jsonl.gz").write_bytes(compressed[:cut] + b"\xff" * 64)
+    got = scrape(exporter)  # on main: HTTP 500 (the corrupt end was decompressed)
+    assert got["competition_fill_windows_behind"] == 1
