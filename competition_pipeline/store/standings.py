@@ -29,6 +29,10 @@ WIN_CONDITIONS = ("pnl", "volume")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 
+#: The advisory-lock namespace of standings refreshes (0x6370 is the windows' and the schema's).
+_STANDINGS_LOCK_NAMESPACE = 0x6373
+
+
 class CompetitionError(ValueError):
     """Bad competition input (unknown id, bad wallet, bad period): a clear message, no trace."""
 
@@ -217,8 +221,12 @@ class Competitions:
         with self.store.connect() as conn:
             self._competition(conn, competition_id)
             with conn.transaction():
+                # Two refreshes of one competition take turns. An advisory lock, not the row's:
+                # any row lock (even FOR KEY SHARE) needs UPDATE on competitions, which would let
+                # the recorder change a competition (issue 33).
                 conn.execute(
-                    "SELECT 1 FROM competitions WHERE id = %s FOR UPDATE", (competition_id,)
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_STANDINGS_LOCK_NAMESPACE, competition_id),
                 )
                 conn.execute(
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)

@@ -20,10 +20,16 @@ GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder
 GRANT SELECT ON competition_fill_rebuilds, competition_fill_revisions, competition_fill_retired,
       competition_fill_counter_offsets TO competition_recorder;
 
+-- A missing month partition is created by the SECURITY DEFINER function competition_create_month
+-- (it runs as competition_owner): only the recorder may call it, never PUBLIC (migration 0008
+-- revokes PUBLIC's EXECUTE too; repeated here for databases created before it).
+REVOKE EXECUTE ON FUNCTION competition_create_month(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION competition_create_month(date) TO competition_recorder;
+
 -- The recorder, for competition_standings (the asset and standings_refresh_sensor use the same
--- COMPETITION_DATABASE_URL). Its SELECT ... FOR UPDATE on competitions needs UPDATE there;
--- nothing updates a competition's row.
-GRANT SELECT, UPDATE ON competitions TO competition_recorder;
+-- COMPETITION_DATABASE_URL). It reads competitions and never changes one: two refreshes of a
+-- competition take turns on an advisory lock, not on the row (a row lock needs UPDATE).
+GRANT SELECT ON competitions TO competition_recorder;
 GRANT SELECT ON competition_participants TO competition_recorder;
 GRANT SELECT, INSERT, DELETE ON competition_standings TO competition_recorder;
 

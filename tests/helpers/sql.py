@@ -63,7 +63,8 @@ GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competit
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO {role};
 GRANT SELECT ON competition_fill_rebuilds, competition_fill_revisions, competition_fill_retired,
       competition_fill_counter_offsets TO {role};
-GRANT SELECT, UPDATE ON competitions TO {role};
+GRANT SELECT ON competitions TO {role};
+GRANT EXECUTE ON FUNCTION competition_create_month(date) TO {role};
 GRANT SELECT ON competition_participants TO {role};
 GRANT SELECT, INSERT, DELETE ON competition_standings TO {role};
 """

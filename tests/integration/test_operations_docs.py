@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ EXPECTED = {
         **{t: {"SELECT", "INSERT"} for t in FILL_TABLES},
         **{t: {"SELECT"} for t in HISTORY_TABLES},
         "competition_fill_windows": {"SELECT", "INSERT", "UPDATE"},
-        "competitions": {"SELECT", "UPDATE"},
+        "competitions": {"SELECT"},
         "competition_participants": {"SELECT"},
         "competition_standings": {"SELECT", "INSERT", "DELETE"},
     },
@@ -362,6 +363,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         "0003",
         "0004",
         "0005",
+        "0008_least_privilege",
     ]  # the upgrade
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(
@@ -399,3 +401,96 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         assert conn.execute("SELECT count(*) FROM competition_fill_keys").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM competition_fill_events").fetchone() == (3,)
     assert store.ensure_schema() == []  # at head: a no-op
+
+
+def _psql(c: Cluster, role: str, statement: str) -> subprocess.CompletedProcess:
+    """``statement`` through psql, connected as ``role`` (the way an operator would try it)."""
+    url = dburl.parse(c.url(c.competition_db, c.role(role)))
+    conninfo = f"host={url.host} port={url.port or 5432} dbname={url.database} user={url.username}"
+    return subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", conninfo, "-c", statement],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+#: What each role must not do (issue 33), each tried through psql as that role.
+FORBIDDEN = {
+    "recorder": (
+        "UPDATE competitions SET start_ts = now(), end_ts = now() + interval '1 day',"
+        " primary_win_condition = 'volume', name = 'rigged'",
+        "DELETE FROM competitions",
+        "DELETE FROM competition_fill_events",
+        "UPDATE competition_fill_events SET price = 1",
+        "DELETE FROM competition_participants",
+        "INSERT INTO competition_fill_retired (window_start) VALUES (now())",
+        "CREATE TABLE competition_x (id int)",
+    ),
+    "admin": (
+        "UPDATE competitions SET name = 'rigged'",
+        "DELETE FROM competition_fill_events",
+        "INSERT INTO competition_standings (competition_id) VALUES ('x')",
+        "SELECT competition_create_month('2200-01-01')",
+    ),
+    "analyst": (
+        "SELECT competition_create_month('2200-01-01')",
+        "INSERT INTO competitions (id) VALUES ('x')",
+        "UPDATE competition_participants SET username = 'x'",
+        "DELETE FROM competition_fill_windows",
+    ),
+}
+
+
+def test_each_role_is_refused_what_it_must_not_do_through_psql(cluster: Cluster) -> None:
+    """Issue 33: as the recorder ``UPDATE competitions ... name='rigged'`` returned UPDATE 1, and
+    the read-only analyst created twelve partitions for the year 2200 through the SECURITY
+    DEFINER function. With grants.sql applied every such statement is refused, and what each
+    role needs still works (the recorder creates a month and refreshes standings)."""
+    import datetime as dt
+
+    from competition_pipeline.store.database import CompetitionStore
+    from competition_pipeline.store.standings import Competitions
+
+    c = cluster
+    CompetitionStore(c.url(c.competition_db, c.role("owner"))).ensure_schema()
+    assert c.run(EXAMPLES / "grants.sql", c.competition_db) == []
+    admin = Competitions(CompetitionStore(c.url(c.competition_db, c.role("admin"))))
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    admin.create("cup", "Cup", start, start + dt.timedelta(days=30), "pnl")
+    for role, statements_ in FORBIDDEN.items():
+        for statement in statements_:
+            done = _psql(c, role, statement)
+            assert done.returncode != 0, (role, statement, done.stdout)
+            assert "permission denied" in done.stderr, (role, statement, done.stderr)
+    assert _psql(c, "recorder", "SELECT name FROM competitions").stdout.strip() == "Cup"
+    assert (
+        _psql(
+            c,
+            "analyst",
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'competition_fill_events_2200%'",
+        ).stdout.strip()
+        == "0"
+    )
+    # What the recorder needs: a month partition, and a standings refresh (an advisory lock).
+    made = _psql(c, "recorder", "SELECT competition_create_month('2027-02-01')")
+    assert made.returncode == 0 and made.stdout.strip() in ("t", "f"), made.stderr
+    recorder = Competitions(CompetitionStore(c.url(c.competition_db, c.role("recorder"))))
+    assert recorder.refresh("cup") == []
+
+
+def test_security_md_lists_exactly_the_grants_of_grants_sql() -> None:
+    """docs/security.md's grant list is grants.sql's, statement for statement (it was out of
+    date: a role given exactly it failed on its first window)."""
+    doc = (REPO / "docs" / "security.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", doc, re.S)
+    kinds = ("GRANT", "REVOKE", "ALTER")
+    documented = [s for b in blocks for s in statements(b) if s.split()[0] in kinds]
+    granted = [
+        s for s in statements((EXAMPLES / "grants.sql").read_text()) if s.split()[0] in kinds
+    ]
+
+    def norm(text: str) -> str:
+        return " ".join(text.split())
+
+    assert granted and [norm(s) for s in documented] == [norm(s) for s in granted]
