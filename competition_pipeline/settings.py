@@ -25,6 +25,18 @@ DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
+_NATS_VARIABLES = (
+    "NATS_URL",
+    "NATS_CREDS",
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    "NATS_TLS_CA",
+    "NATS_TLS_CERT",
+    "NATS_TLS_KEY",
+)
+
+
 def _flag(value: str) -> bool:
     return value.lower() in ("1", "true", "yes")
 
@@ -42,6 +54,9 @@ class Settings:
     # The fill source (resources.py).
     fill_source: str = "journal"  # FILL_SOURCE: journal | nats
     nats_url: str = DEFAULT_NATS_URL  # NATS_URL
+    # Which of NATS_URL and NATS's authentication variables are set: the resource takes each as
+    # an EnvVar (its value is never kept here, so never shown).
+    nats_variables: frozenset[str] = frozenset()
     stream: str | None = None  # FILL_STREAM (None: the source's default)
     subject_prefix: str | None = None  # FILL_SUBJECT_PREFIX
     lateness_seconds: int | None = None  # FILL_LATENESS_SECONDS
@@ -106,6 +121,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         fill_source=env.get("FILL_SOURCE", "journal"),
         nats_url=env.get("NATS_URL", DEFAULT_NATS_URL),
+        nats_variables=frozenset(n for n in _NATS_VARIABLES if env.get(n)),
         stream=env.get("FILL_STREAM"),
         subject_prefix=env.get("FILL_SUBJECT_PREFIX"),
         lateness_seconds=number("FILL_LATENESS_SECONDS", int, None),

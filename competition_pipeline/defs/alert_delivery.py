@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from competition_pipeline import redaction
 from competition_pipeline.settings import AlertTargets
 
 MAX_BACKOFF_SECONDS = 600.0
@@ -38,7 +39,11 @@ class Alert:
 
 
 def post_json(url: str, body: dict, timeout: float = 10.0) -> None:
-    """POST to the webhook; any non-2xx or connection error raises."""
+    """POST to the webhook; any non-2xx or connection error raises (never naming the URL)."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError(
+            f"ALERT_WEBHOOK_URL is not an http(s) URL ({redaction.url(url, webhook=True)})"
+        )
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
@@ -91,7 +96,10 @@ def deliver(
                     alert.sent_to.append(name)
                 except Exception as exc:  # noqa: BLE001 (any refusal: keep it, try again later)
                     down.add(name)
-                    alert.last_error = f"{name}: {type(exc).__name__}: {exc}"[:500]
+                    # Kept in the sensor's cursor (readable in the UI): never the webhook's URL
+                    # (a malformed one is in urllib's message) nor a token.
+                    error = redaction.scrub(f"{type(exc).__name__}: {exc}")
+                    alert.last_error = f"{name}: {error}"[:500]
             if any(t not in alert.sent_to for t in targets):
                 alert.attempts += 1
                 alert.next_attempt = now + min(

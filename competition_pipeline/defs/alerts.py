@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from competition_pipeline import redaction
 from competition_pipeline import settings as settings_module
 from competition_pipeline.defs.alert_delivery import Alert, deliver, senders
 from competition_pipeline.defs.dagster_internals import (
@@ -50,13 +51,13 @@ _SEEN_RUNS = 500  # run ids remembered at the watermark's edge (bounded cursor)
 
 def failure_line(run: dg.DagsterRun, error: str | None) -> dict:
     """One structured record of a failed run: its window(s), the error class and message."""
-    error_class, _, message = (error or "").partition(": ")
+    error_class, _, message = redaction.scrub(error or "").partition(": ")
     return {
         "run_id": run.run_id,
         "job": run.job_name,
         "windows": windows_label(run),
         "error_class": error_class or None,
-        "message": message or error,
+        "message": message or (redaction.scrub(error) if error else error),
     }
 
 
@@ -192,7 +193,8 @@ def collect_freshness(instance: dg.DagsterInstance, cursor: AlertCursor, now: fl
 
 def _plain(metadata: dict) -> dict:
     return {
-        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in metadata.items()
+        k: v if isinstance(v, int | float | bool) else redaction.scrub(str(v))
+        for k, v in metadata.items()
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from competition_pipeline import redaction
 from competition_pipeline.defs.checks import WindowChecks, selected_checks
 from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
@@ -129,7 +130,8 @@ def _record(
             yield report
     except (SourceError, StoreError) as exc:
         raise dg.Failure(
-            description=f"window {windows[done].key} not recorded (nothing of it committed): {exc}",
+            description=f"window {windows[done].key} not recorded (nothing of it committed):"
+            f" {redaction.scrub(str(exc))}",
             allow_retries=exc.retryable,
         ) from None
     except RejectBudgetExceeded as exc:

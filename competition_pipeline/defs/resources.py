@@ -16,6 +16,7 @@ from competition_pipeline.fills.stream import (
     DEFAULT_LATENESS_MS,
     STREAM,
     SUBJECT_PREFIX,
+    NatsAuth,
     StreamSource,
 )
 from competition_pipeline.recording.fill_events import RejectBudget
@@ -86,7 +87,18 @@ class FillSourceResource(ConfigurableResource):
 
     kind: str = Field(default="journal", description="journal | nats (FILL_SOURCE)")
     root: str = Field(default="", description="Journal root: date=YYYY-MM-DD/hour=HH/ segments.")
-    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS_URL")
+    # The NATS connection: every field that is set comes from an EnvVar (from_settings), so the
+    # UI and GraphQL show the variable's name, never a password or token.
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS_URL (EnvVar: may hold user:password)"
+    )
+    nats_creds: str | None = Field(default=None, description="NATS_CREDS: a .creds file's path")
+    nats_user: str | None = Field(default=None, description="NATS_USER")
+    nats_password: str | None = Field(default=None, description="NATS_PASSWORD (EnvVar)")
+    nats_token: str | None = Field(default=None, description="NATS_TOKEN (EnvVar)")
+    nats_tls_ca: str | None = Field(default=None, description="NATS_TLS_CA: a CA file's path")
+    nats_tls_cert: str | None = Field(default=None, description="NATS_TLS_CERT: client cert")
+    nats_tls_key: str | None = Field(default=None, description="NATS_TLS_KEY: its key file")
     stream: str = Field(default=STREAM, description="JetStream stream name")
     subject_prefix: str = Field(
         default=SUBJECT_PREFIX, description="subjects <prefix>.<underlying>"
@@ -102,6 +114,15 @@ class FillSourceResource(ConfigurableResource):
                 stream=self.stream,
                 subject_prefix=self.subject_prefix,
                 lateness_ms=self.lateness_seconds * 1000,
+                auth=NatsAuth(
+                    creds_file=self.nats_creds,
+                    user=self.nats_user,
+                    password=self.nats_password,
+                    token=self.nats_token,
+                    tls_ca_file=self.nats_tls_ca,
+                    tls_cert_file=self.nats_tls_cert,
+                    tls_key_file=self.nats_tls_key,
+                ),
             )
         if self.kind != "journal":
             raise SourceError(
@@ -113,14 +134,27 @@ class FillSourceResource(ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FillSourceResource":
-        """FILL_SOURCE, FILL_JOURNAL_DIR (as an EnvVar), NATS_URL, FILL_STREAM,
-        FILL_SUBJECT_PREFIX, FILL_LATENESS_SECONDS."""
+        """FILL_SOURCE, FILL_JOURNAL_DIR (as an EnvVar), NATS_URL and NATS's authentication
+        (each set one as an EnvVar), FILL_STREAM, FILL_SUBJECT_PREFIX, FILL_LATENESS_SECONDS."""
         lateness = settings.lateness_seconds
+        nats = settings.fill_source == "nats"
+        set_ = settings.nats_variables
+
+        def variable(name: str):  # the EnvVar of a variable that is set, else the default
+            return EnvVar(name) if nats and name in set_ else None
+
         return cls(
             kind=settings.fill_source,
             # Resolved when a run starts; a missing FILL_JOURNAL_DIR fails that run, not the load.
             root=EnvVar("FILL_JOURNAL_DIR") if settings.fill_source == "journal" else "",
-            nats_url=settings.nats_url,
+            nats_url=variable("NATS_URL") or settings.nats_url,
+            nats_creds=variable("NATS_CREDS"),
+            nats_user=variable("NATS_USER"),
+            nats_password=variable("NATS_PASSWORD"),
+            nats_token=variable("NATS_TOKEN"),
+            nats_tls_ca=variable("NATS_TLS_CA"),
+            nats_tls_cert=variable("NATS_TLS_CERT"),
+            nats_tls_key=variable("NATS_TLS_KEY"),
             stream=settings.stream or STREAM,
             subject_prefix=settings.subject_prefix or SUBJECT_PREFIX,
             lateness_seconds=DEFAULT_LATENESS_MS // 1000 if lateness is None else lateness,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import nats
@@ -31,6 +32,7 @@ from nats.js.errors import NotFoundError
 
 from competition_pipeline.fills.source import RawBatch, ReadStats, SourceError, bounded
 from competition_pipeline.fills.windows import Window
+from competition_pipeline.redaction import url as redacted_url
 
 STREAM = "ENGINE_FILLS"
 SUBJECT_PREFIX = "engine.fills"
@@ -63,6 +65,56 @@ def fill_timestamp(data: bytes) -> int | None:
 
 
 @dataclass(frozen=True)
+class NatsAuth:
+    """How to authenticate to NATS, NATS's own ways: a credentials file (``NATS_CREDS``: a user
+    JWT and its NKey seed), user and password (``NATS_USER``, ``NATS_PASSWORD``, or in the URL's
+    userinfo), a token (``NATS_TOKEN``); TLS with a CA and a client certificate (``NATS_TLS_CA``,
+    ``NATS_TLS_CERT``, ``NATS_TLS_KEY``, or a ``tls://`` URL). The secrets never appear in its
+    repr, and no message shows them."""
+
+    creds_file: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> NatsAuth:
+        """For the tools that publish (``publish``, the local start): the same variables the
+        code location's resource reads."""
+        get = lambda name: env.get(name) or None  # noqa: E731
+        return cls(
+            get("NATS_CREDS"),
+            get("NATS_USER"),
+            get("NATS_PASSWORD"),
+            get("NATS_TOKEN"),
+            get("NATS_TLS_CA"),
+            get("NATS_TLS_CERT"),
+            get("NATS_TLS_KEY"),
+        )
+
+    def options(self, url: str) -> dict:
+        """``nats.connect`` keyword arguments."""
+        out: dict = {}
+        if self.creds_file:
+            out["user_credentials"] = self.creds_file
+        if self.user:
+            out["user"] = self.user
+        if self.password:
+            out["password"] = self.password
+        if self.token:
+            out["token"] = self.token
+        if self.tls_ca_file or self.tls_cert_file or url.startswith("tls://"):
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+            if self.tls_cert_file:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+            out["tls"] = context
+        return out
+
+
+@dataclass(frozen=True)
 class StreamState:
     messages: int
     first_seq: int
@@ -84,8 +136,10 @@ class StreamSource:
         subject_prefix: str = SUBJECT_PREFIX,
         lateness_ms: int = DEFAULT_LATENESS_MS,
         timeout: float = 5.0,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.url = url
+        self.auth = auth or NatsAuth()
         self.stream = stream
         self.subjects = f"{subject_prefix}.>"
         self.lateness_ms = lateness_ms
@@ -96,7 +150,7 @@ class StreamSource:
         return f"nats:{self.stream}"
 
     def describe(self) -> str:
-        return f"nats stream {self.stream} at {self.url.split('@')[-1]}"
+        return f"nats stream {self.stream} at {redacted_url(self.url)}"
 
     def has_data(self, window: Window) -> None:
         return None
@@ -121,10 +175,10 @@ class StreamSource:
 
     async def _connect(self):
         try:
-            return await connect(self.url, self.timeout)
+            return await connect(self.url, self.timeout, self.auth)
         except Exception as exc:  # noqa: BLE001 (nats-py raises several unrelated types)
             raise SourceError(
-                f"cannot reach the fill stream at {self.url.split('@')[-1]}: "
+                f"cannot reach the fill stream at {redacted_url(self.url)}: "
                 f"{type(exc).__name__}: {str(exc) or f'no answer within {self.timeout:g} s'}"
             ) from None
 
@@ -269,8 +323,9 @@ async def _quiet(_error: Exception) -> None:
     """nats-py logs every failed attempt; the caller reports the failure once."""
 
 
-async def connect(url: str, timeout: float):
-    """One connection attempt, bounded in time (nats-py can otherwise wait forever)."""
+async def connect(url: str, timeout: float, auth: NatsAuth | None = None):
+    """One connection attempt, bounded in time (nats-py can otherwise wait forever), with
+    ``auth`` (default: none beyond the URL's userinfo)."""
     return await asyncio.wait_for(
         nats.connect(
             url,
@@ -278,6 +333,7 @@ async def connect(url: str, timeout: float):
             allow_reconnect=False,
             max_reconnect_attempts=0,
             error_cb=_quiet,
+            **(auth or NatsAuth()).options(url),
         ),
         timeout=timeout + 1,
     )

@@ -21,9 +21,15 @@ class DatabaseUrlError(ValueError):
 
 
 def parse(url: str) -> URL:
+    authority = url.strip().partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+    if authority.count("@") > 1:
+        raise DatabaseUrlError(
+            "the database URL's user or password holds an unencoded '@':"
+            " percent-encode it as %40 (postgresql://user:p%40ss@host/db)"
+        )
     try:
         parsed = make_url(url.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DatabaseUrlError("not a database URL (expected postgresql://...)") from None
     if parsed.drivername not in _SCHEMES:
         raise DatabaseUrlError(
@@ -44,18 +50,31 @@ def with_driver(url: str, driver: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL with its password replaced by ``***``: the only form ever shown."""
+    """The URL with its password replaced by ``***`` (in the userinfo and a ``password=`` query
+    parameter): the only form ever shown."""
     try:
-        return parse(url).set(drivername="postgresql").render_as_string(hide_password=True)
+        parsed = parse(url).set(drivername="postgresql")
     except DatabaseUrlError:
         return "<invalid database URL>"
+    hidden = {k: "***" for k in parsed.query if k.lower() in ("password", "sslpassword")}
+    shown = parsed.render_as_string(hide_password=True)
+    if hidden:  # rendered by hand: render_as_string would percent-encode the mask
+        base = parsed.difference_update_query(hidden).render_as_string(hide_password=True)
+        extra = "&".join(f"{k}=***" for k in hidden)
+        shown = f"{base}{'&' if '?' in base else '?'}{extra}"
+    return shown
 
 
 def password(url: str) -> str | None:
+    """The URL's password: its userinfo's, else a ``password=`` query parameter's."""
     try:
-        return parse(url).password  # type: ignore[return-value]
+        parsed = parse(url)
     except DatabaseUrlError:
         return None
+    if parsed.password:
+        return parsed.password  # type: ignore[return-value]
+    value = parsed.query.get("password")
+    return (value[-1] if isinstance(value, tuple) else value) or None
 
 
 def scrub(text: str, url: str) -> str:

@@ -61,9 +61,10 @@ def cmd_psql(args: argparse.Namespace) -> int:
     url = database_url(dagster=args.dagster)
     secret = dburl.password(url)
     plain = dburl.libpq(url)
-    if secret:
-        plain = dburl.parse(url)._replace(password=None, drivername="postgresql")
-        plain = plain.render_as_string(hide_password=False)
+    if secret:  # in the userinfo or a password= parameter: neither goes on psql's command line
+        parsed = dburl.parse(url).set(password=None, drivername="postgresql")
+        parsed = parsed.difference_update_query(["password"])
+        plain = parsed.render_as_string(hide_password=False)
     binary = _psql_binary()
     if binary is None or args.print:
         prefix = "PGPASSWORD=... " if secret else ""
@@ -80,8 +81,23 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def _instant(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        print(
+            f"error: {printable(text)!r} is not a time: ISO 8601, e.g. 2026-12-01T00:00Z",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences among them) shown as
+    ``\\xNN`` instead of being sent to the terminal, which would obey them."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def cmd_competition(args: argparse.Namespace) -> int:
@@ -170,7 +186,8 @@ def cmd_standings(args: argparse.Namespace) -> int:
     )
     for s in rows:
         print(
-            f"{s.rank:>4}  {s.wallet:<42}  {(s.username or ''):<12} {s.pnl:>16} {s.volume:>18} "
+            f"{s.rank:>4}  {s.wallet:<42}  {printable(s.username or ''):<12} {s.pnl:>16}"
+            f" {s.volume:>18} "
             f"{s.trades:>7} {s.medal or ''}"
         )
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -320,10 +321,46 @@ def _bench_parser(commands) -> None:
     bench.set_defaults(func=_command("bench.command"), log_prefix="bench")
 
 
+#: Errors a command reports as one line (``error: ...``, exit status 2), never as a traceback:
+#: the database's, a bad URL, the source's, the commands' own. Looked up among the modules
+#: already imported, so that a command that never touched a database does not import a driver.
+_REPORTED = (
+    ("psycopg", "Error"),
+    ("sqlalchemy.exc", "SQLAlchemyError"),
+    ("competition_pipeline.store.database", "StoreError"),
+    ("competition_pipeline.store.dburl", "DatabaseUrlError"),
+    ("competition_pipeline.store.standings", "CompetitionError"),
+    ("competition_pipeline.fills.source", "SourceError"),
+    ("competition_pipeline.recording.rebuild", "RebuildError"),
+)
+
+
+def _reported(exc: BaseException) -> bool:
+    for module, name in _REPORTED:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming the error, with every secret this process knows scrubbed out."""
+    from competition_pipeline import redaction
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {redaction.scrub(text)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(args.log_prefix, clock=args.log_clock)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        if not _reported(exc):
+            raise
+        print(error_line(exc), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # the child processes the tools start themselves (bench --child)

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from competition_pipeline.store import dburl
+from competition_pipeline import redaction
 from competition_pipeline.tools import admin, local_state
 from competition_pipeline.tools.local_state import REPO
 from competition_pipeline.tools.log import log
@@ -141,7 +141,8 @@ def _publish_to_stream(journal: Path, rate: float) -> None:
             )
         )
     except Exception as exc:  # noqa: BLE001 (the demo goes on; the runs will show the stream down)
-        log(f"publishing to {url} stopped: {type(exc).__name__}: {exc}")
+        shown = redaction.scrub(f"{type(exc).__name__}: {exc}", extra=[url])
+        log(f"publishing to {redaction.url(url)} stopped: {shown}")
 
 
 def _start_appender(args: argparse.Namespace, journal: Path, stack: contextlib.ExitStack) -> None:
@@ -283,8 +284,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             dagster_home=str(home),
         )
         stack.callback(state_file.unlink, missing_ok=True)
-        log(f"competition database: {dburl.redacted(os.environ['COMPETITION_DATABASE_URL'])}")
-        log(f"instance storage:     {dburl.redacted(os.environ['DAGSTER_POSTGRES_URL'])}")
+        log(f"competition database: {redaction.url(os.environ['COMPETITION_DATABASE_URL'])}")
+        log(f"instance storage:     {redaction.url(os.environ['DAGSTER_POSTGRES_URL'])}")
         log(f"journal: {journal}   DAGSTER_HOME: {home}")
         log(f"UI: http://{args.host}:{args.port}")
         _start_metrics(args)

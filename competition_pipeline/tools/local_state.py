@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from competition_pipeline import redaction
 from competition_pipeline.store import dburl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +43,9 @@ def read_local_state(state: Path | None = None) -> dict | None:
 
 
 def write_local_state(state: Path, **entries: object) -> Path:
-    """Written by ``up`` once the databases answer; URLs only when they carry no password (a
-    configured URL with one stays in the environment, the file names the variable instead)."""
+    """Written by ``up`` once the databases answer; URLs only when they carry no secret (a
+    configured URL with a password, in its userinfo or a ``password=`` parameter, stays in the
+    environment, the file names the variable instead). Mode 0600: readable by its owner only."""
     path = state / STATE_FILE
     data: dict[str, object] = {"pid": os.getpid()}
     for name, variable in (
@@ -51,10 +53,15 @@ def write_local_state(state: Path, **entries: object) -> Path:
         ("dagster_postgres_url", "DAGSTER_POSTGRES_URL"),
     ):
         url = os.environ[variable]
-        data[name] = None if dburl.password(url) else url
-        data[f"{name}_redacted"] = dburl.redacted(url)
+        secret = dburl.password(url) or redaction.secrets_of(url)
+        data[name] = None if secret else url
+        data[f"{name}_redacted"] = redaction.url(url)
     data.update(entries)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    text = redaction.scrub(json.dumps(data, indent=2) + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file kept its mode through O_TRUNC
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
     return path
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
 from competition_pipeline.fills.journal import JournalSource
-from competition_pipeline.fills.stream import STREAM, SUBJECT_PREFIX, connect, fill_head
+from competition_pipeline.fills.stream import STREAM, SUBJECT_PREFIX, NatsAuth, connect, fill_head
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
@@ -68,7 +69,7 @@ async def publish_lines(
     progress: Progress | None = None,
 ) -> Published:
     """Publish each line as one message and wait for the stream's acknowledgement."""
-    nc = await connect(url, 5.0)
+    nc = await connect(url, 5.0, NatsAuth.from_environ(os.environ))
     result = Published()
     try:
         js = nc.jetstream()

@@ -16,17 +16,28 @@ import sys
 from competition_pipeline.tools.local_state import database_url, state_dir
 from competition_pipeline.tools.log import log
 
+#: The most windows one rebuild command takes (a leap year of hours): a longer range is split
+#: into several commands, each previewed (a rebuild reads and compares every window it names).
+MAX_REBUILD_WINDOWS = 366 * 24
+
 
 def _windows(first: str, last: str) -> list:
     from competition_pipeline.fills.windows import Window, windows_between
 
     try:
         start, end = Window.from_key(first), Window.from_key(last)
-    except ValueError as exc:
+        end_time = end.end  # the hour after the last: past year 9999 it does not exist
+    except (ValueError, OverflowError) as exc:
         raise SystemExit(f"error: {exc} (partition keys are YYYY-MM-DD-HH:00, UTC)") from None
     if end.start < start.start:
         raise SystemExit(f"error: --to {last} is before --from {first}")
-    return windows_between(start.start, end.end)
+    hours = int((end_time - start.start).total_seconds() // 3600)
+    if hours > MAX_REBUILD_WINDOWS:
+        raise SystemExit(
+            f"error: --from {first} --to {last} is {hours:,} windows; a rebuild takes at most"
+            f" {MAX_REBUILD_WINDOWS:,} (a year): split the range"
+        )
+    return windows_between(start.start, end_time)
 
 
 def _source():

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "competition_pipeline"
 #: Modules that read the environment on purpose, outside the code location's settings: the CLI
 #: and the tools it runs set it up for the processes they start.
 #: Besides settings.py, only the operator tools (tools/) read the environment themselves.
-_READERS = {"settings.py"}
+#: redaction.py reads the secrets this process was given, to hide them (docs/security.md).
+_READERS = {"settings.py", "redaction.py"}
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
