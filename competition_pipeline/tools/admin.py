@@ -62,7 +62,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
     secret = dburl.password(url)
     plain = dburl.libpq(url)
     if secret:  # in the userinfo or a password= parameter: neither goes on psql's command line
-        parsed = dburl.parse(url).set(password=None, drivername="postgresql")
+        parsed = dburl.parse(url)._replace(password=None, drivername="postgresql")
         parsed = parsed.difference_update_query(["password"])
         plain = parsed.render_as_string(hide_password=False)
     binary = _psql_binary()
