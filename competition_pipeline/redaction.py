@@ -53,7 +53,9 @@ SECRET_PARAMETERS = frozenset(
 MIN_SCRUBBED = 4
 _MASKED = rf"\g<1>{MASK}"
 _DATABASE_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:" + "|".join(sorted(SECRET_PARAMETERS)) + r")=)[^&#]*")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:" + "|".join(sorted(SECRET_PARAMETERS)) + r")=)[^&#\s'\"]*"
+)
 
 
 def _split_authority(value: str) -> tuple[str, str, str, str] | None:
