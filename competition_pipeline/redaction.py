@@ -52,6 +52,8 @@ SECRET_PARAMETERS = frozenset(
 )
 MIN_SCRUBBED = 4
 _MASKED = rf"\g<1>{MASK}"
+#: Schemes whose userinfo without a password is a token (NATS: ``nats://TOKEN@host``).
+_TOKEN_SCHEMES = ("nats", "tls", "ws", "wss")
 _DATABASE_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:" + "|".join(sorted(SECRET_PARAMETERS)) + r")=)[^&#\s'\"]*"
@@ -92,6 +94,8 @@ def url(value: str, *, webhook: bool = False) -> str:
         if not shown.startswith("<"):
             return _QUERY_SECRET.sub(_MASKED, shown)
     user, has_password, _ = userinfo.partition(":")
+    if userinfo and not has_password and scheme.lower() in _TOKEN_SCHEMES:
+        user = MASK  # a token
     shown_user = f"{user}:{MASK}@" if has_password else (f"{user}@" if userinfo else "")
     if webhook:
         return f"{scheme}://{shown_user}{hosts}{'/' + MASK if rest.strip('/') else ''}"
@@ -108,10 +112,12 @@ def secrets_of(value: str, *, whole: bool = False, webhook: bool = False) -> set
         found.add(value)
     parts = _split_authority(value.strip())
     if parts is not None:
-        _, userinfo, _, rest = parts
+        scheme, userinfo, _, rest = parts
         user, has_password, password = userinfo.partition(":")
         if has_password and password:
             found.add(password)
+        elif user and scheme.lower() in _TOKEN_SCHEMES:
+            found.add(user)  # nats://TOKEN@host
         if webhook and rest.strip("/"):
             found.update({value, rest, rest.lstrip("/")})
         query = rest.partition("?")[2].partition("#")[0]
