@@ -282,6 +282,11 @@ def _bench_parser(commands) -> None:
         help="with --stored-rows: figure g alone (its own database and ratio; a-h skipped)",
     )
     bench.add_argument(
+        "--only-l",
+        action="store_true",
+        help="only figure l: one hostile line of 100/200/400 MB (time and peak RSS)",
+    )
+    bench.add_argument(
         "--only-r",
         action="store_true",
         help="figure r alone: a rebuild of the window (dry run, apply, undo) against its first"

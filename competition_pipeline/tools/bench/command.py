@@ -200,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.only_r:
         result["r_rebuild"] = rebuild_only(args)
         print(r_table(result["r_rebuild"]))
+    elif args.only_l:
+        from competition_pipeline.tools.bench.hostile import l_table, long_line_figure
+
+        result["l_long_line"] = long_line_figure()
+        print(l_table(result["l_long_line"]))
     elif not args.only_g:
         result = figures(args)
         print(table(result))
