@@ -88,10 +88,12 @@ class WindowChecker:
     def rejects_within_budget(self, window: Window) -> Outcome:
         assert self.rejects_error_threshold is not None
         by_reason, samples = self.store.window_rejects(window)
-        total = sum(by_reason.values())
+        not_stored = self.store.window_rejects_not_stored(window)
+        total = sum(by_reason.values()) + not_stored
         threshold = self.rejects_error_threshold
         metadata = {
             "rejects": total,
+            "rejects_not_stored": not_stored,  # counted, beyond the window's stored bound
             "error_threshold": threshold,
             "by_reason": by_reason,  # a mapping: shown as JSON
             "samples": "\n".join(f"{f}:{n} {r}" for f, n, r in samples),

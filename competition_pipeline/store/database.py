@@ -347,6 +347,15 @@ class CompetitionStore:
         )
         return dict(by_kind), samples
 
+    def window_rejects_not_stored(self, window: Window) -> int:
+        """Rejects of the window counted but not stored (beyond the window's stored bound)."""
+        rows = self._read(
+            f"SELECT coalesce((summary->>'rejects_not_stored')::bigint, 0) FROM {FILL_WINDOWS}"
+            " WHERE window_start = %s",
+            window.start,
+        )
+        return int(rows[0][0]) if rows else 0
+
     @contextmanager
     def holding_run_lock(self, run_id: str) -> Iterator[None]:
         """Hold ``run_id``'s liveness lock while the block runs, on a connection of its own: a

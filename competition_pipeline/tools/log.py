@@ -22,6 +22,9 @@ def configure(prefix: str, *, clock: bool = False) -> None:
 
 
 def log(message: str) -> None:
-    """Print ``message`` to stderr at once (the stream of the moment: a test may capture it)."""
+    """Print ``message`` to stderr at once (the stream of the moment: a test may capture it),
+    without any secret this process knows (``redaction.scrub``)."""
+    from competition_pipeline import redaction
+
     stamp = f" {time.strftime('%H:%M:%S')}" if _clock else ""
-    print(f"[{_prefix}{stamp}] {message}", file=sys.stderr, flush=True)
+    print(f"[{_prefix}{stamp}] {redaction.scrub(message)}", file=sys.stderr, flush=True)

@@ -89,6 +89,11 @@ def test_a_gz_of_newlines_stores_a_bounded_number_of_rejects_and_counts_the_rest
     stored = query(database_url, "SELECT count(*) FROM competition_fill_rejects")[0][0]
     assert stored == MAX_STORED_REJECTS
     assert f"{lines - MAX_STORED_REJECTS} of them counted but not stored" in logs
+    # rejects_within_budget counts every reject, stored or not: an ERROR above its threshold.
+    (check,) = result.get_asset_check_evaluations()[-1:]
+    assert check.check_name == "rejects_within_budget" and not check.passed
+    assert check.metadata["rejects"].value == lines
+    assert check.metadata["rejects_not_stored"].value == lines - MAX_STORED_REJECTS
     # A re-run stores nothing more (the bound holds for the window, not per run).
     assert materialize(database_url, journal).success
     assert query(database_url, "SELECT count(*) FROM competition_fill_rejects")[0][0] == stored
