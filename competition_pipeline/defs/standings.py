@@ -7,6 +7,8 @@ after its cursor (a storage id) and requests one standings run when any of their
 a competition. Users can also materialize it from the UI at any time.
 """
 
+import re
+
 import dagster as dg
 
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
@@ -19,6 +21,16 @@ from competition_pipeline.store.standings import Competitions, Standing
 STANDINGS_SENSOR_INTERVAL_SECONDS = 30
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+!|~-])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown: its markup escaped, its control characters and line breaks
+    shown as escapes (a username is anyone's: it must not become a link or break the table)."""
+    printable = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return _MARKDOWN.sub(r"\\\1", printable)
+
+
 def _top_ten(rows: list[Standing]) -> str:
     lines = [
         "| rank | wallet | user | pnl | volume | trades | medal |",
@@ -26,7 +38,8 @@ def _top_ten(rows: list[Standing]) -> str:
     ]
     for s in rows[:10]:
         lines.append(
-            f"| {s.rank} | `{s.wallet}` | {s.username or ''} | {s.pnl} | {s.volume} | {s.trades} "
+            f"| {s.rank} | `{s.wallet}` | {markdown_text(s.username or '')} | {s.pnl} | {s.volume}"
+            f" | {s.trades} "
             f"| {s.medal or ''} |"
         )
     return "\n".join(lines)
