@@ -243,3 +243,19 @@ def test_a_scrape_decompresses_a_bounded_amount_of_a_closed_segment(
     (directory / "seg.jsonl.gz").write_bytes(compressed[:cut] + b"\xff" * 64)
     got = scrape(exporter)  # on main: HTTP 500 (the corrupt end was decompressed)
     assert got["competition_fill_windows_behind"] == 1
+
+
+def test_a_scrape_reads_nothing_through_a_symlinked_hour(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int, tmp_path: Path
+) -> None:
+    """The exporter follows the journal's file rule: an hour directory that is a symbolic link
+    to fills elsewhere is neither a window behind nor the newest fill."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "seg.jsonl").write_text(line(fill(1, TC + 1)) + "\n")
+    hour = window_dir(journal, WC)
+    hour.parent.mkdir(parents=True, exist_ok=True)
+    hour.symlink_to(outside, target_is_directory=True)
+    got = scrape(exporter)
+    assert got["competition_fill_windows_behind"] == 0
+    assert "competition_fill_lag_seconds" not in got
