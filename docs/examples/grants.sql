@@ -29,6 +29,7 @@ GRANT EXECUTE ON FUNCTION competition_create_month(date) TO competition_recorder
 -- The recorder, for competition_standings (the asset and standings_refresh_sensor use the same
 -- COMPETITION_DATABASE_URL). It reads competitions and never changes one: two refreshes of a
 -- competition take turns on an advisory lock, not on the row (a row lock needs UPDATE).
+REVOKE UPDATE ON competitions FROM competition_recorder;  -- granted by releases before 0008
 GRANT SELECT ON competitions TO competition_recorder;
 GRANT SELECT ON competition_participants TO competition_recorder;
 GRANT SELECT, INSERT, DELETE ON competition_standings TO competition_recorder;
