@@ -229,3 +229,42 @@ def test_tls_with_the_servers_ca(
         )
         assert result.success, _failure(result)
         assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(4,)]
+
+
+def test_the_code_locations_resource_authenticates_from_the_environment(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a deployment configures it: FILL_SOURCE=nats, NATS_URL, NATS_USER and NATS_PASSWORD in
+    the environment; the resource built from the settings holds EnvVars, resolved by Dagster when
+    the run starts."""
+    from dataclasses import replace
+
+    from dagster import EnvVar
+
+    from competition_pipeline import settings
+
+    auth = NatsAuth(user="fills", password=PASSWORD)
+    with nats_server(tmp_path, "--user", "fills", "--pass", PASSWORD, auth=auth) as url:
+        name, prefix = f"ENV_{uuid.uuid4().hex[:8].upper()}", f"e{uuid.uuid4().hex[:8]}.fills"
+        env = {"FILL_SOURCE": "nats", "NATS_URL": url, "NATS_USER": "fills"}
+        env["NATS_PASSWORD"] = PASSWORD
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        lines = [line(m).encode() for m in (fill(1, T0 + 1), fill(2, T0 + 2))]
+        asyncio.run(publish_lines(url, lines, stream=name, prefix=prefix))
+        loaded = replace(settings.load(), stream=name, subject_prefix=prefix, lateness_seconds=1)
+        source = FillSourceResource.from_settings(loaded)
+        assert source.nats_password == EnvVar("NATS_PASSWORD")
+        assert source.nats_url == EnvVar("NATS_URL")
+        result = dg.materialize(
+            [competition_fill_events],
+            partition_key=KEY,
+            resources={
+                "database": CompetitionDatabase(url=database_url),
+                "fill_source": source,
+                "policy": RecordingPolicy(),
+            },
+            raise_on_error=False,
+        )
+        assert result.success, _failure(result)
+        assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(4,)]
