@@ -38,7 +38,7 @@ def _dg(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [DG, *args],
         cwd=REPO,
-        env={**env, "DAGSTER_HOME": str(home)},
+        env={**env, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(Path(sys.executable).parents[1])},
         capture_output=True,
         text=True,
         timeout=300,
