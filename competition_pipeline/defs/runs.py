@@ -94,7 +94,7 @@ def holding_run_lock(
     outcome: str,
 ) -> Iterator[None]:
     """The run's liveness lock, held while the step works: the sensors take a started run that
-    holds it for alive, and one that does not (and logs nothing) for dead (see sensors.py)."""
+    holds it for alive, and one that does not (and logs nothing) for dead (see follow.py)."""
     try:
         with database.store().holding_run_lock(context.run.run_id):
             yield
