@@ -12,11 +12,10 @@ from competition_pipeline.defs.alerts import build_alerts_sensor
 from competition_pipeline.defs.checks import build_checks
 from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.follow import build_follow_sensors
-from competition_pipeline.defs.history import prune_run_history_job, prune_run_history_schedule
+from competition_pipeline.defs.history import build_prune_run_history
 from competition_pipeline.defs.jobs import fill_events_job
 from competition_pipeline.defs.months import (
-    competition_fill_retention_job,
-    competition_fill_retention_monthly,
+    build_retention,
     competition_months_daily,
     competition_months_job,
     owner_database,
@@ -37,7 +36,10 @@ from competition_pipeline.settings import Settings
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    """The code location's definitions, configured by ``settings``."""
+    """The code location's definitions, configured by ``settings``: the only settings the Dagster
+    layer reads (``defs/`` never reads the environment itself)."""
+    prune_run_history_job, prune_run_history_schedule = build_prune_run_history(settings)
+    retention_job, retention_schedule = build_retention(settings)
     return dg.Definitions(
         # Code references: the UI links each asset to its source.
         assets=dg.with_source_code_references([build_fill_asset(settings), competition_standings]),
@@ -47,7 +49,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             standings_job,
             prune_run_history_job,
             competition_months_job,
-            competition_fill_retention_job,
+            retention_job,
             build_rebuild_job(settings),
         ],
         sensors=[
@@ -59,7 +61,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             competition_fill_events_hourly,
             prune_run_history_schedule,
             competition_months_daily,
-            competition_fill_retention_monthly,
+            retention_schedule,
         ],
         # One process per run: the asset and its checks run one after the other anyway, and a
         # subprocess per step would add seconds to every window the sensor requests.

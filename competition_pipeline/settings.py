@@ -45,7 +45,7 @@ def _flag(value: str) -> bool:
 class Settings:
     """The environment as the Dagster layer reads it; each default is the README's."""
 
-    # The asset (assets.py, partitions.py).
+    # The asset (defs/fill_events.py, defs/partitions.py).
     partitions_start: str = DEFAULT_PARTITIONS_START  # FILL_PARTITIONS_START
     retry_max: int = 3  # FILL_RETRY_MAX
     retry_delay_seconds: float = 10.0  # FILL_RETRY_DELAY_SECONDS
@@ -65,7 +65,7 @@ class Settings:
     max_rejects: int | None = None  # FILL_MAX_REJECTS
     max_reject_fraction: float | None = None  # FILL_MAX_REJECT_FRACTION
     rejects_error_threshold: int = 100  # FILL_REJECTS_ERROR_THRESHOLD
-    # The follow sensors (sensors.py).
+    # The follow sensors (defs/follow.py, recording/follow.py).
     sensor_interval_seconds: int = 30  # FILL_SENSOR_INTERVAL_SECONDS
     sensor_default_running: bool = False  # FILL_SENSOR_DEFAULT_STATUS=running
     sensor_max_requests: int = 24  # FILL_SENSOR_MAX_REQUESTS
@@ -80,7 +80,7 @@ class Settings:
     # The alerts sensor (alerts.py).
     alert_interval_seconds: int = 15  # ALERT_INTERVAL_SECONDS
     alert_backoff_seconds: float = 15.0  # ALERT_BACKOFF_SECONDS
-    # Maintenance jobs (history.py, maintenance.py).
+    # Maintenance jobs (defs/history.py, defs/months.py).
     run_history_retention_days: float = 3.0  # RUN_HISTORY_RETENTION_DAYS
     retention_months: int = 13  # FILL_RETENTION_MONTHS
     archive_dir: str = ""  # FILL_ARCHIVE_DIR

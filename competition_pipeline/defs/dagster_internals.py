@@ -1,14 +1,19 @@
 """Every name this project takes from Dagster's private ``dagster._core`` packages, in one file.
 
 Dagster does not export these (run tags, storage tables, record statuses) from ``dagster``; they
-move between releases. Importing them only from here means a Dagster upgrade that moves one
+move between releases. Importing them only from here, in the package and in the tests
+(``tests/unit/test_dagster_internals.py`` checks it), means a Dagster upgrade that moves one
 touches this file alone. ``RunsFilter`` and ``RunRecord`` are public (``dagster.RunsFilter``).
+``InMemoryJob`` and ``execute_run`` are the tests' (a run created by one job definition and
+executed by another, as on a worker host).
 """
 
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
 from dagster._core.scheduler.instigation import InstigatorType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
@@ -28,5 +33,7 @@ __all__ = [
     "AssetCheckExecutionRecordStatus",
     "AssetCheckExecutionsTable",
     "FreshnessState",
+    "InMemoryJob",
     "InstigatorType",
+    "execute_run",
 ]

@@ -408,7 +408,7 @@ def _materialize(
     # The run log gets a progress line per day, not per window (each event is a storage write).
     context.log.info(f"recording {len(windows)} windows {windows[0]} .. {windows[-1]}")
     # Without an output Dagster skips the check steps of a ranged run: each window's checks are
-    # evaluated here once it has committed, as events for its partition (window_checks.py).
+    # evaluated here once it has committed, as events for its partition (defs/checks.py).
     checks = WindowChecks(database, fill_source, policy, instance=context.instance)
     check_names = selected_checks(context)
     started = time.perf_counter()

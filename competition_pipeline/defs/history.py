@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import dagster as dg
 from pydantic import Field
 
-from competition_pipeline import settings
 from competition_pipeline.defs.dagster_internals import (
     PARTITION_NAME_TAG,
     AssetCheckExecutionsTable,
 )
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.runs import records_fill_asset
+from competition_pipeline.settings import Settings
 
 _BATCH = 1000
 
@@ -109,47 +109,51 @@ def _delete_check_executions(instance: dg.DagsterInstance, run_id: str) -> int |
     return result.rowcount
 
 
-class PruneConfig(dg.Config):
-    retention_days: float = Field(
-        default_factory=lambda: settings.current().run_history_retention_days,
-        description="Prune superseded runs older than this (RUN_HISTORY_RETENTION_DAYS).",
-    )
-    max_runs: int = 20_000
+def build_prune_run_history(config: Settings) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """Job ``competition_prune_run_history`` and its daily schedule; the retention's default (shown
+    in the Launchpad) is ``config``'s, the settings ``build_defs`` was given."""
 
-
-@dg.op(name="prune_superseded_runs")
-def prune_superseded_runs_op(context: dg.OpExecutionContext, config: PruneConfig) -> None:
-    older_than = dt.datetime.now(dt.UTC) - dt.timedelta(days=config.retention_days)
-    result = prune_superseded_runs(context.instance, older_than, config.max_runs)
-    context.log.info(
-        f"pruned {len(result.pruned)} superseded runs older than {older_than:%Y-%m-%d %H:%M} UTC"
-        f" (examined {result.examined}; {result.kept_latest} runs hold a window's latest"
-        " materialization)"
-    )
-    if result.pruned and result.check_executions_deleted is None:
-        context.log.warning(
-            "this instance's event log is not a SQL storage: the pruned runs' rows in"
-            " asset_check_executions were left (the checks' history names runs that are gone)"
+    class PruneConfig(dg.Config):
+        retention_days: float = Field(
+            default=config.run_history_retention_days,
+            description="Prune superseded runs older than this (RUN_HISTORY_RETENTION_DAYS).",
         )
-    elif result.pruned:
+        max_runs: int = 20_000
+
+    @dg.op(name="prune_superseded_runs")
+    def prune_superseded_runs_op(context: dg.OpExecutionContext, config: PruneConfig) -> None:
+        older_than = dt.datetime.now(dt.UTC) - dt.timedelta(days=config.retention_days)
+        result = prune_superseded_runs(context.instance, older_than, config.max_runs)
         context.log.info(
-            f"deleted {result.check_executions_deleted} check executions of the pruned runs"
+            f"pruned {len(result.pruned)} superseded runs older than"
+            f" {older_than:%Y-%m-%d %H:%M} UTC (examined {result.examined}; {result.kept_latest}"
+            " runs hold a window's latest materialization)"
         )
+        if result.pruned and result.check_executions_deleted is None:
+            context.log.warning(
+                "this instance's event log is not a SQL storage: the pruned runs' rows in"
+                " asset_check_executions were left (the checks' history names runs that are"
+                " gone)"
+            )
+        elif result.pruned:
+            context.log.info(
+                f"deleted {result.check_executions_deleted} check executions of the pruned runs"
+            )
 
+    @dg.job(
+        name="competition_prune_run_history",
+        description="Delete superseded successful recording runs older than the retention period.",
+    )
+    def prune_run_history_job() -> None:
+        prune_superseded_runs_op()
 
-@dg.job(
-    name="competition_prune_run_history",
-    description="Delete superseded successful recording runs older than the retention period.",
-)
-def prune_run_history_job() -> None:
-    prune_superseded_runs_op()
-
-
-prune_run_history_schedule = dg.ScheduleDefinition(
-    name="competition_run_history_pruning",
-    job=prune_run_history_job,
-    cron_schedule="35 3 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 03:35 UTC: prune superseded recording runs past the retention period.",
-)
+    daily = dg.ScheduleDefinition(
+        name="competition_run_history_pruning",
+        job=prune_run_history_job,
+        cron_schedule="35 3 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily at 03:35 UTC: prune superseded recording runs past the retention"
+        " period.",
+    )
+    return prune_run_history_job, daily

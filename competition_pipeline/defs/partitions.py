@@ -2,8 +2,8 @@
 the retry policy, the freshness policy, the database pool and the asset's key.
 
 One small module (the model is Dagster's ``project_dbt`` example, ``defs/partitions.py``), so
-that checks, sensors and schedules do not import ``assets.py`` for these. The policies are built
-from :class:`~competition_pipeline.settings.Settings`, never from the environment directly.
+that checks, sensors and schedules do not import ``fill_events.py`` for these. The policies are
+built from :class:`~competition_pipeline.settings.Settings`, never from the environment directly.
 """
 
 import datetime as dt

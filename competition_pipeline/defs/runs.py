@@ -60,11 +60,19 @@ def selects_fill_asset(run: dg.DagsterRun) -> bool:
     return run.asset_selection is None or FILL_EVENTS_KEY in run.asset_selection
 
 
+#: Run tag of the jobs that are partitioned like the asset but record nothing (the rebuild job:
+#: ``competition/kind=rebuild``). Their failures are not recording failures: neither alerted as
+#: such nor counted in competition_fill_record_failures_total, and history pruning skips them.
+KIND_TAG = "competition/kind"
+
+
 def records_fill_asset(run: dg.DagsterRun) -> bool:
-    """A partitioned run (only the fill asset is partitioned) that selected the asset or all."""
+    """A partitioned run that selected the fill asset or all, of a job that records."""
     partitioned = PARTITION_NAME_TAG in run.tags or ASSET_PARTITION_RANGE_START_TAG in run.tags
     selection = run.asset_selection
-    return partitioned and (not selection or FILL_EVENTS_KEY in selection)
+    return (
+        partitioned and KIND_TAG not in run.tags and (not selection or FILL_EVENTS_KEY in selection)
+    )
 
 
 def error_cause(error):  # noqa: ANN001, ANN202 (a SerializableErrorInfo)
@@ -94,7 +102,7 @@ def holding_run_lock(
     outcome: str,
 ) -> Iterator[None]:
     """The run's liveness lock, held while the step works: the sensors take a started run that
-    holds it for alive, and one that does not (and logs nothing) for dead (see sensors.py)."""
+    holds it for alive, and one that does not (and logs nothing) for dead (see follow.py)."""
     try:
         with database.store().holding_run_lock(context.run.run_id):
             yield

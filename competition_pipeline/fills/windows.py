@@ -95,3 +95,9 @@ def windows_between(start: dt.datetime, end: dt.datetime) -> list[Window]:
         windows.append(Window(current))
         current += HOUR
     return windows
+
+
+def still_open(windows: list[Window], now: dt.datetime, lateness: dt.timedelta) -> list[Window]:
+    """The windows that may still be written at ``now``: the hour in progress, and an hour closed
+    less than ``lateness`` ago (its follower commits late fills until then)."""
+    return [window for window in windows if window.end + lateness > now]

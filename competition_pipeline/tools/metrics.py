@@ -227,24 +227,16 @@ class FillMetricsCollector(Collector):
 
 
 def instance_metrics(instance, now: float) -> Iterator[Metric]:
-    """Failed window recordings, sensor tick age and runs by status, from the Dagster instance."""
-    import dagster as dg
+    """Failed window recordings, sensor tick age, runs by status and the fill asset's freshness,
+    from the Dagster instance (read by ``defs/instance_metrics.py``)."""
+    from competition_pipeline.defs.instance_metrics import FRESHNESS_STATES, read_instance_metrics
 
-    from competition_pipeline.defs.dagster_internals import InstigatorType
-    from competition_pipeline.defs.runs import records_fill_asset
-
-    # A failed run of the asset is one failed window recording (a backfill range stops at the
-    # window that failed).
-    failures = sum(
-        records_fill_asset(record.dagster_run)
-        for record in instance.get_run_records(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])
-        )
-    )
+    state = read_instance_metrics(instance)
     yield _counter(
         "competition_fill_record_failures",
-        "Failed window recordings (failed runs of competition_fill_events).",
-        failures,
+        "Failed window recordings (failed runs of competition_fill_events; not rebuilds or"
+        " other jobs).",
+        state.record_failures,
     )
     age = GaugeMetricFamily(
         "competition_sensor_last_tick_age_seconds",
@@ -254,20 +246,27 @@ def instance_metrics(instance, now: float) -> Iterator[Metric]:
     running = GaugeMetricFamily(
         "competition_sensor_running", "1 when the sensor is running.", labels=["sensor"]
     )
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        running.add_metric([state.instigator_name], 1.0 if state.is_running else 0.0)
-        data = state.instigator_data
-        last = getattr(data, "last_tick_timestamp", None)
-        if last:
-            age.add_metric([state.instigator_name], now - last)
+    for sensor in state.sensors:
+        running.add_metric([sensor.name], 1.0 if sensor.running else 0.0)
+        if sensor.last_tick:
+            age.add_metric([sensor.name], now - sensor.last_tick)
     yield age
     yield running
     runs = GaugeMetricFamily(
         "competition_dagster_runs", "Runs in the instance, by status.", labels=["status"]
     )
-    for status in dg.DagsterRunStatus:
-        runs.add_metric([status.value], instance.get_runs_count(dg.RunsFilter(statuses=[status])))
+    for status, count in state.runs_by_status.items():
+        runs.add_metric([status], count)
     yield runs
+    freshness = GaugeMetricFamily(
+        "competition_fill_freshness_state",
+        "1 for the current freshness state of competition_fill_events (its FreshnessPolicy,"
+        " evaluated by the daemon), 0 for the others.",
+        labels=["state"],
+    )
+    for name in FRESHNESS_STATES:
+        freshness.add_metric([name], 1.0 if name == state.freshness else 0.0)
+    yield freshness
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -297,13 +296,13 @@ def serve(host: str, port: int, *, use_instance: bool = True) -> tuple[object, o
         raise SystemExit("COMPETITION_DATABASE_URL is not set")
     instance_factory = None
     if use_instance:
-        import dagster as dg
+        from competition_pipeline.defs.instance_metrics import open_instance
 
         cached: list = []
 
         def instance_factory():  # one instance for the exporter's life, opened on first scrape
             if not cached:
-                cached.append(dg.DagsterInstance.get())
+                cached.append(open_instance())
             return cached[0]
 
     return start_http_server(

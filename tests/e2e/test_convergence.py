@@ -9,24 +9,16 @@ re-run by hand: the soak waits for the table to equal its own reading of the jou
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from competition_pipeline.fills.journal import window_dir
 from competition_pipeline.tools.soak import FAULTS
-from tests.helpers.environment import REPO
 from tests.helpers.journal import T0, WINDOW, append, fill, line, write_segment
 from tests.helpers.runs import materialize, metadata
+from tests.helpers.soak import CONVERGENCE_BOUND, soak
 from tests.helpers.sql import query
-
-#: Seconds the table may take to converge after the last fault clears: two sensor ticks, the
-#: backoff a failing window reached (the soak caps it at 40 s), the dead-run bound (30 s in the
-#: soak) and the runs themselves on a busy two-core machine.
-CONVERGENCE_BOUND = 240
 
 
 def test_the_open_hour_costs_what_was_appended(database_url: str, journal: Path) -> None:
@@ -79,30 +71,6 @@ def test_a_late_segment_in_a_closed_hour_reads_only_that_segment(
         late.stat().st_size,
         2,
     )
-
-
-def soak(tmp_path: Path, *args: str, timeout: float = 1500) -> dict:
-    output = tmp_path / "soak.json"
-    command = [
-        sys.executable,
-        "-m",
-        "competition_pipeline.tools.cli",
-        "soak",
-        "--json",
-        str(output),
-    ]
-    completed = subprocess.run(
-        [*command, "--timeout", str(CONVERGENCE_BOUND), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert output.exists(), completed.stderr[-4000:]
-    result = json.loads(output.read_text())
-    print(completed.stdout)
-    assert completed.returncode == 0, (result, completed.stderr[-4000:])
-    return result
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from competition_pipeline.defs.dagster_internals import InstigatorType
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import metrics
@@ -92,13 +93,14 @@ def test_the_asset_turns_stale_when_recording_stops_and_it_is_alerted(
             assert 0 <= age < 120
             assert got['competition_sensor_running{sensor="competition_alerts"}'] == 1
             assert got["competition_fill_windows_behind"] == 0
+            # The asset stale, as the rule CompetitionFillEventsStale reads it (deploy/prometheus).
+            assert got['competition_fill_freshness_state{state="FAIL"}'] == 1
+            assert got['competition_fill_freshness_state{state="PASS"}'] == 0
     finally:
         hook.server.shutdown()
 
 
 def _ticked(instance: dg.DagsterInstance) -> bool:
-    from dagster._core.scheduler.instigation import InstigatorType
-
     return any(
         state.instigator_name == "competition_alerts"
         and getattr(state.instigator_data, "last_tick_timestamp", None)

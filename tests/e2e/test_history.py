@@ -10,12 +10,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline.defs.history import prune_run_history_job
+from competition_pipeline.defs.history import build_prune_run_history
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.dagster_dev import dagster_dev_env, run_dagster_dev
 from tests.helpers.journal import WINDOW, append, fill, line, write_segment
+from tests.helpers.location import SETTINGS
 from tests.helpers.runs import materialize
 
 pytestmark = pytest.mark.slow
@@ -78,6 +79,7 @@ def test_superseded_runs_are_pruned_and_the_partitions_view_is_unchanged(
     with run_dagster_dev(env, tmp_path / "dagster-dev.log") as dev:
         (before,) = dev.graphql(VIEW, {"partitions": KEYS})["assetNodes"]
         rows_before = instance_rows(instance_url)
+        prune_run_history_job, _ = build_prune_run_history(SETTINGS)
         result = prune_run_history_job.execute_in_process(
             instance=instance,
             run_config={"ops": {"prune_superseded_runs": {"config": {"retention_days": 0}}}},

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from competition_pipeline.tools import hosts
-from tests.e2e.test_convergence import soak
+from tests.helpers.soak import soak
 
 WAITING = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}
 

@@ -38,6 +38,7 @@ from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.browser import CHROMIUM_ARGS, chromium_executable
 from tests.helpers.dagster_dev import (
     LAUNCH,
+    LAUNCH_RUN,
     STATUS,
     DagsterDev,
     dagster_dev_env,
@@ -230,8 +231,9 @@ def dry_runs(site: Site) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def applied_runs(site: Site, dry_runs: dict) -> list[dict]:
-    """After the dry run, the backfill with apply: true and a reason: its finished runs."""
-    config = {"ops": {"rebuild_fill_windows": {"config": {"apply": True, "reason": REASON}}}}
+    """After the dry run, the backfill with mode apply and a reason: its finished runs."""
+    mode = {"mode": {"apply": {"reason": REASON}}}
+    config = {"ops": {"rebuild_fill_windows": {"config": mode}}}
     started = time.monotonic()
     runs = site.backfill(config)
     print(f"applied backfill of {len(WINDOWS)} windows: {time.monotonic() - started:.1f}s")
@@ -264,7 +266,7 @@ def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals
         assert metadata["applied"]["boolValue"] is False
         assert not materializations(run)  # a dry run reports no new version of the partition
 
-    # Applied through a second backfill with apply: true and a reason (the `applied` fixture).
+    # Applied through a second backfill with mode apply and a reason (the `applied` fixture).
     applied = applied_runs
     assert [r["status"] for r in applied] == ["SUCCESS"] * len(WINDOWS), applied
 
@@ -311,6 +313,26 @@ def test_a_rebuild_backfill_dry_run_shows_the_fee_diff_and_an_applied_one_equals
         # Tagged with the code version it derives from, as the asset's own runs are.
         tags = {t["key"]: t["value"] for t in event["tags"]}
         assert tags["dagster/code_version"] == str(recording.RECORDING_VERSION)
+
+
+def test_an_apply_without_a_reason_is_refused_at_launch_and_no_run_is_created(site: Site) -> None:
+    """The Launchpad's launch (GraphQL ``launchRun``): Dagster's config validation refuses an
+    apply without a reason before a run exists, naming the missing entry."""
+    runs_before = site.dev.graphql("{ runsOrError { ... on Runs { count } } }")
+    params = {
+        "selector": {**REPOSITORY, "jobName": JOB},
+        "runConfigData": {"ops": {"rebuild_fill_windows": {"config": {"mode": {"apply": {}}}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": WINDOWS[0].key}]},
+    }
+    query = LAUNCH_RUN.replace(
+        "... on PythonError { message }",
+        "... on PythonError { message }\n    ... on RunConfigValidationInvalid"
+        " { errors { message } }",
+    )
+    launched = site.dev.graphql(query, {"params": params})["launchRun"]
+    assert launched["__typename"] == "RunConfigValidationInvalid", launched
+    assert any('"reason"' in error["message"] for error in launched["errors"]), launched
+    assert site.dev.graphql("{ runsOrError { ... on Runs { count } } }") == runs_before
 
 
 @pytest.mark.browser

@@ -120,22 +120,29 @@ def dagster_dev_env(database_url: str, journal: Path, *, sensor_running: bool) -
     }
 
 
-@contextmanager
-def run_dagster_dev(env: Mapping[str, str], log: Path) -> Iterator[DagsterDev]:
-    """``dagster dev`` with ``os.environ`` plus ``env``, once its GraphQL answers; its whole
-    process group (webserver, daemon, code server, runs) is stopped on exit."""
-    port = free_port()
+def dagster_dev_command(port: int) -> list[str]:
+    """What ``bin/start`` runs: ``dagster dev`` on the repository's ``workspace.yaml``."""
     dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [
-        dagster,
-        "dev",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-w",
-        str(REPO / "workspace.yaml"),
-    ]
+    return [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")]
+
+
+def dg_dev_command(port: int) -> list[str]:
+    """Dagster's project CLI: ``dg dev`` in the repository finds the code location through
+    ``[tool.dg]`` in pyproject.toml (no workspace file)."""
+    dg = str(Path(sys.executable).with_name("dg"))
+    return [dg, "dev", "-h", "127.0.0.1", "-p", str(port)]
+
+
+@contextmanager
+def run_dagster_dev(
+    env: Mapping[str, str],
+    log: Path,
+    command: Callable[[int], list[str]] = dagster_dev_command,
+) -> Iterator[DagsterDev]:
+    """``dagster dev`` (or ``command(port)``) with ``os.environ`` plus ``env``, once its GraphQL
+    answers; its whole process group (webserver, daemon, code server, runs) is stopped on exit."""
+    port = free_port()
+    command = command(port)
     with log.open("w") as out:
         process = subprocess.Popen(
             command,

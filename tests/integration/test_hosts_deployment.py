@@ -15,11 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.job_base import InMemoryJob
-from dagster._core.execution.api import execute_run
 
 from competition_pipeline import deployment
-from competition_pipeline.defs.dagster_internals import PARTITION_NAME_TAG
+from competition_pipeline.defs.dagster_internals import (
+    PARTITION_NAME_TAG,
+    InMemoryJob,
+    execute_run,
+)
 from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.hosts import HOST_TAG
 from competition_pipeline.defs.resources import (

@@ -259,3 +259,29 @@ def test_a_scrape_reads_nothing_through_a_symlinked_hour(
     got = scrape(exporter)
     assert got["competition_fill_windows_behind"] == 0
     assert "competition_fill_lag_seconds" not in got
+
+
+def test_every_metric_the_alert_rules_read_is_exported(
+    database_url: str, journal: Path, dagster_home: Path, exporter: int
+) -> None:
+    """The rule file (deploy/prometheus, tested by promtool on series of these names) reads only
+    names this exporter serves; ``up`` is Prometheus' own."""
+    import re
+
+    import yaml
+
+    from tests.helpers.environment import REPO
+
+    rules = yaml.safe_load((REPO / "deploy/prometheus/competition-pipeline.rules.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"\bcompetition_\w+", expr)}
+    assert "competition_fill_freshness_state" in used and len(used) == 6
+    known_journal(journal)  # a fill in the journal: the lag is served
+    with urllib.request.urlopen(f"http://127.0.0.1:{exporter}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    served = set(re.findall(r"^# TYPE (\w+) \w+$", text, re.MULTILINE))
+    assert used - served == set()
+    # Before the daemon evaluated the freshness policy, the state is UNKNOWN, not FAIL.
+    got = metrics.samples(text)
+    assert got['competition_fill_freshness_state{state="UNKNOWN"}'] == 1
+    assert got['competition_fill_freshness_state{state="FAIL"}'] == 0

@@ -38,7 +38,6 @@ def test_production_dagster_yaml_loads_as_an_instance(
     tmp_path: Path, instance_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresRunStorage
 
     home = tmp_path / "home"
@@ -49,7 +48,7 @@ def test_production_dagster_yaml_loads_as_an_instance(
 
     # from_config validates every key against Dagster's schema and builds every component.
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None

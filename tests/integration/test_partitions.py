@@ -270,7 +270,7 @@ def test_retention_drops_an_old_month_and_refuses_one_a_running_competition_cove
     lines = gzip.decompress(archive.read_bytes()).decode().splitlines()
     assert lines[0].startswith("trade_id,wallet,") and len(lines) == 3
     # Retired stays retired: the journal still holds October, but a run of it is refused with
-    # what to do (the sensor never asks for it: test_retired.py); every hour of March is retired.
+    # what to do (the sensor never asks for it: test_sensor.py); every hour of March is retired.
     assert query(
         database_url,
         "SELECT count(*), min(window_start), max(window_start) FROM competition_fill_retired",
@@ -399,11 +399,11 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
 
 
 def test_maintenance_jobs_run_through_dagster(database_url: str, journal: Path) -> None:
-    from competition_pipeline.defs.months import (
-        competition_fill_retention_job,
-        competition_months_job,
-    )
+    from competition_pipeline.defs.months import build_retention, competition_months_job
     from competition_pipeline.defs.resources import CompetitionDatabase
+    from tests.helpers.location import SETTINGS
+
+    competition_fill_retention_job, _ = build_retention(SETTINGS)
 
     database = CompetitionDatabase(url=database_url)
     assert competition_months_job.execute_in_process(resources={"database": database}).success

@@ -1,8 +1,8 @@
 """Baseline: the seven tables exactly as ``create_all`` made them up to release 76b7974.
 
-A frozen copy, not the live metadata of store.py: later revisions change those tables. Created with
-``checkfirst``, so a database made by the old ``create_all`` (all tables present) is only stamped,
-and one from an even older release gets just its missing tables.
+A frozen copy, not the live metadata of store/tables.py: later revisions change those tables.
+Created with ``checkfirst``, so a database made by the old ``create_all`` (all tables present) is
+only stamped, and one from an even older release gets just its missing tables.
 
 Revision ID: 0001
 """

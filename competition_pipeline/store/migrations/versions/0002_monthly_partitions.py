@@ -4,7 +4,7 @@ docs/operations.md, section 7.
 A partitioned table can only enforce a unique key that contains the partition key, and the
 pipeline's rule is one row per (trade_id, wallet) whatever the fill time. So the parent's key is
 (trade_id, wallet, fill_ts) and competition_fill_keys, hash-partitioned on trade_id, keeps
-(trade_id, wallet) unique across all months (store.py writes both in the same statement group).
+(trade_id, wallet) unique across all months (store/load.py writes both in the same statement group).
 
 The cutover never rewrites the recorded rows. A populated table becomes the partition
 ``competition_fill_events_hist`` for everything before the month after its newest fill: its indexes
