@@ -17,13 +17,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY, fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import windows_between
-from competition_pipeline.recording.rebuild import RebuildError, RebuildReport, rebuild_windows
+from competition_pipeline.recording.rebuild import RebuildReport, rebuild_windows
 from competition_pipeline.settings import Settings
-from competition_pipeline.store.database import StoreError
 
 #: Dagster's tag of the code version a materialization was computed with (the asset's
 #: ``code_version``, ``str(RECORDING_VERSION)``); not exported by ``dagster`` itself.
@@ -85,7 +84,7 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
         time_window = context.partition_time_window
         windows = windows_between(time_window.start, time_window.end)
         label = windows[0].key if len(windows) == 1 else f"{windows[0]}..{windows[-1]}"
-        try:
+        with failing_step(f"window {label} not rebuilt (nothing of it written)"):
             report = rebuild_windows(
                 fill_source.source(),
                 (owner_database if config.apply else database).store(),
@@ -94,11 +93,6 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
                 reason=config.reason or None,
                 rebuild_id=context.run_id,
             )
-        except (RebuildError, StoreError, SourceError) as exc:
-            raise dg.Failure(
-                description=f"window {label} not rebuilt (nothing of it written): {exc}",
-                allow_retries=False,
-            ) from None
         context.log.info(
             f"rebuild {'applied' if report.applied else 'dry run'}:\n"
             + ("\n".join("  ".join(row) for row in report.table()) or "no window")

@@ -60,9 +60,11 @@ def cmd_psql(args: argparse.Namespace) -> int:
     """psql on the database; the password (if any) travels in PGPASSWORD, never on argv."""
     url = database_url(dagster=args.dagster)
     secret = dburl.password(url)
-    plain = dburl.libpq(url)
-    if secret:
-        plain = dburl.parse(url)._replace(password=None, drivername="postgresql")
+    parsed = dburl.parse(url)
+    if len(dburl.hosts_of(parsed)) > 1:  # psql reads several hosts from a conninfo, not ?host=h:p
+        plain = dburl.libpq(url, with_password=False)
+    else:
+        plain = parsed._replace(password=None, drivername="postgresql")
         plain = plain.render_as_string(hide_password=False)
     binary = _psql_binary()
     if binary is None or args.print:
