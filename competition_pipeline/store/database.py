@@ -274,9 +274,37 @@ class CompetitionStore:
 
     def ensure_schema(self) -> list[str]:
         """Bring the tables to the head revision (Alembic ``upgrade head`` under the schema lock;
-        idempotent, race-free); returns the revisions applied."""
+        idempotent, race-free); returns the revisions applied. First, once per process and
+        database, :meth:`require_sessions`: every entry point (code location, CLI) starts here."""
+        self.require_sessions()
         with self.wrap_errors("cannot migrate the schema in"):
             return schema.upgrade(self.engine(), self.display_url)
+
+    def require_sessions(self) -> None:
+        """Fail, naming the cause, when a connection's statements do not all run in one server
+        session: a pooler in transaction or statement mode (PgBouncer ``pool_mode=transaction``)
+        hands each transaction to whichever server connection is free, which breaks the
+        per-window and per-run advisory locks, the load sessions' staging tables and session
+        settings. Detected, not guessed: connection A reads its backend's pid; connection B
+        opens a transaction (a pooler lends it the server connection A just released, the most
+        recently used one); A reads its pid again. Direct, or through a session-mode pooler, A
+        keeps its backend and both pids are equal; the check cannot fire wrongly."""
+        with self.wrap_errors("cannot check the sessions of"):
+            with closing(self.connect()) as a, closing(self.connect()) as b:
+                a.autocommit = True
+                (first,) = a.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+                b.execute("SELECT pg_backend_pid()")  # B's transaction holds a server connection
+                (second,) = a.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+                b.rollback()
+        if first != second:
+            raise StoreTerminalError(
+                f"{self.display_url} is reached through a connection pooler in transaction (or"
+                f" statement) mode: one connection's statements ran in server sessions {first}"
+                f" and {second}. The advisory locks that fence a window and mark a run alive,"
+                " and the load's staging tables, need one server session per connection: use"
+                " the pooler's session mode (PgBouncer pool_mode=session) or connect directly"
+                " (docs/operations.md, High availability)"
+            )
 
     def ensure_month(self, conn: psycopg.Connection, window: Window) -> None:
         """Create the month partition of ``window`` if it is missing, in its own short transaction
