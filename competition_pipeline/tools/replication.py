@@ -72,9 +72,9 @@ class ReplicatedPair:
 
     # -- what clients use ----------------------------------------------------------------------
 
-    def url(self, database: str) -> str:
+    def url(self, database: str, host: str = "127.0.0.1") -> str:
         """Both nodes, libpq's multi-host form: whichever is the primary takes the writes."""
-        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        hosts = ",".join(f"{host}:{node.port}" for node in self.nodes)
         return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
 
     @staticmethod
@@ -156,3 +156,33 @@ class ReplicatedPair:
                 node._run("pg_ctl", "-D", str(node.data), "-m", "immediate", "-w", "stop")
             except (subprocess.CalledProcessError, FileNotFoundError):
                 pass
+
+
+class PairCluster:
+    """The pair behind the soak's :class:`Cluster` interface (``--faults failover``): its URLs
+    name both nodes; ``stop``/``start`` (the ``db-stop`` fault) act on the primary of the moment;
+    ``listen`` reaches both nodes (the Celery topology's bridge)."""
+
+    def __init__(self, pair: ReplicatedPair) -> None:
+        self.pair = pair
+
+    @property
+    def listen(self) -> str:
+        return self.pair.primary.listen
+
+    @listen.setter
+    def listen(self, value: str) -> None:
+        for node in self.pair.nodes:
+            node.listen = value
+
+    def init(self) -> None:
+        self.pair.start()
+
+    def start(self) -> None:
+        self.pair.primary.start()
+
+    def stop(self) -> None:
+        self.pair.primary.stop()
+
+    def url(self, database: str, host: str = "127.0.0.1") -> str:
+        return self.pair.url(database, host)
