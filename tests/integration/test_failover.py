@@ -36,6 +36,7 @@ from competition_pipeline.defs.resources import (
 )
 from competition_pipeline.defs.standings import competition_standings
 from competition_pipeline.fills.windows import HOUR, Window
+from competition_pipeline.store.counters import SQL_COUNTERS
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
 from competition_pipeline.tools.replication import ReplicatedPair
@@ -113,6 +114,13 @@ def standings(url: str) -> list[tuple]:
         ).fetchall()
 
 
+def rows_counter(url: str) -> int:
+    """``competition_fill_rows_total`` as the exporter computes it (store/counters.py)."""
+    with psycopg.connect(url) as conn:
+        counters = {(m, label): v for m, label, v in conn.execute(SQL_COUNTERS)}
+    return counters[("rows", "")]
+
+
 def open_cup(url: str) -> None:
     competitions = Competitions(CompetitionDatabase(url=url).store())
     competitions.create("cup", "Cup", EARLY.start, LATE.end, "pnl")
@@ -138,6 +146,7 @@ def test_a_lossy_failover_converges_with_no_manual_step(
     refresh_standings(url, instance)
     expected, _ = expected_keys(journal)
     assert stored_keys(url) == expected
+    before = rows_counter(url)
     pair.failover(lossy=True)
 
     # The new primary has the older commit of EARLY and nothing of LATE; Dagster says SUCCESS.
@@ -147,6 +156,9 @@ def test_a_lossy_failover_converges_with_no_manual_step(
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": window.key}))
         assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     assert tick(url, journal, instance) == sorted([EARLY.key, LATE.key])
+    # The lifetime counter is the tables' sum: it falls by what was lost (Prometheus reads a
+    # reset; docs/operations.md says what to alert on) ...
+    assert rows_counter(url) == before - len(lost)
 
     # What the daemon does with the requests: the runs, then the standings sensor's refresh.
     for window in (EARLY, LATE):
@@ -158,6 +170,7 @@ def test_a_lossy_failover_converges_with_no_manual_step(
         (rows,) = conn.execute("SELECT count(*) FROM competition_fill_events").fetchone()
     assert rows == len(expected)
     assert tick(url, journal, instance) == []
+    assert rows_counter(url) == before  # ... and comes back to the same total, nothing twice
     # The standings equal a control database's that recorded the same journal once.
     open_cup(database_url)
     for window in (EARLY, LATE):
