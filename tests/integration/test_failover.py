@@ -15,6 +15,8 @@ evaluation) on a real instance.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import json
 import shutil
 import tempfile
 import threading
@@ -34,6 +36,7 @@ from competition_pipeline.defs.resources import (
     FillSourceResource,
     RecordingPolicy,
 )
+from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.defs.standings import competition_standings
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.counters import SQL_COUNTERS
@@ -42,7 +45,8 @@ from competition_pipeline.store.standings import Competitions
 from competition_pipeline.tools.replication import ReplicatedPair
 from competition_pipeline.tools.soak import expected_keys, stored_keys
 from tests.helpers.environment import REPO
-from tests.helpers.journal import W1, W2, bulk_segment, fill, write_segment
+from tests.helpers.follower import open_window, wait_until, writing
+from tests.helpers.journal import W1, W2, append, bulk_segment, fill, write_segment
 from tests.helpers.location import SETTINGS
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))
@@ -232,3 +236,60 @@ def test_a_switchover_mid_load_and_back_with_the_instance_on_the_same_cluster(
         statuses = [r.status for r in instance.get_runs()]
         assert statuses == [dg.DagsterRunStatus.SUCCESS] * 2
         assert tick(url, journal, instance) == []
+
+
+def test_the_open_hours_follower_resumes_across_a_switchover_and_back(
+    pair: ReplicatedPair, journal: Path
+) -> None:
+    """Fills arrive while the follower loads every 0.2 s; the database switches over and back.
+    Each switchover fails an attempt (transient); the retry resumes from the committed offsets
+    on the new primary; the run ends SUCCESS and the table is the journal exactly."""
+    window = open_window()
+    url = pair.url("competition")
+    CompetitionStore(url).ensure_schema()
+    segment = write_segment(journal, window, "live.jsonl", [fill(1, window.start_ms + 1)])
+    trade_ids = itertools.count(2)
+
+    def arrive() -> None:
+        n = next(trade_ids)
+        append(segment, json.dumps(fill(n, window.start_ms + n)) + "\n")
+
+    lateness = time.time() + 30 - window.end.timestamp()  # the follower ends 30 s from now
+    settings = replace(
+        PATIENT,
+        follow_lateness_seconds=lateness,
+        follow_interval_seconds=0.2,
+        follow_standings_seconds=0.5,
+    )
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+
+    def follow() -> None:
+        outcome["result"] = dg.materialize(
+            [build_fill_asset(settings)],
+            partition_key=window.key,
+            tags={FOLLOW_TAG: "open-hour"},
+            raise_on_error=False,
+            resources={
+                "database": CompetitionDatabase(url=url),
+                "fill_source": FillSourceResource(root=str(journal)),
+                "policy": RecordingPolicy(),
+            },
+        )
+
+    runner = threading.Thread(target=follow)
+    with writing(arrive, every=0.05):
+        runner.start()
+        wait_until(lambda: len(stored_keys(url)) > 20)
+        before = len(stored_keys(url))
+        pair.switchover()
+        wait_until(lambda: len(stored_keys(url)) > before + 20)  # resumed on the new primary
+        pair.switchover()  # and back
+        time.sleep(2)
+    runner.join(timeout=180)
+    result = outcome["result"]
+    assert result.success
+    restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert 1 <= len(restarts) <= 2  # one attempt cut short by each switchover, at most
+    expected, _ = expected_keys(journal)
+    stored = stored_keys(url)
+    assert (len(expected - stored), len(stored - expected)) == (0, 0)
