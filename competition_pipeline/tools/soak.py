@@ -315,6 +315,7 @@ class Soak:
         self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
         self.redelivered: list[str] = []  # runs whose task the broker delivered twice
+        self.failovers: list[dict] = []  # --faults failover: each one's rows lost and recovery
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -714,12 +715,35 @@ class Soak:
         if lossy:
             self.pair.cut()
             time.sleep(self.random.uniform(5, 15))
+        url = self.cluster.url("competition")
+        committed = stored_keys(url)  # on the primary, a moment before it dies
         started = time.monotonic()
         self.pair.failover(lossy=lossy)
         self.injected[f"failover ({'lossy' if lossy else 'clean'})"] += 1
-        _log(f"failover done in {time.monotonic() - started:.1f} s")
+        lost = committed - stored_keys(url)
+        _log(f"failover done in {time.monotonic() - started:.1f} s; {len(lost)} rows lost")
+        record = {"lossy": lossy, "rows_lost": len(lost), "seconds_to_recover": 0.0}
+        self.failovers.append(record)
+        if lost:
+            thread = threading.Thread(
+                target=self._recovered, args=(lost, record, started), daemon=True
+            )
+            thread.start()
+            self.repairs.append(thread)  # waited for before the convergence is measured
         time.sleep(self.random.uniform(5, 15))
         self.pair.rejoin()
+
+    def _recovered(self, lost: set, record: dict, started: float, timeout: float = 600) -> None:
+        """Seconds from the failover until every row it lost is in the table again."""
+        while time.monotonic() - started < timeout:
+            try:
+                if lost <= stored_keys(self.cluster.url("competition")):
+                    record["seconds_to_recover"] = round(time.monotonic() - started, 1)
+                    return
+            except psycopg.Error:
+                pass
+            time.sleep(1)
+        record["seconds_to_recover"] = None
 
     def _late_segment(self, *, count: bool = True) -> None:
         window = self.random.choice(self.closed)
@@ -798,6 +822,7 @@ class Soak:
             "broker_password_in_logs": self._password_in_logs(),
             "faults": dict(self.injected),
             "redelivered": self.redeliveries() if self.redelivered else {},
+            "failovers": self.failovers,
             "windows": windows,
             "rows_expected": len(expected),
             "rows_recorded": len(stored),
@@ -933,6 +958,17 @@ def render(result: dict) -> str:
             (
                 "runs delivered twice",
                 f"{len(result['redelivered'])}, second delivery ignored {ignored}",
+            )
+        )
+    if result.get("failovers"):
+        lossy = [f for f in result["failovers"] if f["lossy"]]
+        recovered = [f["seconds_to_recover"] for f in lossy if f["rows_lost"]]
+        rows.append(
+            (
+                "failovers",
+                f"{len(result['failovers'])} ({len(lossy)} lossy: rows lost"
+                f" {', '.join(str(f['rows_lost']) for f in lossy) or '-'}; recovered in"
+                f" {', '.join(f'{s} s' for s in recovered) or '-'})",
             )
         )
     seconds = result["seconds_to_converge"]
