@@ -25,9 +25,10 @@ from competition_pipeline.defs.resources import (
 )
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.tools.soak import expected_keys, stored_keys
+from tests.helpers.environment import require_programs
 from tests.helpers.journal import bulk_segment, fill, write_segment
 from tests.helpers.location import SETTINGS
-from tests.helpers.patroni import PatroniCluster
+from tests.helpers.patroni import ETCD, PATRONI, PatroniCluster
 
 NOW = Window.containing_ms(int(time.time() * 1000))
 EARLY, LATE = Window(NOW.start - 3 * HOUR), Window(NOW.start - 2 * HOUR)
@@ -45,6 +46,7 @@ journal_sensor, _ = build_follow_sensors(PATIENT)
 
 @pytest.fixture
 def patroni() -> Iterator[PatroniCluster]:
+    require_programs("the Patroni test", PATRONI, ETCD)
     cluster = PatroniCluster()
     try:
         cluster.start()

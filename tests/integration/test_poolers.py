@@ -10,9 +10,15 @@ import pytest
 
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore, StoreTerminalError
+from tests.helpers.environment import require_programs
 from tests.helpers.journal import KEY, WINDOW, fill, write_segment
-from tests.helpers.pooler import pgbouncer
+from tests.helpers.pooler import PGBOUNCER, pgbouncer
 from tests.helpers.runs import materialize
+
+
+@pytest.fixture(autouse=True)
+def _pgbouncer_installed() -> None:
+    require_programs("the pooler tests", PGBOUNCER)
 
 
 def through(database_url: str, port: int) -> str:
