@@ -116,7 +116,12 @@ def _record(
     """Record windows in order; a source or database error becomes a failed step naming the
     window it stopped at (the windows before it are committed)."""
     done = 0
-    with failing_step(lambda: f"window {windows[done].key} not recorded (nothing of it committed)"):
+
+    def stopped_at() -> str:  # the window being recorded when the failure came
+        window = windows[min(done, len(windows) - 1)]
+        return f"window {window.key} not recorded (nothing of it committed)"
+
+    with failing_step(stopped_at):
         source, store = fill_source.source(), database.store()
         for report in record_windows(source, store, windows, reject_budget=policy.reject_budget()):
             done += 1
