@@ -95,9 +95,15 @@ def holding_run_lock(
 ) -> Iterator[None]:
     """The run's liveness lock, held while the step works: the sensors take a started run that
     holds it for alive, and one that does not (and logs nothing) for dead (see sensors.py)."""
-    keys = context.partition_key_range
-    label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+
+    def what() -> str:  # read only on failure: a run without a partition has no range
+        if not context.has_partition_key_range:
+            return f"run {context.run.run_id} {outcome}"
+        keys = context.partition_key_range
+        label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+        return f"window {label} {outcome}"
+
     # The step's own errors are Failures already (see _record): only the lock's reach this.
-    with failing_step(f"window {label} {outcome}"):
+    with failing_step(what):
         with database.store().holding_run_lock(context.run.run_id):
             yield
