@@ -97,7 +97,7 @@ def holding_run_lock(
     holds it for alive, and one that does not (and logs nothing) for dead (see sensors.py)."""
 
     def what() -> str:  # read only on failure: a run without a partition has no range
-        if not context.has_partition_key_range:
+        if not (context.has_partition_key or context.has_partition_key_range):
             return f"run {context.run.run_id} {outcome}"
         keys = context.partition_key_range
         label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
