@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from competition_pipeline import redaction
 from competition_pipeline.defs.checks import WindowChecks, selected_checks
+from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
     DATABASE_POOL,
@@ -24,12 +24,10 @@ from competition_pipeline.defs.resources import (
 from competition_pipeline.defs.runs import holding_run_lock, is_follower
 from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.journal import SYMLINK_NOTE
-from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.fill_events import (
     MAX_STORED_REJECTS,
     RECORDING_VERSION,
-    RejectBudgetExceeded,
     WindowReport,
     follow_window,
     record_windows,
@@ -37,7 +35,7 @@ from competition_pipeline.recording.fill_events import (
 )
 from competition_pipeline.recording.follow import StandingsPacer
 from competition_pipeline.settings import Settings
-from competition_pipeline.store.database import FILL_EVENTS, StoreError, fill_events
+from competition_pipeline.store.database import FILL_EVENTS, fill_events
 from competition_pipeline.store.standings import CompetitionError, Competitions
 
 # (trade_id, wallet) is the row's key; fill_ts is in the primary key only because a partitioned
@@ -123,21 +121,16 @@ def _record(
     """Record windows in order; a source or database error becomes a failed step naming the
     window it stopped at (the windows before it are committed)."""
     done = 0
-    try:
+
+    def stopped_at() -> str:  # the window being recorded when the failure came
+        window = windows[min(done, len(windows) - 1)]
+        return f"window {window.key} not recorded (nothing of it committed)"
+
+    with failing_step(stopped_at):
         source, store = fill_source.source(), database.store()
         for report in record_windows(source, store, windows, reject_budget=policy.reject_budget()):
             done += 1
             yield report
-    except (SourceError, StoreError) as exc:
-        raise dg.Failure(
-            description=f"window {windows[done].key} not recorded (nothing of it committed):"
-            f" {redaction.scrub(str(exc))}",
-            allow_retries=exc.retryable,
-        ) from None
-    except RejectBudgetExceeded as exc:
-        raise dg.Failure(
-            description=f"{exc}; nothing of the window committed", allow_retries=False
-        ) from None
 
 
 def _warn_ignored(context: dg.AssetExecutionContext, report: WindowReport) -> None:
@@ -290,12 +283,17 @@ def _follow(
         f" a load every {settings.follow_interval_seconds:g}s from the committed offsets,"
         f" progress every {FOLLOW_PROGRESS_SECONDS:.0f}s"
     )
-    store = database.store()
+    stopped = (
+        f"window {window.key} follower stopped (every load before it is committed; the next"
+        " attempt starts from its offsets)"
+    )
+    with failing_step(stopped):
+        store = database.store()
     competitions = Competitions(store)
     pacer = StandingsPacer(settings.follow_standings_seconds)
     loads = rows = refreshes = bridged = 0
     reported = time.monotonic()
-    try:
+    with failing_step(stopped):
         source = fill_source.source()
         for report in follow_window(
             source,
@@ -335,16 +333,6 @@ def _follow(
         if pacer.dirty:
             refreshes += _refresh_standings(competitions, window, pacer)
         totals = window_totals(store, window)
-    except (SourceError, StoreError) as exc:
-        raise dg.Failure(
-            description=f"window {window.key} follower stopped (every load before it is"
-            f" committed; the next attempt starts from its offsets): {exc}",
-            allow_retries=exc.retryable,
-        ) from None
-    except RejectBudgetExceeded as exc:
-        raise dg.Failure(
-            description=f"{exc}; nothing of that load committed", allow_retries=False
-        ) from None
     if totals is None:  # never a fill, nor a segment: recorded once, as a run would
         (totals,) = _record([window], database, fill_source, policy)
     _log_report(context, totals)

@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping
 
 import dagster as dg
 
+from competition_pipeline.defs.failures import skipped_tick
 from competition_pipeline.defs.jobs import fill_events_job
 from competition_pipeline.defs.partitions import fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.runs import FOLLOW_TAG, selects_fill_asset, window_keys
+from competition_pipeline.errors import PipelineError
 from competition_pipeline.fills.journal import scan
-from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.stream import StreamSource, windows_since
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.follow import (
@@ -41,7 +42,7 @@ from competition_pipeline.recording.follow import (
     stream_windows_behind,
 )
 from competition_pipeline.settings import Settings
-from competition_pipeline.store.database import CommittedWindow, CompetitionStore, StoreError
+from competition_pipeline.store.database import CommittedWindow, CompetitionStore
 
 #: Handed to a worker (or about to be): alive only while the worker shows it. A run the daemon
 #: was launching when it died stays NOT_STARTED or STARTING with no worker at all.
@@ -235,8 +236,8 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
                 lambda committed: journal_windows_behind(states, committed),
                 FollowCursor.from_json(context.cursor),
             )
-        except (SourceError, StoreError) as exc:
-            return dg.SkipReason(f"nothing decided this tick: {exc}")
+        except PipelineError as exc:
+            return skipped_tick(exc)
         if ignored:
             context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
         return _result(context, decision, settings)
@@ -274,8 +275,8 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
                 lambda committed: stream_windows_behind(wanted, committed, source.origin),
                 cursor,
             )
-        except (SourceError, StoreError) as exc:
-            return dg.SkipReason(f"nothing decided this tick: {exc}")
+        except PipelineError as exc:
+            return skipped_tick(exc)
         keep_stream_position(decision, last_seq, wanted)
         return _result(context, decision, settings)
 

@@ -23,14 +23,13 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY, fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.runs import KIND_TAG
-from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import still_open, windows_between
-from competition_pipeline.recording.rebuild import RebuildError, RebuildReport, rebuild_windows
+from competition_pipeline.recording.rebuild import RebuildReport, rebuild_windows
 from competition_pipeline.settings import Settings
-from competition_pipeline.store.database import StoreError
 
 #: Dagster's tag of the code version a materialization was computed with (the asset's
 #: ``code_version``, ``str(RECORDING_VERSION)``); not exported by ``dagster`` itself.
@@ -143,7 +142,7 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
         refused = open_hour_refusal(windows, dt.datetime.now(dt.UTC), lateness)
         if refused:
             raise dg.Failure(description=refused, allow_retries=False)
-        try:
+        with failing_step(f"window {label} not rebuilt (nothing of it written)"):
             report = rebuild_windows(
                 fill_source.source(),
                 (owner_database if config.apply else database).store(),
@@ -152,11 +151,6 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
                 reason=config.reason,
                 rebuild_id=context.run_id,
             )
-        except (RebuildError, StoreError, SourceError) as exc:
-            raise dg.Failure(
-                description=f"window {label} not rebuilt (nothing of it written): {exc}",
-                allow_retries=False,
-            ) from None
         context.log.info(
             f"rebuild {'applied' if report.applied else 'dry run'}:\n"
             + ("\n".join("  ".join(row) for row in report.table()) or "no window")

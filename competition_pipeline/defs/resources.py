@@ -33,7 +33,11 @@ class CompetitionDatabase(ConfigurableResource):
     url: str = Field(
         description="postgresql:// or postgresql+psycopg:// URL; pass it as EnvVar, never inline."
     )
-    connect_timeout_seconds: int = Field(default=10, description="libpq connect_timeout.")
+    connect_timeout_seconds: int | None = Field(
+        default=None,
+        description="libpq connect_timeout (per host); unset: the URL's connect_timeout, else"
+        " DATABASE_CONNECT_TIMEOUT, else 10.",
+    )
 
     def store(self) -> CompetitionStore:
         """The store, with the project's tables created once per process."""

@@ -14,11 +14,11 @@ from competition_pipeline.defs.dagster_internals import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.resources import CompetitionDatabase
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.follow import FOLLOW_TAG
-from competition_pipeline.store.database import StoreError
 
 #: Dagster's wrappers around the error that says why a step failed.
 _WRAPPERS = {
@@ -103,12 +103,15 @@ def holding_run_lock(
 ) -> Iterator[None]:
     """The run's liveness lock, held while the step works: the sensors take a started run that
     holds it for alive, and one that does not (and logs nothing) for dead (see follow.py)."""
-    try:
-        with database.store().holding_run_lock(context.run.run_id):
-            yield
-    except StoreError as exc:  # the step's own errors are Failures already (see _record)
+
+    def what() -> str:  # read only on failure: a run without a partition has no range
+        if not (context.has_partition_key or context.has_partition_key_range):
+            return f"run {context.run.run_id} {outcome}"
         keys = context.partition_key_range
         label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
-        raise dg.Failure(
-            description=f"window {label} {outcome}: {exc}", allow_retries=exc.retryable
-        ) from None
+        return f"window {label} {outcome}"
+
+    # The step's own errors are Failures already (see _record): only the lock's reach this.
+    with failing_step(what):
+        with database.store().holding_run_lock(context.run.run_id):
+            yield

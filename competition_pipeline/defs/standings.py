@@ -11,6 +11,7 @@ import re
 
 import dagster as dg
 
+from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.resources import CompetitionDatabase
 from competition_pipeline.defs.tables import column_schema
@@ -62,17 +63,20 @@ def _top_ten(rows: list[Standing]) -> str:
 def competition_standings(
     context: dg.AssetExecutionContext, database: CompetitionDatabase
 ) -> dg.MaterializeResult:
-    competitions = Competitions(database.store())
     metadata: dict = {}
-    ids = competitions.all_ids()
-    for competition_id in ids:
-        rows = competitions.refresh(competition_id)
-        leader = rows[0] if rows else None
-        context.log.info(f"{competition_id}: {len(rows)} participants ranked")
-        prefix = f"{competition_id}/" if len(ids) > 1 else ""
-        metadata[f"{prefix}top_ten"] = dg.MetadataValue.md(_top_ten(rows))
-        metadata[f"{prefix}leader_pnl"] = float(leader.pnl) if leader else 0.0
-        metadata[f"{prefix}participants"] = len(rows)
+    with failing_step("standings not refreshed (each competition's are replaced atomically)"):
+        store = database.store()
+        competitions = Competitions(store)
+        with store.wrap_errors("cannot refresh the standings on"):
+            ids = competitions.all_ids()
+            for competition_id in ids:
+                rows = competitions.refresh(competition_id)
+                leader = rows[0] if rows else None
+                context.log.info(f"{competition_id}: {len(rows)} participants ranked")
+                prefix = f"{competition_id}/" if len(ids) > 1 else ""
+                metadata[f"{prefix}top_ten"] = dg.MetadataValue.md(_top_ten(rows))
+                metadata[f"{prefix}leader_pnl"] = float(leader.pnl) if leader else 0.0
+                metadata[f"{prefix}participants"] = len(rows)
     metadata["competitions"] = len(ids)
     return dg.MaterializeResult(metadata=metadata)
 

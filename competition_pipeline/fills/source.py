@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from competition_pipeline.errors import PipelineError, TerminalError, TransientError, with_kind
 from competition_pipeline.fills.windows import Window
 
 #: The contract's limit on a line or message ("Limits": 64 KiB); a longer one is a reject (rule
@@ -65,18 +66,29 @@ def bounded(line: bytes) -> bytes | LongLine:
     return LongLineReader(line).done()
 
 
-class SourceError(Exception):
+class SourceError(PipelineError):
     """The source cannot be read as a whole (missing root, corrupt segment, unreachable stream).
 
-    Deterministic failures (a corrupt closed segment) set ``retryable = False``, so the run fails
-    at once instead of retrying something that cannot succeed.
+    ``SourceError(message)`` is a :class:`SourceTransientError`; deterministic failures (a corrupt
+    closed segment) pass ``retryable=False`` and get a :class:`SourceTerminalError`, so the run
+    fails at once instead of retrying something that cannot succeed.
     """
 
-    retryable: bool = True
+    def __new__(cls, message: str = "", *, retryable: bool = True) -> SourceError:
+        if cls is SourceError:
+            cls = with_kind(cls, retryable, SourceTransientError, SourceTerminalError)
+        return super().__new__(cls, message)
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str = "", *, retryable: bool = True) -> None:
         super().__init__(message)
-        self.retryable = retryable
+
+
+class SourceTransientError(SourceError, TransientError):
+    """An unreachable stream, a directory that cannot be listed now: the next attempt may read."""
+
+
+class SourceTerminalError(SourceError, TerminalError):
+    """A corrupt closed segment, a source not configured: every attempt fails the same way."""
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 
+from competition_pipeline.errors import TerminalError
 from competition_pipeline.fills.contract import SKIPPED, Fill, parse_line
 from competition_pipeline.fills.rows import RejectRow, fill_rows, reject_row
 from competition_pipeline.fills.source import FillSource, LongLine, ReadStats
@@ -37,7 +38,7 @@ from competition_pipeline.store.database import (
 from competition_pipeline.store.summary import WindowReport, WindowSummary
 
 
-class RejectBudgetExceeded(Exception):
+class RejectBudgetExceeded(TerminalError):
     """Strict mode: the window has more rejects than allowed; nothing of it was committed."""
 
 

@@ -23,6 +23,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from competition_pipeline.errors import PipelineError, TerminalError, TransientError, with_kind
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import dburl, schema
 from competition_pipeline.store.compare import Reconciliation, WindowComparison
@@ -62,9 +63,12 @@ __all__ = [
     "Reconciliation",
     "RowsDigest",
     "StoreError",
+    "StoreTerminalError",
+    "StoreTransientError",
     "StoredCounts",
     "fill_events",
     "metadata",
+    "is_transient",
     "wrap_errors",
 ]
 
@@ -73,39 +77,96 @@ __all__ = [
 _RUN_LOCK_NAMESPACE = 0x6371
 
 
-class StoreError(Exception):
-    """A database failure, with a message that names the cause and never the password."""
+class StoreError(PipelineError):
+    """A database failure, with a message that names the cause and never the password: a
+    :class:`StoreTransientError` (retry: the next attempt reconnects through the URL's hosts) or a
+    :class:`StoreTerminalError` (fail once). ``StoreError(message, retryable=...)`` builds the one
+    of the two that ``retryable`` says (the older call form)."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __new__(cls, message: str = "", *, retryable: bool | None = None) -> StoreError:
+        if cls is StoreError:
+            cls = with_kind(cls, retryable, StoreTransientError, StoreTerminalError)
+        return super().__new__(cls, message)
+
+    def __init__(self, message: str = "", *, retryable: bool | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
 
 
-def _retryable(exc: BaseException) -> bool:
-    """Transient (the server or the network: worth a retry) or terminal (SQL, data, rights)."""
-    return isinstance(exc, psycopg.OperationalError) and not isinstance(
-        exc, psycopg.errors.InsufficientPrivilege
-    )
+class StoreTransientError(StoreError, TransientError):
+    """The server went away, failed over, restarted, or refused the statement for now (a
+    standby's read-only transaction, a serialization failure, a deadlock, too many clients)."""
+
+
+class StoreTerminalError(StoreError, TerminalError):
+    """The rights, the schema, the data or the URL: another attempt would fail the same way."""
+
+
+# SQLSTATE classes and codes that another attempt may not meet (PostgreSQL, Appendix A):
+# 08 connection exception, 40 transaction rollback (40001 serialization failure, 40P01
+# deadlock), 53 insufficient resources (53300 too many connections), 57 operator intervention
+# (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now; 57P04 database dropped
+# is terminal), 58 system error; 25006 read-only transaction (a standby reached, or a primary
+# demoted under us), 55P03 lock not available, 55006 object in use.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+_TRANSIENT_CODES = {"25006", "55P03", "55006"}
+_TERMINAL_CODES = {"57P04"}
+# A failed connection carries no SQLSTATE (libpq reports it as text): these say the server was
+# reached and refused this client for good (28000/28P01, 3D000, 42501 at connect time).
+_TERMINAL_CONNECT = (
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "no password supplied",
+    "invalid connection option",
+    "invalid sslmode value",
+    "invalid target_session_attrs value",
+    "could not translate host name",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Transient (the server, the network, a failover: worth a retry) or terminal (SQL, data,
+    rights, the URL), from the SQLSTATE where the server sent one, else from libpq's text."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is not None:
+        if state in _TERMINAL_CODES:
+            return False
+        return state in _TRANSIENT_CODES or state[:2] in _TRANSIENT_CLASSES
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        text = str(exc).lower()
+        return not any(phrase in text for phrase in _TERMINAL_CONNECT)
+    return False
 
 
 @contextmanager
 def wrap_errors(doing: str, url: str) -> Iterator[None]:
     """The store's error boundary: a driver error raised in the block (psycopg's own, or wrapped
-    by SQLAlchemy) leaves it as a :class:`StoreError` naming what was being done, on which
-    database, and the cause, scrubbed of the password; a schema that this role cannot bring to
-    head is terminal. A :class:`StoreError` from an inner boundary passes unchanged."""
+    by SQLAlchemy) leaves it as a :class:`StoreTransientError` or :class:`StoreTerminalError`
+    (:func:`is_transient`) naming what was being done, on which database, and the cause,
+    scrubbed of the password; a schema that this role cannot bring to head is terminal. A
+    :class:`StoreError` from an inner boundary passes unchanged."""
     try:
         yield
+    except StoreError:
+        raise
     except schema.SchemaError as exc:
-        raise StoreError(dburl.scrub(str(exc), url), retryable=False) from None
+        raise StoreTerminalError(dburl.scrub(str(exc), url)) from None
     except (psycopg.Error, sa.exc.DBAPIError) as exc:
         cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         detail = " ".join(str(cause).split()) if cause is not None else "unknown error"
         kind = type(cause).__name__ if cause is not None else "Error"
-        message = f"{doing} {dburl.redacted(url)}: {kind}: {detail}"
-        raise StoreError(
-            dburl.scrub(message, url), retryable=cause is not None and _retryable(cause)
-        ) from None
+        state = getattr(cause, "sqlstate", None)
+        code = f" (SQLSTATE {state})" if state else ""
+        message = dburl.scrub(f"{doing} {dburl.redacted(url)}: {kind}: {detail}{code}", url)
+        if is_transient(exc):
+            raise StoreTransientError(message) from None
+        raise StoreTerminalError(message) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +241,16 @@ _REBUILD_FIELDS = ("rebuild_id", "kind", "applied_at", "windows", "reason", "und
 class CompetitionStore:
     """The competition database at ``url`` (any accepted PostgreSQL URL form)."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
-        dburl.parse(url)  # fail early, without echoing the URL, when it is not a PostgreSQL URL
+    def __init__(self, url: str, *, connect_timeout: int | None = None) -> None:
+        parsed = dburl.parse(url)  # fail early, without echoing the URL, when it is not one
         self._url = url
-        self._connect_timeout = connect_timeout
+        # An explicit timeout stands in for DATABASE_CONNECT_TIMEOUT; the URL's own still wins.
+        self._overrides = (
+            {"connect_timeout": connect_timeout}
+            if connect_timeout is not None and "connect_timeout" not in parsed.query
+            else {}
+        )
+        self._conninfo = dburl.libpq(url)
         self._shared: psycopg.Connection | None = None
         self._sharing = False
 
@@ -198,9 +265,7 @@ class CompetitionStore:
     def connect(self) -> psycopg.Connection:
         with self.wrap_errors("cannot connect to"):
             return psycopg.connect(
-                dburl.libpq(self._url),
-                connect_timeout=self._connect_timeout,
-                application_name="competition-pipeline",
+                self._conninfo, application_name="competition-pipeline", **self._overrides
             )
 
     def engine(self) -> sa.Engine:
@@ -209,9 +274,37 @@ class CompetitionStore:
 
     def ensure_schema(self) -> list[str]:
         """Bring the tables to the head revision (Alembic ``upgrade head`` under the schema lock;
-        idempotent, race-free); returns the revisions applied."""
+        idempotent, race-free); returns the revisions applied. First, once per process and
+        database, :meth:`require_sessions`: every entry point (code location, CLI) starts here."""
+        self.require_sessions()
         with self.wrap_errors("cannot migrate the schema in"):
             return schema.upgrade(self.engine(), self.display_url)
+
+    def require_sessions(self) -> None:
+        """Fail, naming the cause, when a connection's statements do not all run in one server
+        session: a pooler in transaction or statement mode (PgBouncer ``pool_mode=transaction``)
+        hands each transaction to whichever server connection is free, which breaks the
+        per-window and per-run advisory locks, the load sessions' staging tables and session
+        settings. Detected, not guessed: connection A reads its backend's pid; connection B
+        opens a transaction (a pooler lends it the server connection A just released, the most
+        recently used one); A reads its pid again. Direct, or through a session-mode pooler, A
+        keeps its backend and both pids are equal; the check cannot fire wrongly."""
+        with self.wrap_errors("cannot check the sessions of"):
+            with closing(self.connect()) as a, closing(self.connect()) as b:
+                a.autocommit = True
+                (first,) = a.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+                b.execute("SELECT pg_backend_pid()")  # B's transaction holds a server connection
+                (second,) = a.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+                b.rollback()
+        if first != second:
+            raise StoreTerminalError(
+                f"{self.display_url} is reached through a connection pooler in transaction (or"
+                f" statement) mode: one connection's statements ran in server sessions {first}"
+                f" and {second}. The advisory locks that fence a window and mark a run alive,"
+                " and the load's staging tables, need one server session per connection: use"
+                " the pooler's session mode (PgBouncer pool_mode=session) or connect directly"
+                " (docs/operations.md, High availability)"
+            )
 
     def ensure_month(self, conn: psycopg.Connection, window: Window) -> None:
         """Create the month partition of ``window`` if it is missing, in its own short transaction

@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from competition_pipeline.errors import TerminalError
 from competition_pipeline.fills.rows import REJECT_FIELDS, ROW_FIELDS, Row
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store import rebuild_sql as sql
@@ -55,7 +56,7 @@ from competition_pipeline.store.tables import (
 )
 
 
-class RebuildError(Exception):
+class RebuildError(TerminalError):
     """A rebuild or undo that cannot be done as asked: the message says why and what to do."""
 
 

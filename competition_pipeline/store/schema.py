@@ -21,12 +21,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from competition_pipeline.errors import TerminalError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_NAMESPACE = 0x6370
 _SCHEMA_LOCK = -1
 
 
-class SchemaError(Exception):
+class SchemaError(TerminalError):
     """The schema is behind and this role cannot bring it to head (or a migration failed)."""
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import psycopg
 
+from competition_pipeline.errors import TerminalError
 from competition_pipeline.fills.contract import WALLET
 from competition_pipeline.store.database import CompetitionStore
 
@@ -33,7 +34,7 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _STANDINGS_LOCK_NAMESPACE = 0x6373
 
 
-class CompetitionError(ValueError):
+class CompetitionError(TerminalError, ValueError):
     """Bad competition input (unknown id, bad wallet, bad period): a clear message, no trace."""
 
 

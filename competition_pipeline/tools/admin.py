@@ -60,11 +60,14 @@ def cmd_psql(args: argparse.Namespace) -> int:
     """psql on the database; the password (if any) travels in PGPASSWORD, never on argv."""
     url = database_url(dagster=args.dagster)
     secret = dburl.password(url)
-    plain = dburl.libpq(url)
-    if secret:  # in the userinfo or a password= parameter: neither goes on psql's command line
-        parsed = dburl.parse(url)._replace(password=None, drivername="postgresql")
-        parsed = parsed.difference_update_query(["password"])
-        plain = parsed.render_as_string(hide_password=False)
+    parsed = dburl.parse(url)
+    if len(dburl.hosts_of(parsed)) > 1:  # psql reads several hosts from a conninfo, not ?host=h:p
+        plain = dburl.libpq(url, with_password=False)
+    else:
+        # Neither the userinfo's password nor a password= parameter goes on psql's command line.
+        plain = parsed._replace(password=None, drivername="postgresql")
+        plain = plain.difference_update_query(["password"])
+        plain = plain.render_as_string(hide_password=False)
     binary = _psql_binary()
     if binary is None or args.print:
         prefix = "PGPASSWORD=... " if secret else ""

@@ -209,6 +209,7 @@ def _publish_parser(commands) -> None:
 
 def _soak_parser(commands) -> None:
     from competition_pipeline.tools.soak import (
+        FAILOVER_FAULTS,
         FAULTS,
         HOST_FAULTS,
         NATS_FAULTS,
@@ -231,7 +232,8 @@ def _soak_parser(commands) -> None:
         help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
         f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)},"
         f" with both of {','.join(NATS_HOST_FAULTS)} (late-segment and corrupt are the"
-        f" journal's); {','.join(REDELIVER_FAULTS)} (celery) only when named",
+        f" journal's); {','.join(REDELIVER_FAULTS)} (celery) and {','.join(FAILOVER_FAULTS)}"
+        " (a primary and a streaming standby, lossy or clean) only when named",
     )
     soak.add_argument(
         "--source",

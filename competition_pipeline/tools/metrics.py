@@ -159,7 +159,7 @@ class FillMetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._now()
-        with psycopg.connect(dburl.libpq(self._url), connect_timeout=10) as conn:
+        with psycopg.connect(dburl.libpq(self._url)) as conn:  # connect_timeout: dburl
             yield from self._database_metrics(conn, now)
         if self._instance is not None:
             yield from instance_metrics(self._instance(), now)

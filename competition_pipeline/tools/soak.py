@@ -84,6 +84,11 @@ TOPOLOGIES = ("local", "celery")
 SOURCES = ("journal", "nats")
 #: The journal's own faults: with ``--source nats`` there are no files to add or corrupt.
 JOURNAL_FAULTS = ("late-segment", "corrupt")
+#: Only when asked for (``--faults failover``): the databases (instance and competition) on a
+#: primary with a streaming standby (tools/replication.py, URLs naming both); the primary killed
+#: and the standby promoted, half the time after the replication was cut for a while (lossy:
+#: commits on the primary only), then the old primary re-joined from a fresh base backup.
+FAILOVER_FAULTS = ("failover",)
 #: ``--source nats``: the soak's NATS server killed and started again on its JetStream storage.
 NATS_FAULTS = ("nats-restart",)
 #: ``--topology celery --source nats``: a worker's connection to NATS cut while a run reads.
@@ -107,7 +112,7 @@ def known_faults(topology: str, source: str) -> tuple[str, ...]:
 def accepted_faults(topology: str, source: str) -> tuple[str, ...]:
     """The faults ``--faults`` accepts: the default ones and those only run when named."""
     extra = REDELIVER_FAULTS if topology == "celery" else ()
-    return (*known_faults(topology, source), *extra)
+    return (*known_faults(topology, source), *extra, *FAILOVER_FAULTS)
 
 
 def postgres_bindir() -> Path:
@@ -293,6 +298,12 @@ class Soak:
         self.random = random.Random(self.seed)
         self.journal = self.workdir / "journal"
         self.cluster = Cluster(postgres_bindir(), self.workdir / "pg" / "data", free_port())
+        self.pair = None
+        if "failover" in self.faults:
+            from competition_pipeline.tools import replication  # it builds on Cluster
+
+            self.pair = replication.ReplicatedPair(self.workdir / "pg")
+            self.cluster = replication.PairCluster(self.pair)  # type: ignore[assignment]
         self.sim = simulate.FillSimulator(seed=self.seed)
         self.late_trade_id = 9_000_000_000_000 + self.seed * 1_000_000
         self.repairs: list[threading.Thread] = []
@@ -304,6 +315,7 @@ class Soak:
         self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
         self.redelivered: list[str] = []  # runs whose task the broker delivered twice
+        self.failovers: list[dict] = []  # --faults failover: each one's rows lost and recovery
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -694,6 +706,45 @@ class Soak:
         assert self.broker is not None
         self.broker.restart(self.random.uniform(3, 10))
 
+    def _failover(self) -> None:
+        """The primary killed, the standby promoted; lossy half the time (the replication cut
+        5-15 s before: loads, runs and sensor cursors committed on the primary only are lost);
+        the old primary re-joined from a fresh base backup 5-15 s later."""
+        assert self.pair is not None
+        lossy = self.random.random() < 0.5
+        if lossy:
+            self.pair.cut()
+            time.sleep(self.random.uniform(5, 15))
+        url = self.cluster.url("competition")
+        committed = stored_keys(url)  # on the primary, a moment before it dies
+        started = time.monotonic()
+        self.pair.failover(lossy=lossy)
+        self.injected[f"failover ({'lossy' if lossy else 'clean'})"] += 1
+        lost = committed - stored_keys(url)
+        _log(f"failover done in {time.monotonic() - started:.1f} s; {len(lost)} rows lost")
+        record = {"lossy": lossy, "rows_lost": len(lost), "seconds_to_recover": 0.0}
+        self.failovers.append(record)
+        if lost:
+            thread = threading.Thread(
+                target=self._recovered, args=(lost, record, started), daemon=True
+            )
+            thread.start()
+            self.repairs.append(thread)  # waited for before the convergence is measured
+        time.sleep(self.random.uniform(5, 15))
+        self.pair.rejoin()
+
+    def _recovered(self, lost: set, record: dict, started: float, timeout: float = 600) -> None:
+        """Seconds from the failover until every row it lost is in the table again."""
+        while time.monotonic() - started < timeout:
+            try:
+                if lost <= stored_keys(self.cluster.url("competition")):
+                    record["seconds_to_recover"] = round(time.monotonic() - started, 1)
+                    return
+            except psycopg.Error:
+                pass
+            time.sleep(1)
+        record["seconds_to_recover"] = None
+
     def _late_segment(self, *, count: bool = True) -> None:
         window = self.random.choice(self.closed)
         directory = window_dir(self.journal, window)
@@ -733,7 +784,14 @@ class Soak:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS, *REDELIVER_FAULTS)
+        counted = (
+            *FAULTS,
+            *HOST_FAULTS,
+            *NATS_FAULTS,
+            *NATS_HOST_FAULTS,
+            *REDELIVER_FAULTS,
+            *FAILOVER_FAULTS,
+        )
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
@@ -764,6 +822,7 @@ class Soak:
             "broker_password_in_logs": self._password_in_logs(),
             "faults": dict(self.injected),
             "redelivered": self.redeliveries() if self.redelivered else {},
+            "failovers": self.failovers,
             "windows": windows,
             "rows_expected": len(expected),
             "rows_recorded": len(stored),
@@ -839,6 +898,8 @@ class Soak:
             self.cluster.stop()
         except (subprocess.CalledProcessError, FileNotFoundError):
             pass
+        if self.pair is not None:
+            self.pair.close()
 
 
 def _parent(pid: int) -> int | None:
@@ -897,6 +958,17 @@ def render(result: dict) -> str:
             (
                 "runs delivered twice",
                 f"{len(result['redelivered'])}, second delivery ignored {ignored}",
+            )
+        )
+    if result.get("failovers"):
+        lossy = [f for f in result["failovers"] if f["lossy"]]
+        recovered = [f["seconds_to_recover"] for f in lossy if f["rows_lost"]]
+        rows.append(
+            (
+                "failovers",
+                f"{len(result['failovers'])} ({len(lossy)} lossy: rows lost"
+                f" {', '.join(str(f['rows_lost']) for f in lossy) or '-'}; recovered in"
+                f" {', '.join(f'{s} s' for s in recovered) or '-'})",
             )
         )
     seconds = result["seconds_to_converge"]
