@@ -176,8 +176,8 @@ def with_driver(url: str, driver: str, *, environ: Mapping[str, str] | None = No
 
 
 def redacted(url: str) -> str:
-    """The URL with its password (in the authority or a ``password=`` parameter) (or ``sslpassword``) replaced by
-    ``***``: the only form ever shown."""
+    """The URL with its password (in the authority, a ``password=`` or ``sslpassword=``
+    parameter) replaced by ``***``: the only form ever shown."""
     try:
         parsed = parse(url)
     except DatabaseUrlError:
