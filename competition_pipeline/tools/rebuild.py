@@ -47,6 +47,7 @@ def _refuse_open_windows(windows: list) -> None:
             " (nothing was read or written)"
         )
 
+
 #: The most windows one rebuild command takes (a leap year of hours): a longer range is split
 #: into several commands, each previewed (a rebuild reads and compares every window it names).
 MAX_REBUILD_WINDOWS = 366 * 24
