@@ -169,33 +169,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-#: libpq parameter -> (environment variable, default), added to every database connection the
-#: product opens (competition tables and Dagster's instance storage) where the URL does not name
-#: the parameter. A peer that stops answering is found in keepalives_idle + keepalives_interval
-#: * keepalives_count seconds (10 + 5 * 3 = 25 s) on an idle connection; a host that does not
-#: answer a connect is given up after connect_timeout (libpq: per host of a multi-host URL).
-CONNECTION_DEFAULTS: dict[str, tuple[str, int]] = {
-    "connect_timeout": ("DATABASE_CONNECT_TIMEOUT", 10),
-    "keepalives": ("DATABASE_KEEPALIVES", 1),
-    "keepalives_idle": ("DATABASE_KEEPALIVES_IDLE", 10),
-    "keepalives_interval": ("DATABASE_KEEPALIVES_INTERVAL", 5),
-    "keepalives_count": ("DATABASE_KEEPALIVES_COUNT", 3),
-}
-
-
-def connection_params(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The libpq connection defaults (:data:`CONNECTION_DEFAULTS`), read now: a URL's own
-    parameter wins over these (dburl)."""
-    env = os.environ if environ is None else environ
-    params = {}
-    for name, (variable, default) in CONNECTION_DEFAULTS.items():
-        value = (env.get(variable) or "").strip()
-        if value and not value.isdigit():
-            raise ValueError(f"{variable} must be a whole number of seconds, not {value!r}")
-        params[name] = value or str(default)
-    return params
-
-
 @functools.cache
 def current() -> Settings:
     """The process's settings, read from the environment on first use and then kept."""

@@ -11,13 +11,14 @@ for dagster-postgres' instance storage (psycopg2: SQLAlchemy 2.1 maps a bare ``p
 psycopg 3, which breaks that storage).
 
 Both add the client's dead-peer detection (``connect_timeout`` and TCP keepalives,
-:data:`competition_pipeline.settings.CONNECTION_DEFAULTS`) unless the URL names them: the URL
+:data:`CONNECTION_DEFAULTS`) unless the URL names them: the URL
 wins, then the environment (``DATABASE_CONNECT_TIMEOUT``, ``DATABASE_KEEPALIVES_IDLE``,
 ``..._INTERVAL``, ``..._COUNT``), then the defaults.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from urllib.parse import quote, quote_plus, unquote
@@ -26,7 +27,6 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from competition_pipeline import settings
 from competition_pipeline.errors import TerminalError
 
 _SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
@@ -126,12 +126,32 @@ def _query_password(parsed: URL) -> str | None:
     return value or None
 
 
+#: libpq parameter -> (environment variable, default), added to every database connection the
+#: product opens (competition tables and Dagster's instance storage) where the URL does not name
+#: the parameter. A peer that stops answering is found in keepalives_idle + keepalives_interval
+#: * keepalives_count seconds (10 + 5 * 3 = 25 s) on an idle connection; a host that does not
+#: answer a connect is given up after connect_timeout (libpq: per host of a multi-host URL).
+CONNECTION_DEFAULTS: dict[str, tuple[str, int]] = {
+    "connect_timeout": ("DATABASE_CONNECT_TIMEOUT", 10),
+    "keepalives": ("DATABASE_KEEPALIVES", 1),
+    "keepalives_idle": ("DATABASE_KEEPALIVES_IDLE", 10),
+    "keepalives_interval": ("DATABASE_KEEPALIVES_INTERVAL", 5),
+    "keepalives_count": ("DATABASE_KEEPALIVES_COUNT", 3),
+}
+
+
 def connection_params(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The connect timeout and keepalives to add where the URL does not name them."""
-    try:
-        return settings.connection_params(environ)
-    except ValueError as exc:
-        raise DatabaseUrlError(str(exc)) from None
+    """The connect timeout and keepalives to add where the URL does not name them, read from the
+    environment at connect time (as libpq reads its own ``PG*`` variables): the settings layer
+    sits above the store, and every connection, the instance storage's included, needs them."""
+    env = os.environ if environ is None else environ
+    params = {}
+    for name, (variable, default) in CONNECTION_DEFAULTS.items():
+        value = (env.get(variable) or "").strip()
+        if value and not value.isdigit():
+            raise DatabaseUrlError(f"{variable} must be a whole number of seconds, not {value!r}")
+        params[name] = value or str(default)
+    return params
 
 
 def libpq(url: str, *, with_password: bool = True, environ: Mapping[str, str] | None = None) -> str:

@@ -15,7 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "competition_pipeline"
 #: and the tools it runs set it up for the processes they start.
 #: Besides settings.py, only the operator tools (tools/) read the environment themselves.
 #: redaction.py reads the secrets this process was given, to hide them (docs/security.md).
-_READERS = {"settings.py", "redaction.py"}
+# settings.py reads the code location's settings once; redaction.py the secrets to scrub; dburl.py
+# the libpq connection defaults at connect time (as libpq reads its PG* variables), for every
+# connection, the instance storage's too, which Dagster builds from dagster.yaml, not settings.
+_READERS = {"settings.py", "redaction.py", "dburl.py"}
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
