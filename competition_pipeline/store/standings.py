@@ -1,7 +1,9 @@
 """Competitions and their standings, computed in PostgreSQL from the recorded fills.
 
 For each competition and registered wallet, over the rows whose fill time is in
-``[start_ts, end_ts)``, self-trades excluded:
+``[start_ts, end_ts)``, self-trades excluded (summed from the per-window totals for the whole
+windows of the period, from the rows for the partial windows at its edges: a refresh costs what
+the period's windows and wallets do, not its fills):
 
 * ``pnl`` = sum of realized PnL (null counts 0) - sum of fees - sum of builder fees (a negative
   fee is a rebate, so it adds);
@@ -23,7 +25,9 @@ from decimal import Decimal
 import psycopg
 
 from competition_pipeline.fills.contract import WALLET
+from competition_pipeline.fills.windows import HOUR
 from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.tables import FILL_EVENTS, FILL_TOTALS
 
 WIN_CONDITIONS = ("pnl", "volume")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -60,22 +64,28 @@ class Competition:
     primary_win_condition: str
 
 
+# The competition's period in windows: the whole windows inside it are summed from their totals
+# (competition_fill_window_totals, store/totals.py), the (at most two) partial windows at its
+# edges, when it starts or ends inside an hour, from their rows. The rows' part names its windows
+# (the window_start index) and their fill_ts range (constants: the planner prunes the months).
+_PARTS = """
+    SELECT t.wallet, t.trades, t.volume, t.fees, t.realized_pnl - t.fees - t.builder_fees AS pnl
+    FROM {totals} t
+    WHERE t.window_start >= %(whole_start)s AND t.window_start < %(whole_end)s
+    UNION ALL
+    SELECT e.wallet, 1, e.price * e.size, e.fee,
+           COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)
+    FROM {rows} e
+    WHERE e.window_start = ANY(%(edges)s) AND NOT e.is_self_trade
+      AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+      AND e.fill_ts >= %(edges_start)s AND e.fill_ts < %(edges_end)s"""
 _STANDINGS = """
-WITH stats AS (
-    SELECT p.wallet,
-           COALESCE(sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)), 0)
-               AS pnl,
-           COALESCE(sum(e.price * e.size), 0) AS volume,
-           count(e.trade_id) AS trades,
-           COALESCE(sum(e.fee), 0) AS fees
+WITH parts AS ({parts}
+), stats AS (
+    SELECT p.wallet, COALESCE(sum(x.pnl), 0) AS pnl, COALESCE(sum(x.volume), 0) AS volume,
+           COALESCE(sum(x.trades), 0)::bigint AS trades, COALESCE(sum(x.fees), 0) AS fees
     FROM competition_participants p
-    JOIN competitions c ON c.id = p.competition_id
-    -- The period also as parameters: constants let the planner prune competition_fill_events
-    -- (monthly partitions) to the competition's months when it plans the statement.
-    LEFT JOIN {fills} e
-           ON e.wallet = p.wallet AND NOT e.is_self_trade
-          AND e.fill_ts >= c.start_ts AND e.fill_ts < c.end_ts
-          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+    LEFT JOIN parts x ON x.wallet = p.wallet
     WHERE p.competition_id = %(id)s
     GROUP BY p.wallet
 ), ranked AS (
@@ -89,11 +99,38 @@ SELECT wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN rank EN
 FROM ranked"""
 
 
-def standings_sql(fills: str) -> str:
-    """SQL: one competition's standings (``%(id)s``, ``%(win)s``, ``%(start)s``, ``%(end)s``:
-    :func:`period_params`) computed over ``fills``, a relation with the columns of
-    competition_fill_events (the table itself, or a rebuild's preview of it)."""
-    return _STANDINGS.format(fills=fills)
+def standings_sql(totals: str = FILL_TOTALS, rows: str = FILL_EVENTS) -> str:
+    """SQL: one competition's standings (parameters: :func:`period_params`), from ``totals``
+    (a relation with the columns of competition_fill_window_totals) for the whole windows of its
+    period and ``rows`` (with the columns of competition_fill_events) for the partial windows at
+    its edges: the tables themselves, or a rebuild's before or after of them."""
+    return _STANDINGS.format(parts=_PARTS.format(totals=totals, rows=rows))
+
+
+def _hour(instant: dt.datetime) -> dt.datetime:
+    """The start of ``instant``'s UTC hour (a window's start)."""
+    utc = instant.astimezone(dt.UTC)
+    return utc.replace(minute=0, second=0, microsecond=0)
+
+
+def period_windows(start: dt.datetime, end: dt.datetime) -> dict[str, object]:
+    """The period ``[start, end)`` in windows: the whole ones ``[whole_start, whole_end)`` and
+    the partial ones at its edges (``edges``, spanning ``[edges_start, edges_end)``)."""
+    first, last = _hour(start), _hour(end)
+    edges = []
+    if first != start:
+        edges.append(first)
+    if last != end and last not in edges:
+        edges.append(last)
+    whole_start = first if first == start else first + HOUR
+    whole_end = max(last, whole_start)
+    return {
+        "whole_start": whole_start,
+        "whole_end": whole_end,
+        "edges": edges,
+        "edges_start": min(edges, default=start),
+        "edges_end": max(edges, default=start) + HOUR if edges else start,
+    }
 
 
 def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, object]:
@@ -105,24 +142,40 @@ def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, ob
     if row is None:
         raise CompetitionError(f"no competition {competition_id!r}")
     win, start, end = row
-    return {"id": competition_id, "win": win, "start": start, "end": end}
+    return {
+        "id": competition_id,
+        "win": win,
+        "start": start,
+        "end": end,
+        **period_windows(start, end),
+    }
 
 
 # One statement, so one snapshot: the newest fill it names is of the same rows it ranked. The
-# newest window with rows first (its index), then the newest fill in it.
+# windows of the period with totals, newest first (any wallet's, self-trades too), and in the
+# first of them that has a fill of the period, its newest fill (a window's rows, sorted: two
+# windows read at most, when the newest is an edge with no fill inside the period yet).
 _REPLACE = f"""
 WITH newest AS (
-    SELECT fill_ts, trade_id FROM competition_fill_events
-    WHERE fill_ts >= %(start)s AND fill_ts < %(end)s AND window_start = (
-        SELECT max(window_start) FROM competition_fill_events
-        WHERE fill_ts >= %(start)s AND fill_ts < %(end)s)
-    ORDER BY fill_ts DESC, trade_id DESC LIMIT 1
+    SELECT n.fill_ts, n.trade_id
+    FROM (
+        SELECT DISTINCT window_start FROM {FILL_TOTALS}
+        WHERE window_start >= %(first_window)s AND window_start < %(end)s
+    ) w
+    CROSS JOIN LATERAL (
+        SELECT e.fill_ts, e.trade_id FROM {FILL_EVENTS} e
+        WHERE e.window_start = w.window_start
+          AND e.fill_ts >= w.window_start AND e.fill_ts < w.window_start + interval '1 hour'
+          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+        ORDER BY e.fill_ts DESC, e.trade_id DESC LIMIT 1
+    ) n
+    ORDER BY w.window_start DESC LIMIT 1
 )
 INSERT INTO competition_standings
     (competition_id, wallet, rank, pnl, volume, trades, fees, medal, through_fill_ts,
      through_trade_id)
 SELECT %(id)s, r.*, n.fill_ts, n.trade_id
-FROM ({standings_sql("competition_fill_events")}) r LEFT JOIN newest n ON true"""
+FROM ({standings_sql()}) r LEFT JOIN newest n ON true"""
 
 
 @dataclass(frozen=True)
@@ -223,7 +276,9 @@ class Competitions:
                 conn.execute(
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
-                conn.execute(_REPLACE, period_params(conn, competition_id))
+                params = period_params(conn, competition_id)
+                params["first_window"] = _hour(params["start"])  # type: ignore[arg-type]
+                conn.execute(_REPLACE, params)
         return self.standings(competition_id)
 
     def standings(self, competition_id: str) -> list[Standing]:

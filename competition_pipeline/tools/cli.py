@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("id", help="the competition's id")
     register.add_argument("wallets", nargs="+", help="wallet addresses, 0x + 40 hex digits")
     register.add_argument("--username", help="display name for the wallets")
+    recount = _parser(
+        "recount-totals",
+        actions,
+        "count windows' per-wallet totals again from their rows (after rows were changed by"
+        " hand; the tables' owner)",
+    )
+    recount.add_argument("windows", nargs="+", help="window keys, YYYY-MM-DD-HH:00")
     competition.set_defaults(func=_command("admin", "cmd_competition"))
     standings = _parser("standings", commands, "print a competition's standings")
     standings.add_argument("id", help="the competition's id (see: competition list)")
