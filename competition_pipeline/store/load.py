@@ -154,7 +154,12 @@ WHERE {DUP_DISTINCT}
 # is missing (deleted by hand: a re-run repairs it, as before). The main query does not see
 # ``reg``'s own inserts (one snapshot), so the two cases do not overlap. The rows inserted
 # (``ins``) add their totals to the window's (``tot``, store/totals.py) in the same statement,
-# which returns how many they are.
+# which returns how many they are; a row repaired (its key registered before) was never taken out
+# of the totals (only a hand deletes a row and not its key), so it adds nothing.
+_REGISTERED_NOW = (
+    "(SELECT i.* FROM ins i WHERE EXISTS"
+    " (SELECT 1 FROM reg r WHERE r.trade_id = i.trade_id AND r.wallet = i.wallet)) ins"
+)
 _SQL_INSERT = f"""
 WITH cand AS (
     SELECT {{distinct}} {{values}}
@@ -177,8 +182,8 @@ WITH cand AS (
                  SELECT 1 FROM {FILL_EVENTS} e
                  WHERE e.trade_id = c.trade_id AND e.wallet = c.wallet
                    AND e.fill_ts = c.fill_ts))
-    RETURNING {", ".join(totals.ROW_INPUTS)}
-), tot AS ({totals.upsert("ins")})
+    RETURNING trade_id, {", ".join(totals.ROW_INPUTS)}
+), tot AS ({totals.upsert(_REGISTERED_NOW)})
 SELECT count(*) FROM ins"""
 # The fast path's batch: its keys registered first, in the same savepoint, so a key recorded
 # before (in any month) or repeated raises UniqueViolation in the registry, exactly as the

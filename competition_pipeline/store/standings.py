@@ -114,8 +114,9 @@ def _hour(instant: dt.datetime) -> dt.datetime:
 
 
 def period_windows(start: dt.datetime, end: dt.datetime) -> dict[str, object]:
-    """The period ``[start, end)`` in windows: the whole ones ``[whole_start, whole_end)`` and
-    the partial ones at its edges (``edges``, spanning ``[edges_start, edges_end)``)."""
+    """The period ``[start, end)`` in windows: the first one it touches, the whole ones
+    ``[whole_start, whole_end)`` and the partial ones at its edges (``edges``, spanning
+    ``[edges_start, edges_end)``)."""
     first, last = _hour(start), _hour(end)
     edges = []
     if first != start:
@@ -125,6 +126,7 @@ def period_windows(start: dt.datetime, end: dt.datetime) -> dict[str, object]:
     whole_start = first if first == start else first + HOUR
     whole_end = max(last, whole_start)
     return {
+        "first_window": first,
         "whole_start": whole_start,
         "whole_end": whole_end,
         "edges": edges,
@@ -276,9 +278,7 @@ class Competitions:
                 conn.execute(
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
-                params = period_params(conn, competition_id)
-                params["first_window"] = _hour(params["start"])  # type: ignore[arg-type]
-                conn.execute(_REPLACE, params)
+                conn.execute(_REPLACE, period_params(conn, competition_id))
         return self.standings(competition_id)
 
     def standings(self, competition_id: str) -> list[Standing]:
