@@ -65,29 +65,38 @@ class Competition:
 
 
 # The competition's period in windows: the whole windows inside it are summed from their totals
-# (competition_fill_window_totals, store/totals.py), the (at most two) partial windows at its
-# edges, when it starts or ends inside an hour, from their rows. The rows' part names its windows
-# (the window_start index) and their fill_ts range (constants: the planner prunes the months).
-_PARTS = """
-    SELECT t.wallet, t.trades, t.volume, t.fees, t.realized_pnl - t.fees - t.builder_fees AS pnl
-    FROM {totals} t
-    WHERE t.window_start >= %(whole_start)s AND t.window_start < %(whole_end)s
-    UNION ALL
-    SELECT e.wallet, 1, e.price * e.size, e.fee,
-           COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)
+# (competition_fill_window_totals, store/totals.py), per registered wallet through the totals'
+# (wallet, window_start) index, so other wallets' totals are never read; the (at most two)
+# partial windows at its edges, when it starts or ends inside an hour, from their rows (the
+# registered wallets' only), in one pass: they name their windows (the window_start index) and
+# their fill_ts range (constants: the planner prunes the months). COALESCE(a, 0) + COALESCE(b, 0)
+# keeps the scale a sum over the rows would have.
+_STANDINGS = """
+WITH edge AS MATERIALIZED (
+    SELECT e.wallet, count(*) AS trades, sum(e.price * e.size) AS volume, sum(e.fee) AS fees,
+           sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)) AS pnl
     FROM {rows} e
     WHERE e.window_start = ANY(%(edges)s) AND NOT e.is_self_trade
       AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
-      AND e.fill_ts >= %(edges_start)s AND e.fill_ts < %(edges_end)s"""
-_STANDINGS = """
-WITH parts AS ({parts}
+      AND e.fill_ts >= %(edges_start)s AND e.fill_ts < %(edges_end)s
+      AND e.wallet IN (SELECT wallet FROM competition_participants WHERE competition_id = %(id)s)
+    GROUP BY e.wallet
 ), stats AS (
-    SELECT p.wallet, COALESCE(sum(x.pnl), 0) AS pnl, COALESCE(sum(x.volume), 0) AS volume,
-           COALESCE(sum(x.trades), 0)::bigint AS trades, COALESCE(sum(x.fees), 0) AS fees
+    SELECT p.wallet,
+           COALESCE(w.pnl, 0) + COALESCE(x.pnl, 0) AS pnl,
+           COALESCE(w.volume, 0) + COALESCE(x.volume, 0) AS volume,
+           (COALESCE(w.trades, 0) + COALESCE(x.trades, 0))::bigint AS trades,
+           COALESCE(w.fees, 0) + COALESCE(x.fees, 0) AS fees
     FROM competition_participants p
-    LEFT JOIN parts x ON x.wallet = p.wallet
+    CROSS JOIN LATERAL (
+        SELECT sum(t.realized_pnl - t.fees - t.builder_fees) AS pnl, sum(t.volume) AS volume,
+               sum(t.trades) AS trades, sum(t.fees) AS fees
+        FROM {totals} t
+        WHERE t.wallet = p.wallet
+          AND t.window_start >= %(whole_start)s AND t.window_start < %(whole_end)s
+    ) w
+    LEFT JOIN edge x ON x.wallet = p.wallet
     WHERE p.competition_id = %(id)s
-    GROUP BY p.wallet
 ), ranked AS (
     SELECT s.*, row_number() OVER (
         ORDER BY CASE WHEN %(win)s = 'pnl' THEN s.pnl ELSE s.volume END DESC,
@@ -104,7 +113,7 @@ def standings_sql(totals: str = FILL_TOTALS, rows: str = FILL_EVENTS) -> str:
     (a relation with the columns of competition_fill_window_totals) for the whole windows of its
     period and ``rows`` (with the columns of competition_fill_events) for the partial windows at
     its edges: the tables themselves, or a rebuild's before or after of them."""
-    return _STANDINGS.format(parts=_PARTS.format(totals=totals, rows=rows))
+    return _STANDINGS.format(totals=totals, rows=rows)
 
 
 def _hour(instant: dt.datetime) -> dt.datetime:
@@ -154,24 +163,25 @@ def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, ob
 
 
 # One statement, so one snapshot: the newest fill it names is of the same rows it ranked. The
-# windows of the period with totals, newest first (any wallet's, self-trades too), and in the
-# first of them that has a fill of the period, its newest fill (a window's rows, sorted: two
-# windows read at most, when the newest is an edge with no fill inside the period yet).
+# newest window of the period with totals (any wallet's, self-trades too) and the one before it
+# (two index probes): the newest fill of the period is in one of them (the newest may be the end's
+# partial window with no fill before the end yet; then the one before has fills, all inside).
+_WINDOWS = f"""
+    SELECT max(window_start) FROM {FILL_TOTALS}
+    WHERE window_start >= %(first_window)s AND window_start < {{below}}"""
 _REPLACE = f"""
 WITH newest AS (
     SELECT n.fill_ts, n.trade_id
-    FROM (
-        SELECT DISTINCT window_start FROM {FILL_TOTALS}
-        WHERE window_start >= %(first_window)s AND window_start < %(end)s
-    ) w
+    FROM ({_WINDOWS.format(below="%(end)s")}) w1 (w)
+    CROSS JOIN LATERAL (SELECT w1.w UNION ALL {_WINDOWS.format(below="w1.w")}) c (w)
     CROSS JOIN LATERAL (
         SELECT e.fill_ts, e.trade_id FROM {FILL_EVENTS} e
-        WHERE e.window_start = w.window_start
-          AND e.fill_ts >= w.window_start AND e.fill_ts < w.window_start + interval '1 hour'
+        WHERE e.window_start = c.w
+          AND e.fill_ts >= c.w AND e.fill_ts < c.w + interval '1 hour'
           AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
         ORDER BY e.fill_ts DESC, e.trade_id DESC LIMIT 1
     ) n
-    ORDER BY w.window_start DESC LIMIT 1
+    ORDER BY n.fill_ts DESC, n.trade_id DESC LIMIT 1
 )
 INSERT INTO competition_standings
     (competition_id, wallet, rank, pnl, volume, trades, fees, medal, through_fill_ts,
