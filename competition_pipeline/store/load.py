@@ -16,9 +16,10 @@ One window is one transaction (opened by
 4. the rest is recorded: each new key is registered in ``competition_fill_keys`` (``ON CONFLICT
    DO NOTHING``) and only the rows whose keys it registered are inserted; the rejects go to
    ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing;
-5. every insert of rows adds the totals of the rows it inserted to the window's
-   (``competition_fill_window_totals``, :mod:`~competition_pipeline.store.totals`) in the same
-   statement, so the standings read totals that are always those of the committed rows.
+5. every insert of rows stages the totals of the rows it inserted, in the same statement, and
+   the load adds them to the window's (``competition_fill_window_totals``,
+   :mod:`~competition_pipeline.store.totals`) before it commits, so the standings read totals
+   that are always those of the committed rows.
 
 A crash anywhere before COMMIT leaves the window untouched. Driver errors are left to the store's
 error boundary (:func:`competition_pipeline.store.database.wrap_errors`). No Dagster here. Every
@@ -111,6 +112,7 @@ SQL_STAGE = (
     SQL_STAGE_FILLS,
     f"CREATE TEMP TABLE stage_rejects ({column_definitions(REJECT_TYPES)}) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DELETE ROWS",
+    totals.SQL_STAGE_TOTALS,
 )
 _SQL_DUP_KEYS = """
 CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
@@ -153,8 +155,8 @@ WHERE {DUP_DISTINCT}
 # key was registered now, or when its key was registered before with this very fill_ts but the row
 # is missing (deleted by hand: a re-run repairs it, as before). The main query does not see
 # ``reg``'s own inserts (one snapshot), so the two cases do not overlap. The rows inserted
-# (``ins``) add their totals to the window's (``tot``, store/totals.py) in the same statement,
-# which returns how many they are; a row repaired (its key registered before) was never taken out
+# (``ins``) stage their totals (``tot``, store/totals.py) in the same statement, which returns
+# how many they are; a row repaired (its key registered before) was never taken out
 # of the totals (only a hand deletes a row and not its key), so it adds nothing.
 _REGISTERED_NOW = (
     "(SELECT i.* FROM ins i WHERE EXISTS"
@@ -183,7 +185,7 @@ WITH cand AS (
                  WHERE e.trade_id = c.trade_id AND e.wallet = c.wallet
                    AND e.fill_ts = c.fill_ts))
     RETURNING trade_id, {", ".join(totals.ROW_INPUTS)}
-), tot AS ({totals.upsert(_REGISTERED_NOW)})
+), tot AS (INSERT INTO stage_totals {totals.aggregate(_REGISTERED_NOW)})
 SELECT count(*) FROM ins"""
 # The fast path's batch: its keys registered first, in the same savepoint, so a key recorded
 # before (in any month) or repeated raises UniqueViolation in the registry, exactly as the
@@ -196,7 +198,8 @@ SELECT count(*) FROM ins"""
 _SQL_REGISTER_BATCH = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
 SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM ONLY {{table}} s"""
-# The batch's rows add their totals to the window's in the same statement (store/totals.py).
+# The batch's rows stage their totals in the same statement (store/totals.py): one row per
+# wallet and batch, added to the window's once, at the load's end.
 _SQL_INSERT_BATCH = totals.add_inserted(
     f"INSERT INTO {FILL_EVENTS} ({', '.join(INSERT_COLUMNS)})"
     f" SELECT {', '.join(_INSERT_VALUES)} FROM ONLY {{table}} s"
@@ -318,6 +321,7 @@ class WindowLoad:
         params = self._params
         cur = self._conn.cursor()
         if self._fast_path:
+            cur.execute(totals.SQL_ADD_STAGED)
             cur.execute(_SQL_RECORD_REJECTS, params)
             self.rows_digest = self._fast_digest
             return LoadCounts(
@@ -351,6 +355,7 @@ class WindowLoad:
         )
         # Rows inserted now, plus those of the batches inserted before.
         inserted = cur.execute(insert, params).fetchone()[0] + self._fast_inserted  # type: ignore[index]
+        cur.execute(totals.SQL_ADD_STAGED)
         # What the window should hold: each key's first staged row, conflicting messages left out.
         self.rows_digest = self._digest(_EXPECTED_ROWS)
         cur.execute(_SQL_RECORD_CONFLICTS, params)

@@ -5,7 +5,8 @@ those rows, in the same transaction (so rows, committed offsets and totals alway
 
 * a load (closed window, the follower's incremental rounds, a backfill, a late fill) adds the
   totals of the rows it actually inserted (the ``INSERT ... RETURNING`` of the load itself,
-  :func:`add_inserted`): the cost follows the change, never the window's or the table's size;
+  :func:`add_inserted`, staged per batch and added once per wallet at the load's end): the cost
+  follows the change, never the window's or the table's size;
 * a rebuild's apply and undo count the window again from its rows (:data:`SQL_RECOUNT_WINDOW`):
   they read the whole window anyway;
 * retention deletes a month's totals with its rows (:data:`SQL_DELETE_MONTH`).
@@ -65,13 +66,30 @@ def upsert(source: str, alias: str = "") -> str:
     )
 
 
+#: A load's staged totals (one row per batch and wallet, appended by :func:`add_inserted`'s
+#: statements, emptied at commit): added to the window's at the load's end, one upsert per wallet
+#: whatever the number of batches.
+SQL_STAGE_TOTALS = (
+    "CREATE TEMP TABLE stage_totals (window_start timestamptz, wallet text, trades bigint,"
+    " volume numeric, fees numeric, realized_pnl numeric, builder_fees numeric,"
+    " self_trades bigint) ON COMMIT DELETE ROWS"
+)
+_SUMS = ", ".join(f"sum({c})" for c in TOTAL_COLUMNS)
+SQL_ADD_STAGED = (
+    f"INSERT INTO {FILL_TOTALS} AS t ({_COLUMNS})"
+    f" SELECT window_start, wallet, {_SUMS} FROM stage_totals GROUP BY window_start, wallet"
+    f" ON CONFLICT (window_start, wallet) DO UPDATE SET {_ADD}"
+)
+
+
 def add_inserted(insert: str) -> str:
     """SQL: ``insert`` (an ``INSERT INTO competition_fill_events ...`` without RETURNING) run
-    as a data-modifying CTE whose inserted rows' totals are added to the window's in the same
-    statement; the statement returns one row, the number of rows inserted."""
+    as a data-modifying CTE whose inserted rows' totals are staged in the same statement
+    (``stage_totals``, added to the window's by :data:`SQL_ADD_STAGED` in the same transaction);
+    the statement returns one row, the number of rows inserted."""
     return (
         f"WITH ins AS ({insert} RETURNING {', '.join(ROW_INPUTS)}),"
-        f" tot AS ({upsert('ins')})"
+        f" tot AS (INSERT INTO stage_totals {aggregate('ins')})"
         " SELECT count(*) FROM ins"
     )
 

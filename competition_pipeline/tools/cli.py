@@ -335,6 +335,12 @@ def _bench_parser(commands) -> None:
         help="figure x: the first recording (b) and the plain COPY (a) of --fills fills with and"
         " without the dropped (wallet, fill_ts) index, alternated",
     )
+    bench.add_argument(
+        "--x-code",
+        type=Path,
+        help="x: also record with this checkout's code and schema (the release before: its"
+        " index, no totals), alternated with the others",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

@@ -80,7 +80,7 @@ def standings_only(args: argparse.Namespace) -> dict:
         try:
             if args.only_x:
                 journal, _ = _journal(args, tmp)
-                result["x_index"] = index_figure(databases, journal)
+                result["x_index"] = index_figure(databases, journal, before_code=args.x_code)
                 print(x_table(result["x_index"]))
             if args.only_s:
                 steps = sorted(int(d) for d in args.s_days.split(","))

@@ -19,7 +19,10 @@ x. The first recording of the benchmark window (figure b, child process) with an
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -249,41 +252,63 @@ def s_table(s: dict) -> str:
     return "\n".join(lines)
 
 
-def index_figure(databases: Databases, journal: Path, rounds: int = 2) -> dict:
-    """(x) b and a with and without the (wallet, fill_ts) index, alternated ``rounds`` times on
-    an emptied table (same window, same rows)."""
+#: Run with another checkout's package first on the path: its schema, as its release makes it.
+_OTHER_SCHEMA = (
+    "import sys; from competition_pipeline.store.database import CompetitionStore;"
+    " CompetitionStore(sys.argv[1]).ensure_schema()"
+)
+_TABLES = (
+    "competition_fill_events",
+    "competition_fill_keys",
+    "competition_fill_windows",
+    "competition_fill_rejects",
+    "competition_fill_conflicts",
+)
+
+
+def index_figure(
+    databases: Databases, journal: Path, rounds: int = 2, before_code: Path | None = None
+) -> dict:
+    """(x) b and a with and without the (wallet, fill_ts) index (this code: the totals written
+    either way), and with ``before_code`` the release before (its schema: the index, no totals),
+    alternated ``rounds`` times on an emptied table (same window, same rows)."""
     url = databases.new("x")
     store = CompetitionStore(url)
     store.ensure_schema()
-    result: dict = {"with_index": [], "without_index": []}
+    labels = ["with_index", "without_index"]
+    urls = {"with_index": url, "without_index": url}
+    if before_code is not None:
+        urls["before_code"] = databases.new("xb")
+        env = {**os.environ, "PYTHONPATH": str(before_code)}
+        subprocess.run(
+            [sys.executable, "-c", _OTHER_SCHEMA, urls["before_code"]], env=env, check=True
+        )
+        labels.insert(0, "before_code")
+    result: dict = {label: [] for label in labels}
     for n in range(rounds):
-        for label in ("with_index", "without_index"):
-            with store.connect() as conn:
+        for label in labels:
+            with CompetitionStore(urls[label]).connect() as conn:
                 conn.autocommit = True
-                conn.execute(
-                    "TRUNCATE competition_fill_events, competition_fill_keys,"
-                    f" competition_fill_windows, competition_fill_rejects, {FILL_TOTALS}"
-                )
-                conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
-                if label == "with_index":
-                    conn.execute(_CREATE_INDEX)
+                tables = [*_TABLES] + ([] if label == "before_code" else [FILL_TOTALS])
+                conn.execute(f"TRUNCATE {', '.join(tables)}")
+                if label != "before_code":
+                    conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+                    if label == "with_index":
+                        conn.execute(_CREATE_INDEX)
                 conn.execute("VACUUM ANALYZE competition_fill_events")
                 try:
                     conn.execute("CHECKPOINT")
                 except psycopg.errors.InsufficientPrivilege:
                     pass
             log(f"x. round {n + 1}, {label.replace('_', ' ')}: a (plain COPY), b (recording)")
-            a = plain_copy(url, journal)
-            b = record_in_child(url, journal, f"x {label}")
+            a = plain_copy(urls[label], journal)
+            code = before_code if label == "before_code" else None
+            b = record_in_child(urls[label], journal, f"x {label}", code=code)
             result[label].append({"a": a, "b": b})
-    for label in ("with_index", "without_index"):
+    for label in labels:
         runs = result[label]
-        result[f"{label}_b_rows_per_second"] = statistics.median(
-            r["b"]["rows_per_second"] for r in runs
-        )
-        result[f"{label}_a_rows_per_second"] = statistics.median(
-            r["a"]["rows_per_second"] for r in runs
-        )
+        for fig, key in (("b", "rows_per_second"), ("a", "rows_per_second")):
+            result[f"{label}_{fig}_rows_per_second"] = statistics.median(r[fig][key] for r in runs)
         result[f"{label}_a2_rows_per_second"] = statistics.median(
             r["a"]["with_registry_rows_per_second"] for r in runs
         )
@@ -291,11 +316,22 @@ def index_figure(databases: Databases, journal: Path, rounds: int = 2) -> dict:
 
 
 def x_table(x: dict) -> str:
-    lines = [f"{'x. first recording, index':<30} {'b rows/s':>10} {'a rows/s':>10} {'b/a':>6}"]
-    for label in ("with_index", "without_index"):
+    lines = [
+        f"{'x. first recording, index':<30} {'b rows/s':>10} {'a rows/s':>10} {'b/a':>6}"
+        f" {'a2 rows/s':>10} {'b/a2':>6}"
+    ]
+    labels = [k for k in ("before_code", "with_index", "without_index") if k in x]
+    for label in labels:
         b, a = x[f"{label}_b_rows_per_second"], x[f"{label}_a_rows_per_second"]
-        lines.append(f"{label.replace('_', ' '):<30} {b:>10,.0f} {a:>10,.0f} {b / a:>6.2f}")
+        a2 = x[f"{label}_a2_rows_per_second"]
+        name = "before (its code)" if label == "before_code" else label.replace("_", " ")
+        lines.append(
+            f"{name:<30} {b:>10,.0f} {a:>10,.0f} {b / a:>6.2f} {a2:>10,.0f} {b / a2:>6.2f}"
+        )
     gain = x["without_index_b_rows_per_second"] / x["with_index_b_rows_per_second"]
     floor = x["without_index_a_rows_per_second"] / x["with_index_a_rows_per_second"]
     lines.append(f"b without/with index rows/s {gain:.2f}   a without/with {floor:.2f}")
+    if "before_code" in x:
+        change = x["without_index_b_rows_per_second"] / x["before_code_b_rows_per_second"]
+        lines.append(f"b this code (no index, totals) / before rows/s {change:.2f}")
     return "\n".join(lines)
