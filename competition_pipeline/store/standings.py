@@ -289,20 +289,23 @@ class Competitions:
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
                 conn.execute(_REPLACE, period_params(conn, competition_id))
-        return self.standings(competition_id)
+            return self._standings(conn, competition_id)  # on the same connection
 
     def standings(self, competition_id: str) -> list[Standing]:
         with self.store.connect() as conn:
             self._competition(conn, competition_id)
-            rows = conn.execute(
-                "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
-                " s.trades, s.fees, s.medal, s.computed_at, s.through_fill_ts,"
-                " s.through_trade_id FROM competition_standings s"
-                " LEFT JOIN competition_participants p"
-                "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
-                " WHERE s.competition_id = %s ORDER BY s.rank",
-                (competition_id,),
-            ).fetchall()
+            return self._standings(conn, competition_id)
+
+    def _standings(self, conn: psycopg.Connection, competition_id: str) -> list[Standing]:
+        rows = conn.execute(
+            "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
+            " s.trades, s.fees, s.medal, s.computed_at, s.through_fill_ts,"
+            " s.through_trade_id FROM competition_standings s"
+            " LEFT JOIN competition_participants p"
+            "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
+            " WHERE s.competition_id = %s ORDER BY s.rank",
+            (competition_id,),
+        ).fetchall()
         return [Standing(*row) for row in rows]
 
     def _competition(self, conn: psycopg.Connection, competition_id: str) -> Competition:
