@@ -58,9 +58,11 @@ def record_in_child(
     ]
     command += [window.key]
     started = time.perf_counter()
+    # Another checkout's package first on the path: its directory is the child's working
+    # directory too (``-m`` puts that first, before PYTHONPATH).
     env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=code
     ) as child:
         while True:
             try:

@@ -313,7 +313,10 @@ def index_figure(
         urls["before_code"] = databases.new("xb")
         env = {**os.environ, "PYTHONPATH": str(before_code)}
         subprocess.run(
-            [sys.executable, "-c", _OTHER_SCHEMA, urls["before_code"]], env=env, check=True
+            [sys.executable, "-c", _OTHER_SCHEMA, urls["before_code"]],
+            env=env,
+            cwd=before_code,
+            check=True,
         )
         labels.insert(0, "before_code")
     result: dict = {label: [] for label in labels}
