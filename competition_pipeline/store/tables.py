@@ -571,7 +571,12 @@ fill_window_totals = sa.Table(
     _total("realized_pnl", sa.Numeric, "Sum of realized_pnl over those rows (null counts 0)."),
     _total("builder_fees", sa.Numeric, "Sum of builder_code_fee over those rows (null counts 0)."),
     _total("self_trades", sa.BigInteger, "The wallet's self-trade rows in the window (apart)."),
-    sa.Index("ix_competition_fill_window_totals_wallet", "wallet", "window_start"),
+    sa.Index(
+        "ix_competition_fill_window_totals_wallet",
+        "wallet",
+        "window_start",
+        postgresql_include=["trades", "volume", "fees", "realized_pnl", "builder_fees"],
+    ),
 )
 
 
