@@ -79,7 +79,7 @@ WITH edge AS MATERIALIZED (
     WHERE e.window_start = ANY(%(edges)s) AND NOT e.is_self_trade
       AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
       AND e.fill_ts >= %(edges_start)s AND e.fill_ts < %(edges_end)s
-      AND e.wallet IN (SELECT wallet FROM competition_participants WHERE competition_id = %(id)s)
+      AND e.wallet = ANY(%(wallets)s)
     GROUP BY e.wallet
 ), stats AS (
     SELECT p.wallet,
@@ -153,11 +153,17 @@ def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, ob
     if row is None:
         raise CompetitionError(f"no competition {competition_id!r}")
     win, start, end = row
+    # The registered wallets as a list (a hashed array filter on the edge rows: a plan that does
+    # not depend on the participants' statistics, stale right after registering).
+    wallets = conn.execute(
+        "SELECT wallet FROM competition_participants WHERE competition_id = %s", (competition_id,)
+    ).fetchall()
     return {
         "id": competition_id,
         "win": win,
         "start": start,
         "end": end,
+        "wallets": [w for (w,) in wallets],
         **period_windows(start, end),
     }
 
