@@ -57,15 +57,6 @@ _COLUMNS = ", ".join(("window_start", "wallet", *TOTAL_COLUMNS))
 _ADD = ", ".join(f"{c} = t.{c} + EXCLUDED.{c}" for c in TOTAL_COLUMNS)
 
 
-def upsert(source: str, alias: str = "") -> str:
-    """SQL: add the totals of ``source``'s rows to the stored totals (an upsert per window and
-    wallet: a wallet's first rows in a window insert its totals)."""
-    return (
-        f"INSERT INTO {FILL_TOTALS} AS t ({_COLUMNS}) {aggregate(source, alias)}"
-        f" ON CONFLICT (window_start, wallet) DO UPDATE SET {_ADD}"
-    )
-
-
 #: A load's staged totals (one row per batch and wallet, appended by :func:`add_inserted`'s
 #: statements, emptied at commit): added to the window's at the load's end, one upsert per wallet
 #: whatever the number of batches.
@@ -106,9 +97,6 @@ SQL_RECOUNT_WINDOW = (
 SQL_DELETE_MONTH = (
     f"DELETE FROM {FILL_TOTALS} WHERE window_start >= %(lo)s AND window_start < %(hi)s"
 )
-
-#: Migration 0007 and a repair: every window's totals from the rows stored now.
-SQL_COUNT_ALL = f"INSERT INTO {FILL_TOTALS} ({_COLUMNS}) {aggregate(FILL_EVENTS)}"
 
 _DIFFERS = " OR ".join(f"s.{c} IS DISTINCT FROM r.{c}" for c in TOTAL_COLUMNS)
 _PAIRS = ", ".join(f"s.{c}, r.{c}" for c in TOTAL_COLUMNS)
