@@ -22,6 +22,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock, is_follower
+from competition_pipeline.defs.standings import report_follower_leaderboard
 from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.journal import SYMLINK_NOTE
 from competition_pipeline.fills.windows import Window, windows_between
@@ -291,7 +292,7 @@ def _follow(
         store = database.store()
     competitions = Competitions(store)
     pacer = StandingsPacer(settings.follow_standings_seconds)
-    loads = rows = refreshes = bridged = 0
+    loads = rows = refreshes = bridged = leaderboard_refreshes = 0
     reported = time.monotonic()
     with failing_step(stopped):
         source = fill_source.source()
@@ -320,6 +321,11 @@ def _follow(
                 refreshes += _refresh_standings(competitions, window, pacer)
             if time.monotonic() - reported >= FOLLOW_PROGRESS_SECONDS:
                 reported = time.monotonic()
+                if refreshes > leaderboard_refreshes:  # the UI's leaderboard is the current one
+                    leaderboard_refreshes = refreshes
+                    report_follower_leaderboard(
+                        context.instance, competitions, window, context.run_id
+                    )
                 totals = window_totals(store, window)
                 if totals is not None:
                     yield dg.AssetMaterialization(
@@ -332,6 +338,8 @@ def _follow(
                     )
         if pacer.dirty:
             refreshes += _refresh_standings(competitions, window, pacer)
+        if refreshes > leaderboard_refreshes:
+            report_follower_leaderboard(context.instance, competitions, window, context.run_id)
         totals = window_totals(store, window)
     if totals is None:  # never a fill, nor a segment: recorded once, as a run would
         (totals,) = _record([window], database, fill_source, policy)

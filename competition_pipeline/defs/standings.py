@@ -7,6 +7,7 @@ after its cursor (a storage id) and requests one standings run when any of their
 a competition. Users can also materialize it from the UI at any time.
 """
 
+import datetime as dt
 import re
 
 import dagster as dg
@@ -20,6 +21,7 @@ from competition_pipeline.store import tables
 from competition_pipeline.store.standings import Competitions, Standing
 
 STANDINGS_SENSOR_INTERVAL_SECONDS = 30
+STANDINGS_KEY = dg.AssetKey("competition_standings")
 
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+!|~-])")
@@ -33,7 +35,18 @@ def markdown_text(text: str) -> str:
 
 
 def _top_ten(rows: list[Standing]) -> str:
-    lines = [
+    lines = []
+    if rows and rows[0].computed_at is not None:
+        first = rows[0]
+        through = (
+            f"up to the fill at {first.through_fill_ts.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+            f" (trade {first.through_trade_id})"
+            if first.through_fill_ts is not None
+            else "no fill recorded in the period yet"
+        )
+        computed = f"{first.computed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
+        lines += [f"Computed {computed} UTC, {through}.", ""]
+    lines += [
         "| rank | wallet | user | pnl | volume | trades | medal |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -44,6 +57,47 @@ def _top_ten(rows: list[Standing]) -> str:
             f"| {s.medal or ''} |"
         )
     return "\n".join(lines)
+
+
+#: Where the standings are current, said beside every leaderboard the UI shows.
+CURRENT = (
+    "The table competition_standings is current (`competition-pipeline standings ID` prints it,"
+    " with when it was computed): while an hour is followed, its follower refreshes the running"
+    " competitions' standings every few seconds and reports this leaderboard once a minute;"
+    " otherwise standings_refresh_sensor materializes it after each recorded window."
+)
+
+
+def leaderboard_metadata(rows_by_id: dict[str, list[Standing]]) -> dict:
+    """Each competition's top ten, when it was computed and up to which fill, its leader's pnl
+    and its participants; and where current standings are."""
+    metadata: dict = {}
+    for competition_id, rows in rows_by_id.items():
+        leader = rows[0] if rows else None
+        prefix = f"{competition_id}/" if len(rows_by_id) > 1 else ""
+        metadata[f"{prefix}top_ten"] = dg.MetadataValue.md(_top_ten(rows))
+        if leader is not None and leader.computed_at is not None:
+            computed_at = leader.computed_at.timestamp()
+            metadata[f"{prefix}computed_at"] = dg.MetadataValue.timestamp(computed_at)
+        metadata[f"{prefix}leader_pnl"] = float(leader.pnl) if leader else 0.0
+        metadata[f"{prefix}participants"] = len(rows)
+    metadata["competitions"] = len(rows_by_id)
+    metadata["current_standings"] = dg.MetadataValue.text(CURRENT)
+    return metadata
+
+
+def report_follower_leaderboard(
+    instance: dg.DagsterInstance, competitions: Competitions, window: Window, run_id: str
+) -> None:
+    """The standings as the follower of ``window`` keeps them, reported as a materialization of
+    ``competition_standings`` (the table was rewritten: its leaderboard in the UI is the current
+    one, not the one of the asset's last run)."""
+    rows_by_id = {c: competitions.standings(c) for c in competitions.all_ids()}
+    metadata = leaderboard_metadata(rows_by_id)
+    metadata["refreshed_by"] = f"the follower of {window.key} (run {run_id})"
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=STANDINGS_KEY, metadata=metadata)
+    )
 
 
 @dg.asset(
@@ -58,27 +112,22 @@ def _top_ten(rows: list[Standing]) -> str:
     description=(
         "Every competition's leaderboard in table competition_standings, from the recorded fills"
         " in [start_ts, end_ts), self-trades excluded; replaced per competition in one transaction."
+        " The follower of the open hour keeps the running competitions' standings current and"
+        " reports them here once a minute (metadata refreshed_by); computed_at says when."
     ),
 )
 def competition_standings(
     context: dg.AssetExecutionContext, database: CompetitionDatabase
 ) -> dg.MaterializeResult:
-    metadata: dict = {}
+    rows_by_id = {}
     with failing_step("standings not refreshed (each competition's are replaced atomically)"):
         store = database.store()
         competitions = Competitions(store)
         with store.wrap_errors("cannot refresh the standings on"):
-            ids = competitions.all_ids()
-            for competition_id in ids:
-                rows = competitions.refresh(competition_id)
-                leader = rows[0] if rows else None
+            for competition_id in competitions.all_ids():
+                rows_by_id[competition_id] = rows = competitions.refresh(competition_id)
                 context.log.info(f"{competition_id}: {len(rows)} participants ranked")
-                prefix = f"{competition_id}/" if len(ids) > 1 else ""
-                metadata[f"{prefix}top_ten"] = dg.MetadataValue.md(_top_ten(rows))
-                metadata[f"{prefix}leader_pnl"] = float(leader.pnl) if leader else 0.0
-                metadata[f"{prefix}participants"] = len(rows)
-    metadata["competitions"] = len(ids)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=leaderboard_metadata(rows_by_id))
 
 
 def _follower_progress(materialization: dg.AssetMaterialization) -> bool:

@@ -1,5 +1,8 @@
 """The three per-window checks of ``competition_fill_events``, as plain outcomes.
 
+The reconciliation also checks that the window's per-wallet totals (what the standings read) are
+its rows' sums: one more aggregate over the window's rows it compares anyway.
+
 What each check finds is decided here, from the store and the source alone; the Dagster layer
 (``defs/checks.py``) turns an :class:`Outcome` into a check result or evaluation for the window's
 partition. No Dagster here.
@@ -15,12 +18,24 @@ from competition_pipeline.fills.source import FillSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import reconcile_window
 from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.totals import TOTAL_COLUMNS
 
 RECONCILES = "reconciles_with_journal"
 NO_CONFLICTS = "no_conflicting_duplicates"
 REJECTS = "rejects_within_budget"
 #: Check name -> blocking (a failed ERROR evaluation stops downstream).
 BLOCKING = {RECONCILES: True, NO_CONFLICTS: False, REJECTS: False}
+
+
+def _mismatch(row: tuple) -> str:
+    """One wallet's totals against its rows' sums: the columns that differ, stored -> rows."""
+    wallet, *pairs = row
+    parts = [
+        f"{name} {stored} -> {rows}"
+        for name, stored, rows in zip(TOTAL_COLUMNS, pairs[::2], pairs[1::2], strict=True)
+        if stored != rows
+    ]
+    return f"{wallet}: {', '.join(parts)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +78,22 @@ class WindowChecker:
                 f" change, run a rebuild dry run: competition-pipeline rebuild --from {window.key}"
                 f" --to {window.key}"
             )
+        mismatches = self.store.totals_mismatches(window)
+        if mismatches:
+            totals_hint = (
+                f"window {window.key}: the per-wallet totals the standings read differ from its"
+                f" rows for {len(mismatches)} wallets (stored -> rows: {_mismatch(mismatches[0])})."
+                " Every load, rebuild and retention writes them with the rows, so the rows were"
+                " changed outside the pipeline; the standings of a competition over this window"
+                " are wrong until they agree: competition-pipeline competition recount-totals"
+                f" {window.key} (as the tables' owner), then refresh the standings"
+            )
+            hint = totals_hint if hint is None else f"{hint}\n\n{totals_hint}"
         return Outcome(
-            result.exact,
+            result.exact and not mismatches,
             {
+                "totals_mismatched_wallets": len(mismatches),
+                "totals_mismatch_sample": "\n".join(_mismatch(m) for m in mismatches[:5]),
                 "expected_rows": result.expected_rows,
                 "stored_rows": result.stored_rows,
                 "missing": result.missing,

@@ -160,16 +160,14 @@ def rebuild_windows(
                     " (the role `competition-pipeline schema` runs as); the recorder keeps"
                     " SELECT and INSERT only"
                 )
-        before = session.standings(competitions) if apply else None
+        edges = session.edge_windows(competitions)
         for window in windows:
             if window.key not in report.refused:
-                diff = _window(session, source, window, report, sample, bool(competitions))
+                diff = _window(session, source, window, report, sample, competitions, edges)
                 if diff is not None:
                     report.windows.append(diff)
-        if before is None:  # a dry run: the table as it is, and as the derivations would leave it
-            before = session.standings(competitions)
-        after = session.standings(competitions, preview=not apply)
-        report.standings = standing_changes(before, after)
+        # The range's windows before and after, the rest as one snapshot has it.
+        report.standings = standing_changes(*session.standing_effect(competitions))
     if apply and report.changed:
         # The stored standings follow at once (the standings sensor would, a tick later).
         for competition_id in competitions:
@@ -184,12 +182,14 @@ def _window(
     window: Window,
     report: RebuildReport,
     sample: int,
-    standings: bool,
+    competitions: Sequence[str],
+    edges: set[Window],
 ) -> WindowDiff | None:
     """One window's diff (applied when the report is), or None when its source gave nothing
     while rows are stored for it (refused: the stream may have lost what the journal check
-    cannot see; a rebuild never empties a window because its source is gone). ``standings``:
-    a competition overlaps the range, so a dry run keeps the derived rows for its preview."""
+    cannot see; a rebuild never empties a window because its source is gone). When
+    ``competitions`` overlap the range, the window's standings inputs before and after are kept
+    for the standings effect (rows too when it is one of ``edges``, a partial window)."""
     with session.window(window, apply=report.applied) as rebuild:
         read = WindowReport(window=window.key, source=source.describe())
         stats = ReadStats()
@@ -206,10 +206,9 @@ def _window(
                 " window because its source is gone"
             )
             return None
-        if not report.applied:
-            if standings:
-                rebuild.keep_for_standings()
-        elif not diff.unchanged:
+        if competitions:  # before any apply: the window's totals as they were
+            rebuild.keep_for_standings(edge=window in edges)
+        if report.applied and not diff.unchanged:
             assert report.reason is not None
             rebuild.apply(
                 rebuild_id=report.rebuild_id,

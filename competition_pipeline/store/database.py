@@ -48,6 +48,7 @@ from competition_pipeline.store.tables import (
     metadata,
     window_params,
 )
+from competition_pipeline.store.totals import SQL_RECOUNT_WINDOW, SQL_WINDOW_MISMATCHES
 
 __all__ = [
     "FILL_CONFLICTS",
@@ -415,6 +416,20 @@ class CompetitionStore:
         """The digest of the rows stored for the window (one pass over its index range)."""
         ((count, hash_sum),) = self._read(SQL_STORED_DIGEST, window_params(window))
         return RowsDigest(count, int(hash_sum))
+
+    def totals_mismatches(self, window: Window) -> list[tuple]:
+        """The wallets whose stored totals for the window are not its rows' sums (empty when they
+        agree; :data:`~competition_pipeline.store.totals.SQL_WINDOW_MISMATCHES`)."""
+        return self._read(SQL_WINDOW_MISMATCHES, window_params(window))
+
+    def recount_totals(self, window: Window) -> None:
+        """Count the window's totals again from its rows, under its lock (a repair: rows changed
+        outside the pipeline, by hand)."""
+        with closing(self.connect()) as conn, self.wrap_errors("database error in"):
+            with conn.transaction():
+                lock_window(conn, window)
+                for statement in SQL_RECOUNT_WINDOW:
+                    conn.execute(statement, window_params(window))
 
     def window_conflicts(self, window: Window, limit: int = 1000) -> list[tuple]:
         """(source_file, line_no, trade_id, wallet, differing_fields) recorded for the window."""

@@ -15,7 +15,11 @@ One window is one transaction (opened by
    stands;
 4. the rest is recorded: each new key is registered in ``competition_fill_keys`` (``ON CONFLICT
    DO NOTHING``) and only the rows whose keys it registered are inserted; the rejects go to
-   ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing.
+   ``competition_fill_rejects`` keyed by (window, file, line), so re-runs add nothing;
+5. every insert of rows stages the totals of the rows it inserted, in the same statement, and
+   the load adds them to the window's (``competition_fill_window_totals``,
+   :mod:`~competition_pipeline.store.totals`) before it commits, so the standings read totals
+   that are always those of the committed rows.
 
 A crash anywhere before COMMIT leaves the window untouched. Driver errors are left to the store's
 error boundary (:func:`competition_pipeline.store.database.wrap_errors`). No Dagster here. Every
@@ -41,6 +45,7 @@ from competition_pipeline.fills.rows import (
     column_definitions,
 )
 from competition_pipeline.fills.windows import Window
+from competition_pipeline.store import totals
 from competition_pipeline.store.digest import SQL_DIGEST, STAGED_HASH, RowsDigest
 from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
@@ -107,6 +112,7 @@ SQL_STAGE = (
     SQL_STAGE_FILLS,
     f"CREATE TEMP TABLE stage_rejects ({column_definitions(REJECT_TYPES)}) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE stage_batch (LIKE stage_fills) ON COMMIT DELETE ROWS",
+    totals.SQL_STAGE_TOTALS,
 )
 _SQL_DUP_KEYS = """
 CREATE TEMP TABLE stage_dup_keys ON COMMIT DROP AS
@@ -148,7 +154,14 @@ WHERE {DUP_DISTINCT}
 # ``reg`` registers their keys, returning only the keys registered now; a row is inserted when its
 # key was registered now, or when its key was registered before with this very fill_ts but the row
 # is missing (deleted by hand: a re-run repairs it, as before). The main query does not see
-# ``reg``'s own inserts (one snapshot), so the two cases do not overlap.
+# ``reg``'s own inserts (one snapshot), so the two cases do not overlap. The rows inserted
+# (``ins``) stage their totals (``tot``, store/totals.py) in the same statement, which returns
+# how many they are; a row repaired (its key registered before) was never taken out
+# of the totals (only a hand deletes a row and not its key), so it adds nothing.
+_REGISTERED_NOW = (
+    "(SELECT i.* FROM ins i WHERE EXISTS"
+    " (SELECT 1 FROM reg r WHERE r.trade_id = i.trade_id AND r.wallet = i.wallet)) ins"
+)
 _SQL_INSERT = f"""
 WITH cand AS (
     SELECT {{distinct}} {{values}}
@@ -160,16 +173,20 @@ WITH cand AS (
     SELECT trade_id, wallet, fill_ts FROM cand
     ON CONFLICT (trade_id, wallet) DO NOTHING
     RETURNING trade_id, wallet
-)
-INSERT INTO {{table}} ({{columns}})
-SELECT {{columns}} FROM cand c
-WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c.wallet)
-   OR EXISTS (
-       SELECT 1 FROM {FILL_KEYS} k
-       WHERE k.trade_id = c.trade_id AND k.wallet = c.wallet AND k.fill_ts = c.fill_ts
-         AND NOT EXISTS (
-             SELECT 1 FROM {FILL_EVENTS} e
-             WHERE e.trade_id = c.trade_id AND e.wallet = c.wallet AND e.fill_ts = c.fill_ts))"""
+), ins AS (
+    INSERT INTO {{table}} ({{columns}})
+    SELECT {{columns}} FROM cand c
+    WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c.wallet)
+       OR EXISTS (
+           SELECT 1 FROM {FILL_KEYS} k
+           WHERE k.trade_id = c.trade_id AND k.wallet = c.wallet AND k.fill_ts = c.fill_ts
+             AND NOT EXISTS (
+                 SELECT 1 FROM {FILL_EVENTS} e
+                 WHERE e.trade_id = c.trade_id AND e.wallet = c.wallet
+                   AND e.fill_ts = c.fill_ts))
+    RETURNING trade_id, {", ".join(totals.ROW_INPUTS)}
+), tot AS (INSERT INTO stage_totals {totals.aggregate(_REGISTERED_NOW)})
+SELECT count(*) FROM ins"""
 # The fast path's batch: its keys registered first, in the same savepoint, so a key recorded
 # before (in any month) or repeated raises UniqueViolation in the registry, exactly as the
 # unpartitioned table's primary key did, and sends the window down the careful path.
@@ -181,9 +198,12 @@ WHERE EXISTS (SELECT 1 FROM reg r WHERE r.trade_id = c.trade_id AND r.wallet = c
 _SQL_REGISTER_BATCH = f"""
 INSERT INTO {FILL_KEYS} (trade_id, wallet, fill_ts)
 SELECT s.trade_id, s.wallet, {_STAGE_FILL_TS.format(a="s")} FROM ONLY {{table}} s"""
-_SQL_INSERT_BATCH = f"""
-INSERT INTO {FILL_EVENTS} ({", ".join(INSERT_COLUMNS)})
-SELECT {", ".join(_INSERT_VALUES)} FROM ONLY {{table}} s"""
+# The batch's rows stage their totals in the same statement (store/totals.py): one row per
+# wallet and batch, added to the window's once, at the load's end.
+_SQL_INSERT_BATCH = totals.add_inserted(
+    f"INSERT INTO {FILL_EVENTS} ({', '.join(INSERT_COLUMNS)})"
+    f" SELECT {', '.join(_INSERT_VALUES)} FROM ONLY {{table}} s"
+)
 # A later batch's staging table: part of stage_fills (inheritance) for the careful path, gone at
 # the end of the window's transaction.
 _SQL_STAGE_CHILD = "CREATE TEMP TABLE {} () INHERITS (stage_fills) ON COMMIT DROP"
@@ -285,7 +305,7 @@ class WindowLoad:
                 with self._conn.transaction():  # a savepoint for this batch
                     self._conn.execute(_SQL_REGISTER_BATCH.format(table=table))
                     insert = _SQL_INSERT_BATCH.format(table=table)
-                    self._fast_inserted += self._conn.execute(insert, self._params).rowcount
+                    self._fast_inserted += self._conn.execute(insert, self._params).fetchone()[0]  # type: ignore[index]
                 # The batch as parsed (staged), every row of it now stored: its digest, while
                 # the client parses the next batch.
                 self._fast_digest += self._digest(f"ONLY {table} s")
@@ -301,6 +321,7 @@ class WindowLoad:
         params = self._params
         cur = self._conn.cursor()
         if self._fast_path:
+            cur.execute(totals.SQL_ADD_STAGED)
             cur.execute(_SQL_RECORD_REJECTS, params)
             self.rows_digest = self._fast_digest
             return LoadCounts(
@@ -332,8 +353,9 @@ class WindowLoad:
             distinct="DISTINCT ON (s.trade_id, s.wallet)" if has_duplicates else "",
             order="ORDER BY s.trade_id, s.wallet, s.seq" if has_duplicates else "",
         )
-        cur.execute(insert, params)
-        inserted = cur.rowcount + self._fast_inserted  # rows of the batches inserted before
+        # Rows inserted now, plus those of the batches inserted before.
+        inserted = cur.execute(insert, params).fetchone()[0] + self._fast_inserted  # type: ignore[index]
+        cur.execute(totals.SQL_ADD_STAGED)
         # What the window should hold: each key's first staged row, conflicting messages left out.
         self.rows_digest = self._digest(_EXPECTED_ROWS)
         cur.execute(_SQL_RECORD_CONFLICTS, params)

@@ -7,12 +7,13 @@ missing month before a window of it (:meth:`CompetitionStore.ensure_month`).
 ``retire`` takes months whose end is older than the retention out of the table: ``DETACH
 PARTITION ... CONCURRENTLY`` (loads of other months go on), optionally a gzipped CSV archive
 (``COPY``, the table's columns in order), then in one transaction ``DROP TABLE`` and the month's
-keys, windows, rejects and conflicts, keeping what the month added to the lifetime counters
-(``counters.py``) and marking each of its hours retired (``competition_fill_retired``: never
-requested again; a rebuild restores one). It refuses a month that a running or future competition
-overlaps (its standings are recomputed from the rows present), and never touches the history
-partition of the cutover. It needs the tables' owner (DDL). A run interrupted after the detach
-finishes on the next run: detached month tables are found by name. No Dagster here.
+keys, windows, per-window totals, rejects and conflicts, keeping what the month added to the
+lifetime counters (``counters.py``) and marking each of its hours retired
+(``competition_fill_retired``: never requested again; a rebuild restores one). It refuses a
+month that a running or future competition overlaps (its standings are recomputed from the rows
+present), and never touches the history partition of the cutover. It needs the tables' owner
+(DDL). A run interrupted after the detach finishes on the next run: detached month tables are
+found by name. No Dagster here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from competition_pipeline.store.database import (
     CompetitionStore,
 )
 from competition_pipeline.store.tables import FILL_RETIRED
+from competition_pipeline.store.totals import SQL_DELETE_MONTH
 
 _SQL_MARK_RETIRED = f"""
 INSERT INTO {FILL_RETIRED} (window_start, month_table)
@@ -166,6 +168,8 @@ def retire(
                 deletes = [(FILL_KEYS, "fill_ts")] + [
                     (side, "window_start") for side in (FILL_WINDOWS, FILL_REJECTS, FILL_CONFLICTS)
                 ]
+                # The month's per-window totals go with its rows (the standings read them).
+                conn.execute(SQL_DELETE_MONTH, bounds)
                 for name, column in deletes:
                     conn.execute(
                         sql.SQL("DELETE FROM {} WHERE {} >= %(lo)s AND {} < %(hi)s").format(

@@ -52,8 +52,10 @@ from competition_pipeline.store.standings import period_params, standings_sql
 from competition_pipeline.store.tables import (
     FILL_EVENTS,
     FILL_REBUILDS,
+    FILL_TOTALS,
     FILL_WINDOWS,
 )
+from competition_pipeline.store.totals import SQL_RECOUNT_WINDOW, TOTAL_COLUMNS, aggregate
 
 
 class RebuildError(TerminalError):
@@ -292,13 +294,24 @@ class WindowRebuild:
         cur.execute("ANALYZE rb_diff")
         return conflicts, derived
 
-    def keep_for_standings(self) -> None:
-        """Add the derived rows to the range's, for the standings effect (dry run)."""
-        self._conn.execute("INSERT INTO rb_range_rows SELECT * FROM rb_rows")
-        self._conn.execute(
+    def keep_for_standings(self, *, edge: bool) -> None:
+        """Keep the window's totals before (stored) and after (derived) for the standings effect
+        (:meth:`RebuildSession.standing_effect`), read under the window's lock before any apply;
+        and its rows before and after when it is a partial window at a competition's edge."""
+        statements = [
             "INSERT INTO rb_range_windows VALUES (%(window_start)s) ON CONFLICT DO NOTHING",
-            self._params,
-        )
+            f"INSERT INTO rb_range_old_totals SELECT * FROM {FILL_TOTALS}"
+            " WHERE window_start = %(window_start)s",
+            f"INSERT INTO rb_range_totals ({', '.join(('window_start', 'wallet', *TOTAL_COLUMNS))})"
+            f" {aggregate('rb_rows')}",
+        ]
+        if edge:
+            statements += [
+                "INSERT INTO rb_range_rows SELECT * FROM rb_rows",
+                "INSERT INTO rb_range_old_rows SELECT * FROM rb_stored",
+            ]
+        for statement in statements:
+            self._conn.execute(statement, self._params)
 
     def apply(
         self,
@@ -328,6 +341,8 @@ class WindowRebuild:
         )
         if diff.rows_changed:
             for statement in sql.SQL_REPLACE:
+                cur.execute(statement, params)
+            for statement in SQL_RECOUNT_WINDOW:  # the window's totals are its new rows'
                 cur.execute(statement, params)
         for statement in sql.SQL_CLEAR_WINDOW:
             cur.execute(statement, params)
@@ -435,25 +450,43 @@ class RebuildSession:
                     missing.append(f"{table}: {privilege}")
         return missing
 
-    def standings(self, competitions: Sequence[str], *, preview: bool = False) -> Standings:
-        """Each competition's standings by wallet (rank, pnl, volume): over the table as it is,
-        or (``preview``) as the range's derived rows (:meth:`WindowRebuild.keep_for_standings`)
-        would leave it. Computed, never stored: a dry run changes no standings."""
-        fills = FILL_EVENTS
-        if preview:
-            fills = (
-                f"(SELECT * FROM {FILL_EVENTS} e0 WHERE e0.window_start NOT IN"
-                " (SELECT window_start FROM rb_range_windows)"
-                " UNION ALL SELECT * FROM rb_range_rows)"
-            )
-        statement = standings_sql(fills)
-        result: Standings = {}
+    def edge_windows(self, competitions: Sequence[str]) -> set[Window]:
+        """The partial windows at the edges of ``competitions`` (their standings read rows)."""
+        edges: set[Window] = set()
         for competition_id in competitions:
-            rows = self._conn.execute(statement, period_params(self._conn, competition_id))
-            result[competition_id] = {
-                wallet: (rank, str(pnl), str(volume)) for wallet, rank, pnl, volume, *_ in rows
-            }
-        return result
+            params = period_params(self._conn, competition_id)
+            edges.update(Window(start) for start in params["edges"])  # type: ignore[attr-defined]
+        return edges
+
+    def standing_effect(self, competitions: Sequence[str]) -> tuple[Standings, Standings]:
+        """Each competition's standings by wallet (rank, pnl, volume) with the range's windows as
+        they were and as the rebuild leaves (or, a dry run, would leave) them
+        (:meth:`WindowRebuild.keep_for_standings`), everything else the same: both sides in one
+        REPEATABLE READ transaction, one snapshot, so fills committed meanwhile (the follower's)
+        count on both sides or on neither. Computed, never stored."""
+        not_range = "window_start NOT IN (SELECT window_start FROM rb_range_windows)"
+
+        def side(totals: str, rows: str) -> str:
+            return standings_sql(
+                f"(SELECT * FROM {FILL_TOTALS} WHERE {not_range} UNION ALL SELECT * FROM {totals})",
+                f"(SELECT * FROM {FILL_EVENTS} WHERE {not_range} UNION ALL SELECT * FROM {rows})",
+            )
+
+        before: Standings = {}
+        after: Standings = {}
+        with self._conn.transaction():
+            self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            for result, statement in (
+                (before, side("rb_range_old_totals", "rb_range_old_rows")),
+                (after, side("rb_range_totals", "rb_range_rows")),
+            ):
+                for competition_id in competitions:
+                    rows = self._conn.execute(statement, period_params(self._conn, competition_id))
+                    result[competition_id] = {
+                        wallet: (rank, str(pnl), str(volume))
+                        for wallet, rank, pnl, volume, *_ in rows
+                    }
+        return before, after
 
     def undo(self, undoes: str, undo_id: str, reason: str) -> list[dict[str, Any]]:
         """Restore every window the rebuild ``undoes`` replaced, each in one transaction, as it
@@ -520,9 +553,7 @@ class RebuildSession:
                 cur.execute(f"ANALYZE {table}")
             cur.execute(sql.SQL_DIFF)
             cur.execute("ANALYZE rb_diff")
-            for statement in sql.SQL_REPLACE:
-                cur.execute(statement, params)
-            for statement in sql.SQL_CLEAR_WINDOW:
+            for statement in (*sql.SQL_REPLACE, *SQL_RECOUNT_WINDOW, *sql.SQL_CLEAR_WINDOW):
                 cur.execute(statement, params)
             cur.execute(sql.SQL_RESTORE_REJECTS, (Jsonb(prev_rejects),))
             cur.execute(sql.SQL_RESTORE_CONFLICTS, (Jsonb(prev_conflicts),))

@@ -30,6 +30,7 @@ from competition_pipeline.store.tables import (
     FILL_REJECTS,
     FILL_RETIRED,
     FILL_REVISIONS,
+    FILL_TOTALS,
     FILL_WINDOWS,
     OLD_ROW_COLUMNS,
     fill_events,
@@ -49,6 +50,7 @@ OWNER_PRIVILEGES = {
     FILL_REBUILDS: ("INSERT", "UPDATE"),
     FILL_REVISIONS: ("INSERT",),
     COUNTER_OFFSETS: ("INSERT",),
+    FILL_TOTALS: ("INSERT", "DELETE"),
 }
 
 #: A rebuild hashes and sorts whole windows (a million rows and more): in memory, not in batches
@@ -77,8 +79,12 @@ SQL_SESSION = (
     f"CREATE TEMP TABLE rb_elsewhere (LIKE {FILL_EVENTS}) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE rb_dups (trade_id bigint, wallet text) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE rb_keys (trade_id bigint, wallet text) ON COMMIT DELETE ROWS",
-    # The range's derived rows and its windows, for the standings effect (kept across commits).
+    # The standings effect (kept across commits): the range's windows, their totals before and
+    # after, and the rows before and after of those that are a competition's partial edge.
     f"CREATE TEMP TABLE rb_range_rows (LIKE {FILL_EVENTS}) ON COMMIT PRESERVE ROWS",
+    f"CREATE TEMP TABLE rb_range_old_rows (LIKE {FILL_EVENTS}) ON COMMIT PRESERVE ROWS",
+    f"CREATE TEMP TABLE rb_range_totals (LIKE {FILL_TOTALS}) ON COMMIT PRESERVE ROWS",
+    f"CREATE TEMP TABLE rb_range_old_totals (LIKE {FILL_TOTALS}) ON COMMIT PRESERVE ROWS",
     "CREATE TEMP TABLE rb_range_windows (window_start timestamptz PRIMARY KEY)"
     " ON COMMIT PRESERVE ROWS",
 )

@@ -1,7 +1,9 @@
 """Competitions and their standings, computed in PostgreSQL from the recorded fills.
 
 For each competition and registered wallet, over the rows whose fill time is in
-``[start_ts, end_ts)``, self-trades excluded:
+``[start_ts, end_ts)``, self-trades excluded (summed from the per-window totals for the whole
+windows of the period, from the rows for the partial windows at its edges: a refresh costs what
+the period's windows and wallets do, not its fills):
 
 * ``pnl`` = sum of realized PnL (null counts 0) - sum of fees - sum of builder fees (a negative
   fee is a rebate, so it adds);
@@ -24,7 +26,9 @@ import psycopg
 
 from competition_pipeline.errors import TerminalError
 from competition_pipeline.fills.contract import WALLET
+from competition_pipeline.fills.windows import HOUR
 from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.store.tables import FILL_EVENTS, FILL_TOTALS
 
 WIN_CONDITIONS = ("pnl", "volume")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -65,24 +69,39 @@ class Competition:
     primary_win_condition: str
 
 
+# The competition's period in windows: the whole windows inside it are summed from their totals
+# (competition_fill_window_totals, store/totals.py), per registered wallet through the totals'
+# (wallet, window_start) index, so other wallets' totals are never read; the (at most two)
+# partial windows at its edges, when it starts or ends inside an hour, from their rows (the
+# registered wallets' only), in one pass: they name their windows (the window_start index) and
+# their fill_ts range (constants: the planner prunes the months). COALESCE(a, 0) + COALESCE(b, 0)
+# keeps the scale a sum over the rows would have.
 _STANDINGS = """
-WITH stats AS (
+WITH edge AS MATERIALIZED (
+    SELECT e.wallet, count(*) AS trades, sum(e.price * e.size) AS volume, sum(e.fee) AS fees,
+           sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)) AS pnl
+    FROM {rows} e
+    WHERE e.window_start = ANY(%(edges)s) AND NOT e.is_self_trade
+      AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+      AND e.fill_ts >= %(edges_start)s AND e.fill_ts < %(edges_end)s
+      AND e.wallet = ANY(%(wallets)s)
+    GROUP BY e.wallet
+), stats AS (
     SELECT p.wallet,
-           COALESCE(sum(COALESCE(e.realized_pnl, 0) - e.fee - COALESCE(e.builder_code_fee, 0)), 0)
-               AS pnl,
-           COALESCE(sum(e.price * e.size), 0) AS volume,
-           count(e.trade_id) AS trades,
-           COALESCE(sum(e.fee), 0) AS fees
+           COALESCE(w.pnl, 0) + COALESCE(x.pnl, 0) AS pnl,
+           COALESCE(w.volume, 0) + COALESCE(x.volume, 0) AS volume,
+           (COALESCE(w.trades, 0) + COALESCE(x.trades, 0))::bigint AS trades,
+           COALESCE(w.fees, 0) + COALESCE(x.fees, 0) AS fees
     FROM competition_participants p
-    JOIN competitions c ON c.id = p.competition_id
-    -- The period also as parameters: constants let the planner prune competition_fill_events
-    -- (monthly partitions) to the competition's months when it plans the statement.
-    LEFT JOIN {fills} e
-           ON e.wallet = p.wallet AND NOT e.is_self_trade
-          AND e.fill_ts >= c.start_ts AND e.fill_ts < c.end_ts
-          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+    CROSS JOIN LATERAL (
+        SELECT sum(t.realized_pnl - t.fees - t.builder_fees) AS pnl, sum(t.volume) AS volume,
+               sum(t.trades) AS trades, sum(t.fees) AS fees
+        FROM {totals} t
+        WHERE t.wallet = p.wallet
+          AND t.window_start >= %(whole_start)s AND t.window_start < %(whole_end)s
+    ) w
+    LEFT JOIN edge x ON x.wallet = p.wallet
     WHERE p.competition_id = %(id)s
-    GROUP BY p.wallet
 ), ranked AS (
     SELECT s.*, row_number() OVER (
         ORDER BY CASE WHEN %(win)s = 'pnl' THEN s.pnl ELSE s.volume END DESC,
@@ -94,11 +113,40 @@ SELECT wallet, rank, pnl, volume, trades, fees, CASE WHEN rank <= 3 THEN rank EN
 FROM ranked"""
 
 
-def standings_sql(fills: str) -> str:
-    """SQL: one competition's standings (``%(id)s``, ``%(win)s``, ``%(start)s``, ``%(end)s``:
-    :func:`period_params`) computed over ``fills``, a relation with the columns of
-    competition_fill_events (the table itself, or a rebuild's preview of it)."""
-    return _STANDINGS.format(fills=fills)
+def standings_sql(totals: str = FILL_TOTALS, rows: str = FILL_EVENTS) -> str:
+    """SQL: one competition's standings (parameters: :func:`period_params`), from ``totals``
+    (a relation with the columns of competition_fill_window_totals) for the whole windows of its
+    period and ``rows`` (with the columns of competition_fill_events) for the partial windows at
+    its edges: the tables themselves, or a rebuild's before or after of them."""
+    return _STANDINGS.format(totals=totals, rows=rows)
+
+
+def _hour(instant: dt.datetime) -> dt.datetime:
+    """The start of ``instant``'s UTC hour (a window's start)."""
+    utc = instant.astimezone(dt.UTC)
+    return utc.replace(minute=0, second=0, microsecond=0)
+
+
+def period_windows(start: dt.datetime, end: dt.datetime) -> dict[str, object]:
+    """The period ``[start, end)`` in windows: the first one it touches, the whole ones
+    ``[whole_start, whole_end)`` and the partial ones at its edges (``edges``, spanning
+    ``[edges_start, edges_end)``)."""
+    first, last = _hour(start), _hour(end)
+    edges = []
+    if first != start:
+        edges.append(first)
+    if last != end and last not in edges:
+        edges.append(last)
+    whole_start = first if first == start else first + HOUR
+    whole_end = max(last, whole_start)
+    return {
+        "first_window": first,
+        "whole_start": whole_start,
+        "whole_end": whole_end,
+        "edges": edges,
+        "edges_start": min(edges, default=start),
+        "edges_end": max(edges, default=start) + HOUR if edges else start,
+    }
 
 
 def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, object]:
@@ -110,24 +158,47 @@ def period_params(conn: psycopg.Connection, competition_id: str) -> dict[str, ob
     if row is None:
         raise CompetitionError(f"no competition {competition_id!r}")
     win, start, end = row
-    return {"id": competition_id, "win": win, "start": start, "end": end}
+    # The registered wallets as a list (a hashed array filter on the edge rows: a plan that does
+    # not depend on the participants' statistics, stale right after registering).
+    wallets = conn.execute(
+        "SELECT wallet FROM competition_participants WHERE competition_id = %s", (competition_id,)
+    ).fetchall()
+    return {
+        "id": competition_id,
+        "win": win,
+        "start": start,
+        "end": end,
+        "wallets": [w for (w,) in wallets],
+        **period_windows(start, end),
+    }
 
 
 # One statement, so one snapshot: the newest fill it names is of the same rows it ranked. The
-# newest window with rows first (its index), then the newest fill in it.
+# newest window of the period with totals (any wallet's, self-trades too) and the one before it
+# (two index probes): the newest fill of the period is in one of them (the newest may be the end's
+# partial window with no fill before the end yet; then the one before has fills, all inside).
+_WINDOWS = f"""
+    SELECT max(window_start) FROM {FILL_TOTALS}
+    WHERE window_start >= %(first_window)s AND window_start < {{below}}"""
 _REPLACE = f"""
 WITH newest AS (
-    SELECT fill_ts, trade_id FROM competition_fill_events
-    WHERE fill_ts >= %(start)s AND fill_ts < %(end)s AND window_start = (
-        SELECT max(window_start) FROM competition_fill_events
-        WHERE fill_ts >= %(start)s AND fill_ts < %(end)s)
-    ORDER BY fill_ts DESC, trade_id DESC LIMIT 1
+    SELECT n.fill_ts, n.trade_id
+    FROM ({_WINDOWS.format(below="%(end)s")}) w1 (w)
+    CROSS JOIN LATERAL (SELECT w1.w UNION ALL {_WINDOWS.format(below="w1.w")}) c (w)
+    CROSS JOIN LATERAL (
+        SELECT e.fill_ts, e.trade_id FROM {FILL_EVENTS} e
+        WHERE e.window_start = c.w
+          AND e.fill_ts >= c.w AND e.fill_ts < c.w + interval '1 hour'
+          AND e.fill_ts >= %(start)s AND e.fill_ts < %(end)s
+        ORDER BY e.fill_ts DESC, e.trade_id DESC LIMIT 1
+    ) n
+    ORDER BY n.fill_ts DESC, n.trade_id DESC LIMIT 1
 )
 INSERT INTO competition_standings
     (competition_id, wallet, rank, pnl, volume, trades, fees, medal, through_fill_ts,
      through_trade_id)
 SELECT %(id)s, r.*, n.fill_ts, n.trade_id
-FROM ({standings_sql("competition_fill_events")}) r LEFT JOIN newest n ON true"""
+FROM ({standings_sql()}) r LEFT JOIN newest n ON true"""
 
 
 @dataclass(frozen=True)
@@ -233,20 +304,23 @@ class Competitions:
                     "DELETE FROM competition_standings WHERE competition_id = %s", (competition_id,)
                 )
                 conn.execute(_REPLACE, period_params(conn, competition_id))
-        return self.standings(competition_id)
+            return self._standings(conn, competition_id)  # on the same connection
 
     def standings(self, competition_id: str) -> list[Standing]:
         with self.store.connect() as conn:
             self._competition(conn, competition_id)
-            rows = conn.execute(
-                "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
-                " s.trades, s.fees, s.medal, s.computed_at, s.through_fill_ts,"
-                " s.through_trade_id FROM competition_standings s"
-                " LEFT JOIN competition_participants p"
-                "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
-                " WHERE s.competition_id = %s ORDER BY s.rank",
-                (competition_id,),
-            ).fetchall()
+            return self._standings(conn, competition_id)
+
+    def _standings(self, conn: psycopg.Connection, competition_id: str) -> list[Standing]:
+        rows = conn.execute(
+            "SELECT s.competition_id, s.wallet, p.username, s.rank, s.pnl, s.volume,"
+            " s.trades, s.fees, s.medal, s.computed_at, s.through_fill_ts,"
+            " s.through_trade_id FROM competition_standings s"
+            " LEFT JOIN competition_participants p"
+            "   ON p.competition_id = s.competition_id AND p.wallet = s.wallet"
+            " WHERE s.competition_id = %s ORDER BY s.rank",
+            (competition_id,),
+        ).fetchall()
         return [Standing(*row) for row in rows]
 
     def _competition(self, conn: psycopg.Connection, competition_id: str) -> Competition:

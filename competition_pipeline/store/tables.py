@@ -31,6 +31,7 @@ FILL_REBUILDS = "competition_fill_rebuilds"
 FILL_REVISIONS = "competition_fill_revisions"
 FILL_RETIRED = "competition_fill_retired"
 COUNTER_OFFSETS = "competition_fill_counter_offsets"
+FILL_TOTALS = "competition_fill_window_totals"
 
 metadata = sa.MetaData()
 _tz = sa.TIMESTAMP(timezone=True)
@@ -192,7 +193,6 @@ fill_events = sa.Table(
     sa.CheckConstraint("role IN ('taker', 'maker', 'self')", name="fill_events_role"),
     sa.CheckConstraint("side IN ('Buy', 'Sell')", name="fill_events_side"),
     sa.Index("ix_competition_fill_events_window_start", "window_start"),
-    sa.Index("ix_competition_fill_events_wallet_fill_ts", "wallet", "fill_ts"),
     postgresql_partition_by="RANGE (fill_ts)",
 )
 
@@ -546,6 +546,37 @@ counter_offsets = sa.Table(
         comment="retention of a month, or the rebuild (or undo) id.",
     ),
     _when("recorded_at", "When the removing transaction began."),
+)
+
+
+# What the standings rank by, per window and wallet (store/totals.py; migration 0007): written in
+# the transaction that writes the window's rows, so rows, offsets and totals always agree.
+def _total(name: str, type_: sa.types.TypeEngine, comment: str) -> sa.Column:
+    return sa.Column(name, type_, nullable=False, comment=comment)
+
+
+fill_window_totals = sa.Table(
+    FILL_TOTALS,
+    metadata,
+    sa.Column(
+        "window_start",
+        _tz,
+        primary_key=True,
+        comment="Start (UTC) of the window whose stored rows these totals sum.",
+    ),
+    sa.Column("wallet", sa.Text, primary_key=True, comment="The wallet of the rows summed."),
+    _total("trades", sa.BigInteger, "Rows of the wallet in the window, self-trades excluded."),
+    _total("volume", sa.Numeric, "Sum of price x size over those rows."),
+    _total("fees", sa.Numeric, "Sum of fee over those rows (negative: rebates)."),
+    _total("realized_pnl", sa.Numeric, "Sum of realized_pnl over those rows (null counts 0)."),
+    _total("builder_fees", sa.Numeric, "Sum of builder_code_fee over those rows (null counts 0)."),
+    _total("self_trades", sa.BigInteger, "The wallet's self-trade rows in the window (apart)."),
+    sa.Index(
+        "ix_competition_fill_window_totals_wallet",
+        "wallet",
+        "window_start",
+        postgresql_include=["trades", "volume", "fees", "realized_pnl", "builder_fees"],
+    ),
 )
 
 

@@ -116,6 +116,13 @@ def cmd_competition(args: argparse.Namespace) -> int:
         elif args.action == "register":
             for wallet in args.wallets:
                 print(f"registered {competitions.register(args.id, wallet, args.username)}")
+        elif args.action == "recount-totals":
+            from competition_pipeline.fills.windows import Window
+
+            for key in args.windows:
+                window = Window.from_key(key)
+                competitions.store.recount_totals(window)
+                print(f"recounted the totals of {window.key} from its rows")
         elif args.action == "list":
             summaries = competitions.summaries()
             if not summaries:

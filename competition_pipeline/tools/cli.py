@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("id", help="the competition's id")
     register.add_argument("wallets", nargs="+", help="wallet addresses, 0x + 40 hex digits")
     register.add_argument("--username", help="display name for the wallets")
+    recount = _parser(
+        "recount-totals",
+        actions,
+        "count windows' per-wallet totals again from their rows (after rows were changed by"
+        " hand; the tables' owner)",
+    )
+    recount.add_argument("windows", nargs="+", help="window keys, YYYY-MM-DD-HH:00")
     competition.set_defaults(func=_command("admin", "cmd_competition"))
     standings = _parser("standings", commands, "print a competition's standings")
     standings.add_argument("id", help="the competition's id (see: competition list)")
@@ -320,6 +327,28 @@ def _bench_parser(commands) -> None:
     )
     bench.add_argument("--windows", type=int, default=24, help="w: windows (one run each)")
     bench.add_argument("--w-fills-per-hour", type=int, default=2000, help="w: fills per window")
+    bench.add_argument(
+        "--only-s",
+        action="store_true",
+        help="figure s: the standings refresh of 1-, 3-, 10- and 30-day competitions over"
+        " journals of --s-days days, before (rows only) and after (per-window totals)",
+    )
+    bench.add_argument(
+        "--s-days", default="10,30", help="s: the journal's sizes in days, grown in turn"
+    )
+    bench.add_argument("--s-fills-per-hour", type=int, default=8000, help="s: fills an hour")
+    bench.add_argument(
+        "--only-x",
+        action="store_true",
+        help="figure x: the first recording (b) and the plain COPY (a) of --fills fills with and"
+        " without the dropped (wallet, fill_ts) index, alternated",
+    )
+    bench.add_argument(
+        "--x-code",
+        type=Path,
+        help="x: also record with this checkout's code and schema (the release before: its"
+        " index, no totals), alternated with the others",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
     bench.add_argument(

@@ -14,6 +14,9 @@ SET ROLE competition_owner;
 GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO competition_recorder;
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder;
+-- Every insert of fills adds the rows' per-window totals (an upsert: INSERT ... ON CONFLICT DO
+-- UPDATE) in the same statement; the standings read them.
+GRANT SELECT, INSERT, UPDATE ON competition_fill_window_totals TO competition_recorder;
 -- Changing recorded history (docs/history.md) is the owner's: a rebuild's apply and undo, and
 -- retention, connect as competition_owner (COMPETITION_OWNER_DATABASE_URL). The recorder reads
 -- what they leave: retired windows (never recorded again), counter offsets, the rebuilds' audit.

@@ -97,6 +97,31 @@ def test_bench_figure_r_rebuilds_a_window_against_its_first_recording(
         assert r[f"{step}_seconds"] > 0 and r[f"{step}_over_first"] > 0
 
 
+def test_bench_figures_s_and_x_refresh_standings_both_ways_and_record_with_and_without_the_index(
+    pg_admin_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.json"
+    argv = ["--only-s", "--only-x", "--s-days", "1,2", "--s-fills-per-hour", "100"]
+    argv += ["--fills", "1000", "--database-url", pg_admin_url, "--json", str(out)]
+    assert cli.main(["bench", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "s. standings refresh" in printed and "x. first recording, index" in printed
+    result = json.loads(out.read_text())
+    steps = result["s_standings"]["steps"]
+    assert set(steps) == {"1d", "2d"} and set(steps["2d"]["refresh"]) >= {
+        "1d",
+        "index_build_seconds",
+    }
+    for step in steps.values():  # the totals give the rows' standings, at every size
+        assert all(e["equal"] for k, e in step["refresh"].items() if k.endswith("d"))
+    x = result["x_index"]
+    assert len(x["with_index"]) == len(x["without_index"]) == 2
+    inserted = {
+        r["b"]["rows_inserted"] for label in ("with_index", "without_index") for r in x[label]
+    }
+    assert len(inserted) == 1 and inserted.pop() > 0  # every round recorded the same rows
+
+
 def test_bench_figure_w_runs_the_windows_on_the_service_host_and_on_worker_hosts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

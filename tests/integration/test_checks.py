@@ -20,7 +20,7 @@ from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.recording.fill_events import MAX_STORED_REJECTS, reconcile_window
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
-from tests.helpers.journal import KEY, T0, W3, WINDOW, fill, write_segment
+from tests.helpers.journal import KEY, T0, W1, W3, WINDOW, fill, write_segment
 from tests.helpers.location import competition_fill_events
 from tests.helpers.runs import ALL_CHECKS, materialize, metadata
 from tests.helpers.sql import execute, query
@@ -359,3 +359,34 @@ def test_the_check_finds_a_missing_window(database_url: str, journal: Path) -> N
     check = _reconcile_alone(database_url, journal)
     assert not check.passed
     assert (check.metadata["missing"].value, check.metadata["stored_rows"].value) == (6, 0)
+
+
+def test_the_reconciliation_finds_totals_that_are_not_the_rows_and_the_recount_mends_them(
+    database_url: str, journal: Path, monkeypatch
+) -> None:
+    """The standings read each window's per-wallet totals: a window whose totals are not its
+    rows' sums (changed by hand) fails the reconciliation, saying which wallets, what differs
+    and what to run; ``competition recount-totals`` makes them the rows' again."""
+    from competition_pipeline.tools import cli
+
+    _recorded_window(database_url, journal)
+    execute(
+        database_url,
+        "UPDATE competition_fill_window_totals SET trades = trades + 1, volume = volume - 0.5"
+        " WHERE wallet = %s",
+        W1.lower(),
+    )
+    check = _reconcile_alone(database_url, journal)
+    assert not check.passed
+    assert check.metadata["missing"].value == 0 and check.metadata["unexpected"].value == 0
+    assert check.metadata["totals_mismatched_wallets"].value == 1
+    sample = check.metadata["totals_mismatch_sample"].value
+    assert sample.startswith(f"{W1.lower()}: trades 4 -> 3, volume ")
+    assert "fees" not in sample  # only what differs
+    assert "competition-pipeline competition recount-totals 2026-11-20-03:00" in (
+        check.description or ""
+    )
+    monkeypatch.setenv("COMPETITION_DATABASE_URL", database_url)
+    assert cli.main(["competition", "recount-totals", KEY]) == 0
+    mended = _reconcile_alone(database_url, journal)
+    assert mended.passed and mended.metadata["totals_mismatched_wallets"].value == 0

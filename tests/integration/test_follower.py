@@ -11,6 +11,8 @@ import datetime as dt
 import itertools
 from pathlib import Path
 
+import dagster as dg
+
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import (
@@ -170,8 +172,16 @@ def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
     competitions.register("live", W1)
     competitions.register("live", W2)
     trades = itertools.count(2, 3)
-    with writing(lambda: append(segment, _lines(next(trades), 3, start)), every=0.05):
-        result = follow_briefly(database_url, {"root": str(journal)}, window, 4.0)
+    with (
+        dg.instance_for_test() as instance,
+        writing(lambda: append(segment, _lines(next(trades), 3, start)), every=0.05),
+    ):
+        result = follow_briefly(
+            database_url, {"root": str(journal)}, window, 4.0, instance=instance
+        )
+        reported = instance.fetch_materializations(
+            dg.AssetKey("competition_standings"), limit=1
+        ).records
     assert result.success
     events = result.get_asset_materialization_events()
     final = {k: v.value for k, v in events[-1].materialization.metadata.items()}
@@ -197,3 +207,12 @@ def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
     assert {s.through_trade_id for s in standings} == {newest[0]}
     assert {s.through_fill_ts for s in standings} == {newest[1]}
     assert sum(s.trades for s in standings) == 2 * recorded
+    # The UI's leaderboard is the one the follower left, saying when and by whom.
+    (leaderboard,) = reported
+    meta = {k: v.value for k, v in leaderboard.asset_materialization.metadata.items()}
+    assert meta["refreshed_by"] == f"the follower of {window.key} (run {result.run_id})"
+    assert meta["computed_at"] == standings[0].computed_at.timestamp()
+    assert (
+        f"(trade {newest[0]})" in meta["top_ten"]
+        and "competition-pipeline standings" in (meta["current_standings"])
+    )

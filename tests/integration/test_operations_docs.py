@@ -236,6 +236,7 @@ EXPECTED = {
         **{t: {"SELECT", "INSERT"} for t in FILL_TABLES},
         **{t: {"SELECT"} for t in HISTORY_TABLES},
         "competition_fill_windows": {"SELECT", "INSERT", "UPDATE"},
+        "competition_fill_window_totals": {"SELECT", "INSERT", "UPDATE"},
         "competitions": {"SELECT"},
         "competition_participants": {"SELECT"},
         "competition_standings": {"SELECT", "INSERT", "DELETE"},
@@ -251,6 +252,7 @@ EXPECTED = {
             *FILL_TABLES,
             *HISTORY_TABLES,
             "competition_fill_windows",
+            "competition_fill_window_totals",
             "competitions",
             "competition_participants",
             "competition_standings",
@@ -362,6 +364,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         "0003",
         "0004",
         "0005",
+        "0007_window_totals",
         "0008_least_privilege",
     ]  # the upgrade
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
@@ -380,7 +383,11 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
             " ORDER BY 1"
         ).fetchall()
         assert ("competition_fill_events_hist_pkey",) in adopted
-        assert ("competition_fill_events_hist_wallet_fill_ts",) in adopted
+        # 0002 adopted the prepared (wallet, fill_ts) index too; 0007 dropped it with the
+        # parent's (nothing reads by wallet since the standings sum per-window totals).
+        assert conn.execute(
+            "SELECT to_regclass('competition_fill_events_hist_wallet_fill_ts')"
+        ).fetchone() == (None,)
         assert conn.execute(
             "SELECT conname FROM pg_constraint WHERE conrelid = 'competition_fill_events'::regclass"
             " AND contype = 'p'"

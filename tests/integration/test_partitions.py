@@ -55,6 +55,7 @@ def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: s
         "0003",
         "0004",
         "0005",
+        "0007_window_totals",
         "0008_least_privilege",
     ]
     assert store.ensure_schema() == []  # at head: nothing to do
@@ -148,6 +149,9 @@ def test_a_deleted_row_is_restored_by_a_rerun_despite_its_registered_key(
     meta = metadata(materialize(database_url, journal, OCT.key))
     assert (meta["rows_inserted"], meta["rows_already_present"]) == (1, 3)
     assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(4,)]
+    # The hand took the row out of the table, not out of the window's totals: the repair adds
+    # nothing to them, and they are the rows' again.
+    assert CompetitionStore(database_url).totals_mismatches(OCT) == []
 
 
 def test_per_window_and_standings_queries_read_one_partition(
@@ -172,13 +176,13 @@ def test_per_window_and_standings_queries_read_one_partition(
     competitions.create("nov", "April", NOV.start, NOV.end, "pnl")
     competitions.register("nov", W1)
     with psycopg.connect(dburl.libpq(database_url)) as conn:
-        from competition_pipeline.store.standings import _REPLACE
+        from competition_pipeline.store.standings import _REPLACE, period_params
 
         plan = "\n".join(
             r[0]
             for r in conn.execute(
                 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + _REPLACE,
-                {"id": "nov", "win": "pnl", "start": NOV.start, "end": NOV.end},
+                period_params(conn, "nov"),
             )
         )
         conn.rollback()
@@ -222,6 +226,8 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             " not one jsonb.)",
             "0005 (Standings say up to which fill they are: ``through_fill_ts`` and"
             " ``through_trade_id``.)",
+            "0007_window_totals (Per-window totals for the standings; the (wallet, fill_ts)"
+            " index dropped.)",
             "0008_least_privilege (``competition_create_month`` is executable only by whom"
             " grants.sql names, not by PUBLIC.)",
         ]
@@ -382,6 +388,12 @@ def test_upgrade_from_the_previous_release_keeps_every_row(
     # The old table became the history partition (not rewritten: same relfilenode name kept).
     assert partitions(empty_database_url)["competition_fill_events_hist"] == 8
     assert query(empty_database_url, "SELECT count(*) FROM competition_fill_keys") == [(8,)]
+    # 0007 counted the recorded windows' totals (history partition included).
+    upgraded = CompetitionStore(empty_database_url)
+    assert [upgraded.totals_mismatches(w) for w in (OCT, NOV)] == [[], []]
+    assert query(
+        empty_database_url, "SELECT sum(trades + self_trades) FROM competition_fill_window_totals"
+    ) == [(8,)]
 
     # Re-recording the same journal inserts nothing.
     with psycopg.connect(dburl.libpq(empty_database_url), autocommit=True) as conn:
@@ -570,3 +582,85 @@ def test_the_upgrade_to_0004_keeps_each_jsonb_revision_whole_as_typed_columns(
         )
     }
     assert "old_row" not in columns and set(OLD_ROW_COLUMNS.values()) <= columns
+
+
+def test_the_upgrade_to_0007_counts_the_totals_of_every_recorded_window_in_place(
+    database_url: str, journal: Path
+) -> None:
+    """Windows recorded, the schema taken back to 0005 (no totals, the (wallet, fill_ts) index
+    back), then upgraded in place: every window's totals are its rows', the standings from them
+    are the rows', the index is gone, and the roles that wrote or read the fills may write or
+    read the totals."""
+    from alembic import command
+
+    from competition_pipeline.store.tables import FILL_TOTALS
+    from tests.helpers.standings import HOURS, WALLETS, reference, write_varied_journal
+
+    url = database_url
+    write_varied_journal(journal)
+    for window in HOURS:
+        assert materialize(url, journal, window.key).success
+    store = CompetitionStore(url)
+    engine = store.engine()
+    with engine.begin() as conn:
+        command.downgrade(schema._config(conn), "0005")
+    engine.dispose()
+    assert query(url, f"SELECT to_regclass('{FILL_TOTALS}')") == [(None,)]
+    writer, reader = f"w0007_{os.getpid()}", f"r0007_{os.getpid()}"
+    with psycopg.connect(dburl.libpq(url), autocommit=True) as conn:
+        for role in (writer, reader):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role}")
+        conn.execute(f"GRANT SELECT, INSERT ON competition_fill_events TO {writer}")
+        conn.execute(f"GRANT SELECT ON competition_fill_events TO {reader}")
+    try:
+        applied = store.ensure_schema()
+        assert [r.split(" ")[0] for r in applied] == ["0007_window_totals"]
+        for window in HOURS:
+            assert store.totals_mismatches(window) == [], window.key
+        assert query(url, "SELECT count(*) FROM competition_fill_window_totals") == query(
+            url, "SELECT count(DISTINCT (window_start, wallet)) FROM competition_fill_events"
+        )
+        # No (wallet, fill_ts) index left, on the parent or on any month.
+        assert (
+            query(
+                url,
+                "SELECT indexname FROM pg_indexes WHERE tablename LIKE 'competition_fill_events%%'"
+                " AND indexdef LIKE '%%(wallet, fill_ts)%%'",
+            )
+            == []
+        )
+        granted = query(
+            url,
+            "SELECT r, p, has_table_privilege(r, %s, p) FROM unnest(%s::text[]) r,"
+            " unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p ORDER BY 1, 2",
+            FILL_TOTALS,
+            [writer, reader],
+        )
+        assert {(r, p) for r, p, ok in granted if ok} == {
+            (reader, "SELECT"),
+            (writer, "SELECT"),
+            (writer, "INSERT"),
+            (writer, "UPDATE"),
+        }
+        competitions = Competitions(store)
+        first, last = HOURS[0], HOURS[-1]
+        competitions.create("c", "c", first.start + dt.timedelta(minutes=7), last.end, "pnl")
+        for wallet in WALLETS.values():
+            competitions.register("c", wallet)
+        ours = [
+            (s.rank, s.wallet, s.pnl, s.volume, s.trades, s.fees, s.medal)
+            for s in competitions.refresh("c")
+        ]
+        assert [tuple(map(str, r)) for r in ours] == [
+            tuple(map(str, r)) for r in reference(url, "c")
+        ]
+        # Loads after the upgrade add to the counted totals.
+        write_segment(journal, HOURS[1], "late.jsonl", [fill(55_555, HOURS[1].start_ms + 9)])
+        assert metadata(materialize(url, journal, HOURS[1].key))["rows_inserted"] == 2
+        assert store.totals_mismatches(HOURS[1]) == []
+    finally:
+        with psycopg.connect(dburl.libpq(url), autocommit=True) as conn:
+            for role in (writer, reader):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")

@@ -65,6 +65,32 @@ def rebuild_only(args: argparse.Namespace) -> dict:
             databases.drop()
 
 
+def standings_only(args: argparse.Namespace) -> dict:
+    """Figures s and x (``--only-s``, ``--only-x``), each on its own database."""
+    from competition_pipeline.tools.bench.standings import (
+        index_figure,
+        s_table,
+        standings_figure,
+        x_table,
+    )
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, _server(args, tmp) as admin:
+        databases = Databases(admin)
+        try:
+            if args.only_x:
+                journal, _ = _journal(args, tmp)
+                result["x_index"] = index_figure(databases, journal, before_code=args.x_code)
+                print(x_table(result["x_index"]))
+            if args.only_s:
+                steps = sorted(int(d) for d in args.s_days.split(","))
+                result["s_standings"] = standings_figure(databases, steps, args.s_fills_per_hour)
+                print(s_table(result["s_standings"]))
+        finally:
+            databases.drop()
+    return result
+
+
 def figures(args: argparse.Namespace) -> dict:
     """Figures a to h in one run, on one server."""
     with tempfile.TemporaryDirectory() as tmp, _server(args, tmp) as admin:
@@ -205,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
 
         result["l_long_line"] = long_line_figure()
         print(l_table(result["l_long_line"]))
+    elif args.only_s or args.only_x:
+        result.update(standings_only(args))
     elif not args.only_g:
         result = figures(args)
         print(table(result))

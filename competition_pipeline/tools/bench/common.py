@@ -38,7 +38,15 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def record_in_child(url: str, journal: Path, what: str, window: Window = BENCH_WINDOW) -> dict:
+def record_in_child(
+    url: str,
+    journal: Path,
+    what: str,
+    window: Window = BENCH_WINDOW,
+    code: Path | None = None,
+) -> dict:
+    """Record ``window`` in a child process (its own peak RSS); ``code``: another checkout's
+    package on the child's path (a figure's "before", measured in the same run)."""
     command = [
         sys.executable,
         "-m",
@@ -50,8 +58,11 @@ def record_in_child(url: str, journal: Path, what: str, window: Window = BENCH_W
     ]
     command += [window.key]
     started = time.perf_counter()
+    # Another checkout's package first on the path: its directory is the child's working
+    # directory too (``-m`` puts that first, before PYTHONPATH).
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=code
     ) as child:
         while True:
             try:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_least_privilege"
-down_revision = "0005"
+down_revision = "0007_window_totals"
 branch_labels = None
 depends_on = None
 
