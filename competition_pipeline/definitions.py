@@ -14,6 +14,7 @@ from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.follow import build_follow_sensors
 from competition_pipeline.defs.history import prune_run_history_job, prune_run_history_schedule
 from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.months import (
     competition_fill_retention_job,
     competition_fill_retention_monthly,
@@ -38,12 +39,14 @@ from competition_pipeline.settings import Settings
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The code location's definitions, configured by ``settings``."""
+    live_hour_job = build_live_hour_job(settings)
     return dg.Definitions(
         # Code references: the UI links each asset to its source.
         assets=dg.with_source_code_references([build_fill_asset(settings), competition_standings]),
         asset_checks=build_checks(settings),
         jobs=[
             fill_events_job,
+            live_hour_job,
             standings_job,
             prune_run_history_job,
             competition_months_job,
@@ -51,7 +54,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             build_rebuild_job(settings),
         ],
         sensors=[
-            *build_follow_sensors(settings),
+            *build_follow_sensors(settings, live_hour_job),
             build_alerts_sensor(settings),
             standings_refresh_sensor,
         ],

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 import dagster as dg
 
 from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB, build_live_hour_job
 from competition_pipeline.defs.partitions import fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.runs import FOLLOW_TAG, selects_fill_asset, window_keys
@@ -162,7 +163,10 @@ def _result(
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                partition_key=request.window.key, tags=_request_tags(settings, request, now)
+                partition_key=request.window.key,
+                tags=_request_tags(settings, request, now),
+                # The open hour goes to its follower's job (its own pool), the rest to the asset's.
+                job_name=LIVE_HOUR_JOB if _follows(settings, request.window, now) else None,
             )
             for request in decision.requests
         ],
@@ -170,9 +174,13 @@ def _result(
     )
 
 
-def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+def build_follow_sensors(
+    settings: Settings, live_hour_job: dg.JobDefinition | None = None
+) -> list[dg.SensorDefinition]:
     """``fill_journal_sensor`` and ``fill_stream_sensor``: interval, default status, backoff,
-    dead-run time and requests per tick from ``settings``."""
+    dead-run time and requests per tick from ``settings``; the open hour's requests go to
+    ``live_hour_job`` (the one in the definitions; built from ``settings`` when not given)."""
+    jobs = [fill_events_job, live_hour_job or build_live_hour_job(settings)]
     partitions = fill_partitions(settings)
     backoff = Backoff(settings.retry_backoff_seconds, settings.retry_backoff_max_seconds)
     # Stopped by default in a deployment (turn it on in the UI); `bin/start` sets it running.
@@ -207,7 +215,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
 
     @dg.sensor(
         name="fill_journal_sensor",
-        target=fill_events_job,
+        jobs=jobs,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status,
         description=(
@@ -243,7 +251,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
 
     @dg.sensor(
         name="fill_stream_sensor",
-        target=fill_events_job,
+        jobs=jobs,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status
         if settings.follows_stream

@@ -38,6 +38,7 @@ from competition_pipeline.store.summary import WindowSummary
 from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
+    FILL_FOLLOWERS,
     FILL_KEYS,
     FILL_REBUILDS,
     FILL_REJECTS,
@@ -56,6 +57,8 @@ __all__ = [
     "FILL_WINDOWS",
     "CommittedWindow",
     "CompetitionStore",
+    "Lease",
+    "LeaseLost",
     "LoadCounts",
     "LoadSession",
     "PreviousLoad",
@@ -106,6 +109,63 @@ def wrap_errors(doing: str, url: str) -> Iterator[None]:
         raise StoreError(
             dburl.scrub(message, url), retryable=cause is not None and _retryable(cause)
         ) from None
+
+
+class LeaseLost(Exception):
+    """A follower's load refused: its run no longer holds the hour (a newer follower took it over,
+    or it was handed back). Nothing of that load was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A run's hold on an hour (``competition_fill_followers``): the generation it took. Each load
+    of the follower checks it under the row's lock, in the load's own transaction (fencing)."""
+
+    window: Window
+    run_id: str
+    generation: int
+    #: The run that held the hour before (taken over), if any.
+    previous_run: str | None = None
+
+    def check(self, conn: psycopg.Connection) -> None:
+        """Raise :class:`LeaseLost` unless this run still holds the hour (the row stays locked
+        until the load commits: a takeover waits for it, and the load after it is refused)."""
+        held = conn.execute(
+            f"UPDATE {FILL_FOLLOWERS} SET heartbeat_at = now()"
+            " WHERE window_start = %s AND run_id = %s AND generation = %s RETURNING 1",
+            (self.window.start, self.run_id, self.generation),
+        ).fetchone()
+        if held is None:
+            row = conn.execute(
+                f"SELECT run_id, generation FROM {FILL_FOLLOWERS} WHERE window_start = %s",
+                (self.window.start,),
+            ).fetchone()
+            holder = "nobody (handed back)" if row is None or row[0] is None else f"run {row[0]}"
+            generation = row[1] if row is not None else "?"
+            raise LeaseLost(
+                f"{self.window.key}: run {self.run_id} no longer holds the hour (generation"
+                f" {self.generation}); it is held by {holder} at generation {generation}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Unheld:
+    """A load allowed only while no follower holds the window (the closing hour's follower
+    bridging into the next hour until that hour's own follower has started)."""
+
+    window: Window
+
+    def check(self, conn: psycopg.Connection) -> None:
+        row = conn.execute(
+            f"SELECT run_id FROM {FILL_FOLLOWERS} WHERE window_start = %s AND run_id IS NOT NULL"
+            " FOR SHARE",
+            (self.window.start,),
+        ).fetchone()
+        if row is not None:
+            raise LeaseLost(f"{self.window.key} is followed by run {row[0]}")
+
+
+Fence = Lease | Unheld
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +219,12 @@ class LoadSession:
         self._months: set[dt.date] = set()  # months this session has made sure exist
 
     @contextmanager
-    def window(self, window: Window) -> Iterator[WindowLoad]:
+    def window(self, window: Window, fence: Fence | None = None) -> Iterator[WindowLoad]:
         """One window's transaction, under the window's advisory lock (its month created first,
         once per month and session: a backfill's windows share a few months, and the check is
-        a transaction of its own, paid per window before)."""
+        a transaction of its own, paid per window before). With ``fence``, the transaction
+        first checks it (a follower's lease) and raises :class:`LeaseLost`, writing nothing,
+        when it does not hold."""
         conn = self._conn
         with self._store.wrap_errors("database error in"):
             month = window.start.date().replace(day=1)
@@ -171,6 +233,8 @@ class LoadSession:
                 self._months.add(month)
             with conn.transaction():
                 lock_window(conn, window)
+                if fence is not None:
+                    fence.check(conn)
                 yield WindowLoad(conn, window)
 
 
@@ -346,6 +410,45 @@ class CompetitionStore:
             sample,
         )
         return dict(by_kind), samples
+
+    def take_hour(self, window: Window, run_id: str, host: str | None = None) -> Lease:
+        """Take ``window``'s follower lease for ``run_id`` (the newest follower wins: the
+        generation is bumped and the run that held it, if any, has its next load refused)."""
+        with self.wrap_errors("cannot take the follower lease on"), self.connect() as conn:
+            with conn.transaction():
+                before = conn.execute(
+                    f"SELECT run_id FROM {FILL_FOLLOWERS} WHERE window_start = %s FOR UPDATE",
+                    (window.start,),
+                ).fetchone()
+                (generation,) = conn.execute(  # type: ignore[misc]
+                    f"INSERT INTO {FILL_FOLLOWERS} AS f (window_start, run_id, generation, host)"
+                    " VALUES (%s, %s, 1, %s) ON CONFLICT (window_start) DO UPDATE SET"
+                    " run_id = EXCLUDED.run_id, generation = f.generation + 1,"
+                    " host = EXCLUDED.host, taken_at = now(), heartbeat_at = now(),"
+                    " released_at = NULL, released_why = NULL RETURNING generation",
+                    (window.start, run_id, host),
+                ).fetchone()
+        previous = before[0] if before is not None and before[0] != run_id else None
+        return Lease(window, run_id, generation, previous)
+
+    def hand_back(self, lease: Lease, why: str) -> bool:
+        """Hand the hour back (its next follower takes it at once); False when the lease was
+        no longer this run's."""
+        with self.wrap_errors("cannot hand back the follower lease on"), self.connect() as conn:
+            released = conn.execute(
+                f"UPDATE {FILL_FOLLOWERS} SET run_id = NULL, released_at = now(),"
+                " released_why = %s WHERE window_start = %s AND run_id = %s AND generation = %s",
+                (why[:500], lease.window.start, lease.run_id, lease.generation),
+            ).rowcount
+        return released == 1
+
+    def hour_holders(self) -> dict[Window, tuple[str, int]]:
+        """The hours a follower holds now: run id and generation."""
+        rows = self._read(
+            f"SELECT window_start, run_id, generation FROM {FILL_FOLLOWERS}"
+            " WHERE run_id IS NOT NULL"
+        )
+        return {Window(start): (run_id, generation) for start, run_id, generation in rows}
 
     @contextmanager
     def holding_run_lock(self, run_id: str) -> Iterator[None]:

@@ -1,0 +1,240 @@
+"""The open hour's follower as a Dagster job: ``competition_fill_live_hour_job``.
+
+The follower is :class:`~competition_pipeline.recording.live_hour.LiveHour` (plain Python); this
+module is its thin Dagster side. A job of its own, not a run of the asset job, for two reasons:
+
+* **its own pool.** A pool belongs to an op's definition, so a follower run of the asset's job
+  would hold one of ``competition_db``'s slots for an hour, and closed windows, backfills and
+  rebuilds would wait behind it. The follower's op runs in pool ``competition_live_hour``
+  (``LIVE_HOUR_POOL``) instead; one follower per hour is the lease's rule, not the pool's.
+* **no check steps left "In Progress" for the hour.** The op reports the window's
+  materializations itself (progress every minute, the last one at its end) and evaluates the
+  three checks once, after its last materialization, as events of the window's partition.
+
+**A stop is not a failure.** While the follower runs, SIGTERM and SIGINT (a local start stopped,
+``dagster dev``, a code server or a Celery worker shut down: systemd signals every process of the
+unit) only set a flag: the load in progress commits, the lease is handed back, and the run ends
+SUCCESS with ``stopped`` in its last materialization, its log and the run tag
+``competition/stopped``. Dagster would otherwise raise ``DagsterExecutionInterruptedError`` in
+the step, which the retry policy turns into a retry and the run into a FAILURE.
+"""
+
+import datetime as dt
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+
+from competition_pipeline.defs.checks import WindowChecks
+from competition_pipeline.defs.fill_events import _log_report, _retired_message, report_metadata
+from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
+from competition_pipeline.defs.partitions import (
+    FILL_EVENTS_KEY,
+    fill_partitions,
+    fill_retry_policy,
+)
+from competition_pipeline.defs.resources import (
+    CompetitionDatabase,
+    FillSourceResource,
+    RecordingPolicy,
+)
+from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.fills.source import SourceError
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.checks import NO_CONFLICTS, RECONCILES, REJECTS
+from competition_pipeline.recording.fill_events import RejectBudgetExceeded
+from competition_pipeline.recording.follow import FOLLOW_TAG
+from competition_pipeline.recording.live_hour import HourRetired, LiveHour, LiveHourReport
+from competition_pipeline.settings import Settings
+from competition_pipeline.store.database import StoreError
+
+LIVE_HOUR_JOB = "competition_fill_live_hour_job"
+#: The follower's own pool (dagster.yaml's default_limit: the closing hour's follower during its
+#: lateness and the new hour's at once). ``competition_db`` is the windows' loads' alone.
+LIVE_HOUR_POOL = "competition_live_hour"
+#: Set on a follower run that ended on a stop signal: why, and when.
+STOPPED_TAG = "competition/stopped"
+#: How often a follower reports its progress as a materialization of its partition (the UI's
+#: counts of the open hour, and the asset's freshness).
+FOLLOW_PROGRESS_SECONDS = 60.0
+
+
+def follow_until(settings: Settings, window: Window) -> float:
+    """When the follower of ``window`` ends: the hour closed past its lateness (late fills after
+    that are recorded by a run per change, as for any closed hour)."""
+    return window.end.timestamp() + settings.follow_lateness_seconds
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """SIGTERM and SIGINT set ``stop`` (and are named in the yielded list) instead of raising
+    Dagster's interrupt in the middle of a load; the handlers before are restored at the end.
+    Only the main thread may set handlers: elsewhere (a thread in a test) nothing changes."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(f"{signal.Signals(signum).name} at {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _metadata(report: LiveHourReport, host: str, *, final: bool) -> dict[str, Any]:
+    assert report.totals is not None
+    metadata = {
+        **report_metadata(report.totals),
+        "host": host,
+        # "final" only when the hour is closed (the standings sensor skips the rest: the
+        # follower keeps the standings itself).
+        "follower": "final" if final else "progress",
+        "follower_loads": report.loads,
+        "follower_rows_inserted": report.rows,
+        "follower_generation": report.generation,
+        "standings_refreshes": report.refreshes,
+    }
+    if report.took_over_from:
+        metadata["follower_took_over_from"] = report.took_over_from
+    if report.stopped:
+        metadata["stopped"] = report.ended
+    return metadata
+
+
+def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
+    """``competition_fill_live_hour_job``: one run follows one open hour (partition)."""
+
+    @dg.op(
+        name="competition_fill_live_hour",
+        pool=LIVE_HOUR_POOL,
+        out={},  # it yields the asset's materializations and check evaluations, no output
+        retry_policy=fill_retry_policy(settings),
+        tags=deployment_op_tags(settings),
+        description=(
+            "Follows the open hour: commits what the journal (or stream) appended every second,"
+            " keeps the running competitions' standings a few seconds behind, reports the"
+            " window's running totals every minute and ends once the hour is closed past its"
+            " lateness (or on a stop), with the window's checks."
+        ),
+    )
+    def competition_fill_live_hour(
+        context: dg.OpExecutionContext,
+        database: CompetitionDatabase,
+        fill_source: FillSourceResource,
+        policy: RecordingPolicy,
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        check_deployment(context, settings)  # type: ignore[arg-type]
+        host = tag_host(context)  # type: ignore[arg-type]
+        window = Window.from_key(context.partition_key)
+        until = follow_until(settings, window)
+        context.log.info(
+            f"following {window.key} until {dt.datetime.fromtimestamp(until, dt.UTC):%H:%M:%S}"
+            f" UTC: a load every {settings.follow_interval_seconds:g}s from the committed"
+            f" offsets, progress every {FOLLOW_PROGRESS_SECONDS:.0f}s"
+        )
+        stop = threading.Event()
+        with (
+            holding_run_lock(context, database, "not followed (nothing of it committed)"),  # type: ignore[arg-type]
+            stop_on_signals(stop) as received,
+        ):
+            live = LiveHour(
+                fill_source.source(),
+                database.store(),
+                window,
+                context.run.run_id,
+                until,
+                host=host,
+                interval=settings.follow_interval_seconds,
+                standings_seconds=settings.follow_standings_seconds,
+                progress_seconds=FOLLOW_PROGRESS_SECONDS,
+                reject_budget=policy.reject_budget(),
+                stop=stop,
+                stop_reason=lambda: f"{', '.join(received)} (a shutdown of {socket.gethostname()})",
+            )
+            last = yield from _follow(context, live, host)
+            if last.superseded:
+                context.log.warning(f"{window.key} {last.ended}")
+                return
+            if last.stopped:
+                context.instance.add_run_tags(context.run.run_id, {STOPPED_TAG: last.ended or ""})
+                context.log.info(
+                    f"{window.key} {last.ended}: every load before it committed, the hour handed"
+                    f" back ({last.loads} loads, {last.rows} rows); the next follower starts from"
+                    " the committed offsets"
+                )
+                return
+            assert last.totals is not None
+            _log_report(context, last.totals)  # type: ignore[arg-type]
+            context.log.info(
+                f"followed {window.key}: {last.loads} loads, {last.rows} rows inserted, standings"
+                f" refreshed {last.refreshes} times; {last.bridged} loads of the next hour"
+                f" {Window(window.end).key} while its own follower started"
+            )
+            checks = WindowChecks(database, fill_source, policy, instance=context.instance)
+            for name in (RECONCILES, NO_CONFLICTS, REJECTS):
+                yield checks.evaluation(name, window)
+
+    @dg.job(
+        name=LIVE_HOUR_JOB,
+        partitions_def=fill_partitions(settings),
+        executor_def=dg.in_process_executor,
+        tags={FOLLOW_TAG: "open-hour"},
+        description=(
+            "The open hour's follower: one run per open hour, in pool competition_live_hour,"
+            " requested by the fill sensors (docs/recording.md)."
+        ),
+    )
+    def competition_fill_live_hour_job() -> None:
+        competition_fill_live_hour()
+
+    return competition_fill_live_hour_job
+
+
+def _follow(
+    context: dg.OpExecutionContext, live: LiveHour, host: str
+) -> Iterator[dg.AssetMaterialization]:
+    """The follower's reports as materializations of its partition; returns the last report.
+    A source or database error fails the step as a window's would (the RetryPolicy retries it;
+    a new attempt takes the hour again and starts from the committed offsets)."""
+    try:
+        for report in live.run():
+            if report.ended is None or report.stopped:
+                if report.totals is not None:
+                    yield dg.AssetMaterialization(
+                        asset_key=FILL_EVENTS_KEY,
+                        partition=live.window.key,
+                        metadata=_metadata(report, host, final=False),
+                    )
+            elif report.totals is not None:  # closed
+                yield dg.AssetMaterialization(
+                    asset_key=FILL_EVENTS_KEY,
+                    partition=live.window.key,
+                    metadata=_metadata(report, host, final=True),
+                )
+            if report.ended is not None:
+                return report
+    except HourRetired:
+        raise dg.Failure(
+            description=_retired_message([live.window.key]), allow_retries=False
+        ) from None
+    except (SourceError, StoreError) as exc:
+        raise dg.Failure(
+            description=f"window {live.window.key} follower stopped (every load before it is"
+            f" committed; the next attempt starts from its offsets): {exc}",
+            allow_retries=exc.retryable,
+        ) from None
+    except RejectBudgetExceeded as exc:
+        raise dg.Failure(
+            description=f"{exc}; nothing of that load committed", allow_retries=False
+        ) from None
+    raise AssertionError("the follower ended without its last report")
