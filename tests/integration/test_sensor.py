@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 
 from competition_pipeline.defs.follow import build_follow_sensors
-from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB
+from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import HOUR, Window
