@@ -76,6 +76,29 @@ __all__ = [
 _RUN_LOCK_NAMESPACE = 0x6371
 
 
+#: Set on every session the store opens: the server itself notices a dead or cut-off client within
+#: about 25 s (keepalive probes after 10 s idle, every 5 s, 3 unanswered) or 30 s of unacknowledged
+#: data (tcp_user_timeout), and ends its session, which frees the session's advisory locks (a
+#: run's liveness lock): the kernel's defaults leave it two hours. client_connection_check_interval
+#: also ends a query still running for a client that went away. All user-settable (PostgreSQL 12+;
+#: 14+ for the check interval); over a Unix socket the tcp_ ones do nothing. docs/operations.md.
+SESSION_SETTINGS = {
+    "tcp_keepalives_idle": ("10", 0),
+    "tcp_keepalives_interval": ("5", 0),
+    "tcp_keepalives_count": ("3", 0),
+    "tcp_user_timeout": ("30000", 120000),  # (value, the first server_version that has it)
+    "client_connection_check_interval": ("10000", 140000),
+}
+
+
+def _session_settings(server_version: int) -> str:
+    return "; ".join(
+        f"SET {name} = {value}"
+        for name, (value, since) in SESSION_SETTINGS.items()
+        if server_version >= since
+    )
+
+
 class StoreError(Exception):
     """A database failure, with a message that names the cause and never the password."""
 
@@ -261,11 +284,20 @@ class CompetitionStore:
 
     def connect(self) -> psycopg.Connection:
         with self.wrap_errors("cannot connect to"):
-            return psycopg.connect(
+            conn = psycopg.connect(
                 dburl.libpq(self._url),
                 connect_timeout=self._connect_timeout,
                 application_name="competition-pipeline",
             )
+            try:
+                # Outside a transaction, so that no rollback can undo them.
+                conn.autocommit = True
+                conn.execute(_session_settings(conn.info.server_version))  # type: ignore[arg-type]
+                conn.autocommit = False
+            except BaseException:
+                conn.close()
+                raise
+            return conn
 
     def engine(self) -> sa.Engine:
         """A SQLAlchemy engine over the same connections (for schema work and ad-hoc reads)."""
