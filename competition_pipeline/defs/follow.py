@@ -146,8 +146,11 @@ def _result(
         context.log.warning(
             f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
         )
-    if decision.deferred:
-        context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
+    now = time.time()
+    # The open hour is behind all the time while its follower follows it: not news.
+    deferred = [k for k in decision.deferred if not _follows(settings, Window.from_key(k), now)]
+    if deferred:
+        context.log.info(f"behind, a live run is recording them: {deferred[:10]}")
     if decision.retired:
         context.log.info(
             f"retired by retention, not requested ({len(decision.retired)}; a rebuild restores"
@@ -159,14 +162,15 @@ def _result(
             for key, seconds in list(decision.backing_off.items())[:10]
         }
         context.log.warning(f"failing windows, backing off: {failing}")
-    now = time.time()
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=request.window.key,
                 tags=_request_tags(settings, request, now),
                 # The open hour goes to its follower's job (its own pool), the rest to the asset's.
-                job_name=LIVE_HOUR_JOB if _follows(settings, request.window, now) else None,
+                job_name=LIVE_HOUR_JOB
+                if _follows(settings, request.window, now)
+                else fill_events_job.name,
             )
             for request in decision.requests
         ],

@@ -72,8 +72,9 @@ def follow_until(settings: Settings, window: Window) -> float:
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
     """SIGTERM and SIGINT set ``stop`` (and are named in the yielded list) instead of raising
-    Dagster's interrupt in the middle of a load; the handlers before are restored at the end.
-    Only the main thread may set handlers: elsewhere (a thread in a test) nothing changes."""
+    Dagster's interrupt in the middle of a load; the handlers before are restored at the end
+    unless a signal came (then both stay ignored: the run worker is ending). Only the main
+    thread may set handlers: elsewhere (a thread in a test) nothing changes."""
     received: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -88,7 +89,9 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
         yield received
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            # Once stopped, the process is ending: a second signal (a group signalled again, a
+            # second Ctrl-C) must not interrupt the run's clean end (SIGKILL still ends it).
+            signal.signal(signum, signal.SIG_IGN if received else old)
 
 
 def _metadata(report: LiveHourReport, host: str, *, final: bool) -> dict[str, Any]:

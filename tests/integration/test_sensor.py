@@ -246,7 +246,7 @@ def test_the_open_hour_is_requested_once_as_a_follower_and_a_dead_follower_is_re
     assert FOLLOW_TAG not in tags[RECENT.key]
     # The open hour goes to the follower's job (its own pool), a closed hour to the asset's.
     jobs = {r.partition_key: r.job_name for r in first.run_requests}
-    assert jobs == {OPEN.key: LIVE_HOUR_JOB, RECENT.key: None}
+    assert jobs == {OPEN.key: LIVE_HOUR_JOB, RECENT.key: "competition_fill_events_job"}
     commit(journal, database_url, RECENT)
     # A follower still queued (or not started, starting) is not requested a second time.
     for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING):
