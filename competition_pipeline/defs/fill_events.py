@@ -1,5 +1,6 @@
 """The ``competition_fill_events`` asset: one hourly window of fills recorded per partition."""
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.defs.stops import mark_stopped, stop_on_signals
 from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
@@ -221,8 +223,16 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
         check_deployment(context, settings)
         host = tag_host(context)
-        with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
-            yield from _materialize(context, database, fill_source, policy, host)
+        stop = threading.Event()
+        with (
+            holding_run_lock(context, database, "not recorded (nothing of it committed)"),
+            stop_on_signals(stop) as received,
+        ):
+            yield from _materialize(context, database, fill_source, policy, host, stop)
+            if received:
+                why = f"stopped: {', '.join(received)}"
+                mark_stopped(context, why)
+                context.log.info(f"{why}: every window recorded before it is committed")
 
     return competition_fill_events
 
@@ -233,7 +243,10 @@ def _materialize(
     fill_source: FillSourceResource,
     policy: RecordingPolicy,
     host: str,
+    stop: threading.Event,
 ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """One window, or a range (a backfill) window after window; on a stop signal a range ends
+    after the window in progress has committed (one window is short: it completes)."""
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
@@ -288,6 +301,14 @@ def _materialize(
                     )
                     _warn_missing(context, missing)
                     missing.clear()
+                if stop.is_set() and done < len(windows):
+                    yield from checks.evaluations_of(evaluated)
+                    evaluated.clear()
+                    context.log.info(
+                        f"{done}/{len(windows)} windows recorded (up to {report.window}) when"
+                        " the stop came; the rest are requested again"
+                    )
+                    break
         except Exception:
             try:
                 yield from checks.evaluations_of(evaluated)

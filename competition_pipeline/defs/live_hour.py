@@ -20,11 +20,9 @@ the step, which the retry policy turns into a retry and the run into a FAILURE.
 """
 
 import datetime as dt
-import signal
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -43,6 +41,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.defs.stops import mark_stopped, stop_on_signals
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.checks import NO_CONFLICTS, RECONCILES, REJECTS
@@ -56,8 +55,6 @@ LIVE_HOUR_JOB = "competition_fill_live_hour_job"
 #: The follower's own pool (dagster.yaml's default_limit: the closing hour's follower during its
 #: lateness and the new hour's at once). ``competition_db`` is the windows' loads' alone.
 LIVE_HOUR_POOL = "competition_live_hour"
-#: Set on a follower run that ended on a stop signal: why, and when.
-STOPPED_TAG = "competition/stopped"
 #: How often a follower reports its progress as a materialization of its partition (the UI's
 #: counts of the open hour, and the asset's freshness).
 FOLLOW_PROGRESS_SECONDS = 60.0
@@ -67,31 +64,6 @@ def follow_until(settings: Settings, window: Window) -> float:
     """When the follower of ``window`` ends: the hour closed past its lateness (late fills after
     that are recorded by a run per change, as for any closed hour)."""
     return window.end.timestamp() + settings.follow_lateness_seconds
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
-    """SIGTERM and SIGINT set ``stop`` (and are named in the yielded list) instead of raising
-    Dagster's interrupt in the middle of a load; the handlers before are restored at the end
-    unless a signal came (then both stay ignored: the run worker is ending). Only the main
-    thread may set handlers: elsewhere (a thread in a test) nothing changes."""
-    received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(f"{signal.Signals(signum).name} at {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            # Once stopped, the process is ending: a second signal (a group signalled again, a
-            # second Ctrl-C) must not interrupt the run's clean end (SIGKILL still ends it).
-            signal.signal(signum, signal.SIG_IGN if received else old)
 
 
 def _metadata(report: LiveHourReport, host: str, *, final: bool) -> dict[str, Any]:
@@ -157,6 +129,7 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
                 context.run.run_id,
                 until,
                 host=host,
+                run_created=_created(context),
                 interval=settings.follow_interval_seconds,
                 standings_seconds=settings.follow_standings_seconds,
                 progress_seconds=FOLLOW_PROGRESS_SECONDS,
@@ -169,7 +142,7 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
                 context.log.warning(f"{window.key} {last.ended}")
                 return
             if last.stopped:
-                context.instance.add_run_tags(context.run.run_id, {STOPPED_TAG: last.ended or ""})
+                mark_stopped(context, last.ended or "stopped")
                 context.log.info(
                     f"{window.key} {last.ended}: every load before it committed, the hour handed"
                     f" back ({last.loads} loads, {last.rows} rows); the next follower starts from"
@@ -201,6 +174,15 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
         competition_fill_live_hour()
 
     return competition_fill_live_hour_job
+
+
+def _created(context: dg.OpExecutionContext) -> dt.datetime | None:
+    """When the run was created (the lease's order: the newer follower run wins)."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    if record is None:
+        return None
+    created = record.create_timestamp
+    return created if created.tzinfo else created.replace(tzinfo=dt.UTC)
 
 
 def _follow(

@@ -26,6 +26,7 @@ windows to request is :mod:`~competition_pipeline.recording.follow`, a different
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -169,6 +170,8 @@ class LiveHour:
     run_id: str
     until: float
     host: str | None = None
+    #: When the run was created: a run older than the hour's holder does not take it over.
+    run_created: dt.datetime | None = None
     interval: float = 1.0
     standings_seconds: float = 5.0
     progress_seconds: float = 60.0
@@ -180,8 +183,23 @@ class LiveHour:
     def run(self) -> Iterator[LiveHourReport]:
         """Take the hour, follow it, end: progress reports, then the last one (``ended``).
         Source and database errors propagate (every load before them is committed)."""
-        lease = self.store.take_hour(self.window, self.run_id, self.host)
         started = time.monotonic()
+        try:
+            lease = self.store.take_hour(self.window, self.run_id, self.host, self.run_created)
+        except LeaseLost as lost:
+            yield LiveHourReport(
+                self.window,
+                self.run_id,
+                0,
+                None,
+                loads=0,
+                rows=0,
+                refreshes=0,
+                bridged=0,
+                seconds=0.0,
+                ended=f"superseded: {lost}; this run ended without writing",
+            )
+            return
         competitions = Competitions(self.store)
         pacer = StandingsPacer(self.standings_seconds)
         counts = {"loads": 0, "rows": 0, "refreshes": 0, "bridged": 0}

@@ -443,25 +443,45 @@ class CompetitionStore:
         )
         return dict(by_kind), samples
 
-    def take_hour(self, window: Window, run_id: str, host: str | None = None) -> Lease:
-        """Take ``window``'s follower lease for ``run_id`` (the newest follower wins: the
-        generation is bumped and the run that held it, if any, has its next load refused)."""
+    def take_hour(
+        self,
+        window: Window,
+        run_id: str,
+        host: str | None = None,
+        run_created: dt.datetime | None = None,
+    ) -> Lease:
+        """Take ``window``'s follower lease for ``run_id``, created at ``run_created`` (now when
+        not given). The newer run wins: the generation is bumped and the run that held the hour
+        has its next load refused. A run created before the holder's (a run marked dead whose
+        step is retried, a stale request) does not take it: :class:`LeaseLost`."""
         with self.wrap_errors("cannot take the follower lease on"), self.connect() as conn:
             with conn.transaction():
                 before = conn.execute(
-                    f"SELECT run_id FROM {FILL_FOLLOWERS} WHERE window_start = %s FOR UPDATE",
+                    f"SELECT run_id, generation FROM {FILL_FOLLOWERS} WHERE window_start = %s"
+                    " FOR UPDATE",
                     (window.start,),
                 ).fetchone()
-                (generation,) = conn.execute(  # type: ignore[misc]
-                    f"INSERT INTO {FILL_FOLLOWERS} AS f (window_start, run_id, generation, host)"
-                    " VALUES (%s, %s, 1, %s) ON CONFLICT (window_start) DO UPDATE SET"
-                    " run_id = EXCLUDED.run_id, generation = f.generation + 1,"
+                taken = conn.execute(
+                    f"INSERT INTO {FILL_FOLLOWERS} AS f"
+                    " (window_start, run_id, run_created_at, generation, host)"
+                    " VALUES (%s, %s, coalesce(%s, now()), 1, %s)"
+                    " ON CONFLICT (window_start) DO UPDATE SET run_id = EXCLUDED.run_id,"
+                    " run_created_at = EXCLUDED.run_created_at, generation = f.generation + 1,"
                     " host = EXCLUDED.host, taken_at = now(), heartbeat_at = now(),"
-                    " released_at = NULL, released_why = NULL RETURNING generation",
-                    (window.start, run_id, host),
+                    " released_at = NULL, released_why = NULL"
+                    " WHERE f.run_id IS NULL OR f.run_id = EXCLUDED.run_id"
+                    " OR f.run_created_at IS NULL OR f.run_created_at <= EXCLUDED.run_created_at"
+                    " RETURNING generation",
+                    (window.start, run_id, run_created, host),
                 ).fetchone()
+        if taken is None:
+            assert before is not None
+            raise LeaseLost(
+                f"{window.key}: run {run_id} is older than run {before[0]}, which holds the hour"
+                f" (generation {before[1]})"
+            )
         previous = before[0] if before is not None and before[0] != run_id else None
-        return Lease(window, run_id, generation, previous)
+        return Lease(window, run_id, taken[0], previous)
 
     def hand_back(self, lease: Lease, why: str) -> bool:
         """Hand the hour back (its next follower takes it at once); False when the lease was

@@ -519,6 +519,11 @@ fill_followers = sa.Table(
     sa.Column("window_start", _tz, primary_key=True, comment="Start (UTC) of the followed hour."),
     sa.Column("run_id", sa.Text, comment="The run that holds the hour; null once handed back."),
     sa.Column(
+        "run_created_at",
+        _tz,
+        comment="When the holding run was created: an older run never takes the hour from it.",
+    ),
+    sa.Column(
         "generation",
         sa.BigInteger,
         nullable=False,

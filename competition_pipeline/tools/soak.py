@@ -75,8 +75,19 @@ from competition_pipeline.tools.simulate.messages import live_trade_id_base
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
-#: The Celery topology's own faults (worker hosts and the broker).
-HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
+#: Ordinary stops (a deploy, a restart): SIGTERM to the code server's or the daemon's process
+#: group, as systemd stops a unit, and started again. Not failures: no run may fail of them.
+STOP_FAULTS = ("sigterm-code-server", "sigterm-daemon")
+#: The Celery topology's own faults (worker hosts and the broker): a worker host's warm shutdown
+#: (SIGTERM to its processes) and restart; a host's network cut for longer than the liveness
+#: interval and restored, its processes alive.
+HOST_FAULTS = (
+    "kill-host",
+    "host-offline",
+    "broker-restart",
+    "sigterm-worker",
+    "partition-heal",
+)
 #: ``--topology celery``, only when asked for (``--faults redeliver``): a run's task delivered
 #: twice by the broker.
 REDELIVER_FAULTS = ("redeliver",)
@@ -95,6 +106,7 @@ IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED"})
 def known_faults(topology: str, source: str) -> tuple[str, ...]:
     """The faults a soak of this topology and source can inject."""
     faults = [f for f in FAULTS if source == "journal" or f not in JOURNAL_FAULTS]
+    faults += STOP_FAULTS
     if topology == "celery":
         faults += HOST_FAULTS
     if source == "nats":
@@ -203,6 +215,30 @@ class Process:
             pass
         self.popen.wait(timeout=30)
 
+    def terminate(self, timeout: float = 60) -> float:
+        """SIGTERM to the process's group once (as systemd stops a unit), SIGKILL after
+        ``timeout``; seconds until the group had ended."""
+        assert self.popen is not None
+        started = time.monotonic()
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return 0.0
+        while time.monotonic() - started < timeout:
+            try:
+                os.killpg(self.popen.pid, 0)
+            except ProcessLookupError:
+                break
+            self.popen.poll()
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+        return seconds
+
     def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
@@ -304,6 +340,10 @@ class Soak:
         self.published: list[bytes] = []  # --source nats: every line the stream acknowledged
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
         self.redelivered: list[str] = []  # runs whose task the broker delivered twice
+        self.stops: list[tuple[str, float]] = []  # (fault, seconds until it had stopped)
+        #: Per open hour, the most followers seen following it at once (STARTED, holding the
+        #: liveness lock), sampled every 2 s by a thread.
+        self.followers_at_once: dict[str, int] = {}
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -552,10 +592,12 @@ class Soak:
         by_name = {h.name: h for h in self.network.hosts}
         return by_name.get(name or "") or self.random.choice(self.network.hosts)
 
-    def _started_run(self, timeout: float = 60) -> tuple[str, str] | None:
+    def _started_run(
+        self, timeout: float = 60, *, follower: bool = False
+    ) -> tuple[str, str] | None:
         """A run in flight on a worker host: (run id, host), waiting up to ``timeout`` seconds
         for one. In flight: STARTED and holding its liveness lock (a run already lost with its
-        host, not yet marked failed, is STARTED without it)."""
+        host, not yet marked failed, is STARTED without it); with ``follower``, a follower."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -564,7 +606,9 @@ class Soak:
                         conn.execute(
                             "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
                             " ON t.run_id = r.run_id AND t.key = 'competition/host'"
-                            " WHERE r.status = 'STARTED'"
+                            " WHERE r.status = 'STARTED' AND (%s OR EXISTS (SELECT 1 FROM"
+                            " run_tags f WHERE f.run_id = r.run_id AND f.key = %s))",
+                            (not follower, FOLLOW_TAG),
                         ).fetchall()
                     )
                 store = CompetitionStore(self.cluster.url("competition"))
@@ -668,6 +712,39 @@ class Soak:
         self.code_server.start()
         self._wait_for_code_server()
 
+    def _sigterm_code_server(self) -> None:
+        """A deploy: the code server's group (it and its run workers) SIGTERM, started again."""
+        if self.network is None:
+            self._wait_for_run_worker()
+        self.stops.append(("sigterm-code-server", self.code_server.terminate()))
+        self.code_server.start()
+        self._wait_for_code_server()
+
+    def _sigterm_daemon(self) -> None:
+        self.stops.append(("sigterm-daemon", self.daemon.terminate()))
+        self.daemon.start()
+
+    def _sigterm_worker(self) -> bool:
+        """A worker host's warm shutdown (its processes SIGTERM, a run in flight if any), booted
+        again 5-15 s later."""
+        started = self._started_run(timeout=30)
+        host = self._host(started[1] if started else None)
+        self.stops.append(("sigterm-worker", host.terminate()))
+        time.sleep(self.random.uniform(5, 15))
+        host.start()
+        return True
+
+    def _partition_heal(self) -> None:
+        """A worker host (one with a run in flight, the follower if it has one) cut off for
+        longer than the liveness interval (FILL_DEAD_RUN_SECONDS, 30 s here, plus the server's
+        ~25 s to drop its sessions), then restored with its processes alive: the run it had is
+        replaced meanwhile, and must not write once it is back."""
+        started = self._started_run(timeout=30, follower=True) or self._started_run(timeout=5)
+        host = self._host(started[1] if started else None)
+        host.link(up=False)
+        time.sleep(self.random.uniform(70, 90))
+        host.link(up=True)
+
     def _kill_host(self) -> bool:
         """A worker host with a run in flight killed whole; it boots again 15-30 s later."""
         started = self._started_run()
@@ -729,11 +806,61 @@ class Soak:
 
     # -- the run -----------------------------------------------------------------------------
 
+    def _sample_followers(self, done: threading.Event) -> None:
+        """Every 2 s: per hour, how many follower runs are following it (STARTED, holding the
+        liveness lock); the most seen at once is kept."""
+        while not done.wait(2):
+            try:
+                with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                    rows = conn.execute(
+                        "SELECT r.run_id, p.value FROM runs r"
+                        " JOIN run_tags f ON f.run_id = r.run_id AND f.key = %s"
+                        " JOIN run_tags p ON p.run_id = r.run_id AND p.key = 'dagster/partition'"
+                        " WHERE r.status = 'STARTED'",
+                        (FOLLOW_TAG,),
+                    ).fetchall()
+                store = CompetitionStore(self.cluster.url("competition"), connect_timeout=5)
+                alive = store.runs_holding_lock([r for r, _ in rows]) if rows else set()
+            except (psycopg.Error, StoreError):
+                continue
+            now = Counter(hour for run_id, hour in rows if run_id in alive)
+            for hour, count in now.items():
+                self.followers_at_once[hour] = max(self.followers_at_once.get(hour, 0), count)
+
+    def _stopped_runs(self) -> dict[str, int]:
+        """Runs that ended on a stop signal (tag ``competition/stopped``), by status."""
+        try:
+            with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                return dict(
+                    conn.execute(
+                        "SELECT r.status, count(*) FROM runs r JOIN run_tags t ON"
+                        " t.run_id = r.run_id AND t.key = 'competition/stopped' GROUP BY 1"
+                    ).fetchall()
+                )
+        except psycopg.Error:
+            return {}
+
     def run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
+        sampling = threading.Event()
+        sampler = threading.Thread(target=self._sample_followers, args=(sampling,), daemon=True)
+        sampler.start()
+        try:
+            return self._run(duration, timeout, max_faults)
+        finally:
+            sampling.set()
+
+    def _run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
-        counted = (*FAULTS, *HOST_FAULTS, *NATS_FAULTS, *NATS_HOST_FAULTS, *REDELIVER_FAULTS)
+        counted = (
+            *FAULTS,
+            *STOP_FAULTS,
+            *HOST_FAULTS,
+            *NATS_FAULTS,
+            *NATS_HOST_FAULTS,
+            *REDELIVER_FAULTS,
+        )
         while time.monotonic() < deadline and sum(self.injected[f] for f in counted) != max_faults:
             time.sleep(self.random.uniform(5, 12))
             if time.monotonic() >= deadline:
@@ -770,6 +897,10 @@ class Soak:
             "missing": missing,
             "extra": extra,
             "seconds_to_converge": round(waited, 1) if missing == extra == 0 else None,
+            "followers_at_once": dict(self.followers_at_once),
+            "followers_at_once_max": max(self.followers_at_once.values(), default=0),
+            "stops": [(kind, round(seconds, 1)) for kind, seconds in self.stops],
+            "stopped_runs": self._stopped_runs(),
             "converged": missing == 0 and extra == 0,
         }
 
@@ -899,6 +1030,18 @@ def render(result: dict) -> str:
                 f"{len(result['redelivered'])}, second delivery ignored {ignored}",
             )
         )
+    if result.get("stops"):
+        rows.append(
+            ("seconds to stop", ", ".join(f"{kind} {seconds}" for kind, seconds in result["stops"]))
+        )
+    if result.get("stopped_runs"):
+        rows.append(
+            (
+                "runs ended by a stop",
+                ", ".join(f"{k} {v}" for k, v in sorted(result["stopped_runs"].items())),
+            )
+        )
+    rows.append(("most followers of one hour at once", str(result.get("followers_at_once_max"))))
     seconds = result["seconds_to_converge"]
     rows.append(("seconds to converge", "did not converge" if seconds is None else str(seconds)))
     width = max(len(k) for k, _ in rows)

@@ -213,6 +213,9 @@ def test_a_follower_that_lost_the_hour_has_its_next_commit_refused(
     assert _committed_lines(store, WINDOW) == 1
     lease_b = store.take_hour(WINDOW, "run-b")
     assert (lease_b.generation, lease_b.previous_run) == (lease_a.generation + 1, "run-a")
+    # A run older than the holder (its step retried after it was marked dead) does not take it.
+    with pytest.raises(LeaseLost, match="older than run run-b"):
+        store.take_hour(WINDOW, "run-a", run_created=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     append(segment, _lines(2, 5, T0))
     with pytest.raises(LeaseLost, match="held by run run-b"):
         next(a)

@@ -1,6 +1,7 @@
 """The open hour's follower holds a lease: ``competition_fill_followers``, one row per hour.
 
-A follower takes the hour's row when it starts (its run id, the generation bumped by one) and
+A follower takes the hour's row when it starts (its run id, the generation bumped by one; a run
+created before the holder's does not take it) and
 every load it commits checks, under the row's lock in the load's own transaction, that the row
 still names its run and generation; a follower that lost the hour (a newer one started, its host
 was cut off and replaced) commits nothing more (docs/recording.md, "The open hour's follower").
@@ -23,6 +24,7 @@ depends_on = None
 _TABLE = """CREATE TABLE competition_fill_followers (
     window_start timestamptz PRIMARY KEY,
     run_id text,
+    run_created_at timestamptz,
     generation bigint NOT NULL DEFAULT 0 CHECK (generation >= 0),
     host text,
     taken_at timestamptz NOT NULL DEFAULT now(),
