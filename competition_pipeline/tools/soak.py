@@ -13,10 +13,12 @@ For ``--duration`` seconds it injects faults at random (``--faults`` to choose):
 ``kill -9``; the database stopped for longer than the retry budget, with a late segment filed
 into a closed hour meanwhile; the daemon ``kill -9`` and restarted; the code server ``kill -9``
 with a run in flight and restarted; a late segment into a closed hour; a corrupt closed segment,
-repaired (rewritten whole) a little later. Then it stops the faults and the simulator and waits,
-touching nothing, until the table equals the journal or ``--timeout`` passes. The expected rows
-come from its own reading of the journal files (every valid fill's wallet rows). It prints the
-faults by kind, windows, rows expected, recorded, missing, extra and seconds to converge, and
+repaired (rewritten whole) a little later; the code server's or the daemon's process group
+SIGTERM (a deploy, a restart: an ordinary stop, which must fail no run) and started again.
+Then it stops the faults and the simulator and waits, touching nothing, until the table equals the
+journal or ``--timeout`` passes. The expected rows come from its own reading of the journal files
+(every valid fill's wallet rows). It prints the faults by kind, windows, rows expected, recorded,
+missing, extra and seconds to converge, and
 exits non-zero unless missing = extra = 0.
 
 ``--topology celery`` runs the runs elsewhere: the service host (daemon, code server) stays here
@@ -27,8 +29,11 @@ dagster_celery.app worker`` with its own hostname and ``DAGSTER_HOME``
 listen on the bridge's address, so the workers reach them over the veth. It adds the host faults:
 a worker host killed whole (every process in its namespace ``kill -9``) with a run in flight and
 booted again later; a worker host cut off (its veth link down) for longer than the retry budget,
-then reconnected; the broker killed and restarted on its own storage. The result also counts the
-runs by the host that executed them (run tag ``competition/host``).
+then reconnected; the broker killed and restarted on its own storage; a worker host's warm
+shutdown (SIGTERM to its processes) and restart; a worker host cut off for longer than the
+liveness interval and restored with its processes alive (``partition-heal``). The result also
+says the seconds each stop took and the most followers seen following one hour at once, and
+counts the runs by the host that executed them (run tag ``competition/host``).
 
 PostgreSQL's binaries are the machine's (``pg_ctl`` on PATH, or Debian's
 ``/usr/lib/postgresql/*/bin``) or, where there are none, the embedded PostgreSQL's. As root the
@@ -712,15 +717,35 @@ class Soak:
         self.code_server.start()
         self._wait_for_code_server()
 
+    def _while_following(self, timeout: float = 60) -> None:
+        """Wait (up to ``timeout`` s) for the open hour's follower to follow and for no run to
+        be in flight but followers: a deploy while the hour is followed, not while the daemon
+        hands a run over (a launch the code server's stop interrupts fails, in Dagster's hands)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                    busy = conn.execute(
+                        "SELECT count(*) FROM runs r WHERE r.status IN"
+                        " ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED') AND NOT EXISTS"
+                        " (SELECT 1 FROM run_tags t WHERE t.run_id = r.run_id AND t.key = %s)",
+                        (FOLLOW_TAG,),
+                    ).fetchone()[0]  # type: ignore[index]
+            except psycopg.Error:
+                busy = 1
+            if not busy and self._started_run(timeout=1, follower=True) is not None:
+                return
+            time.sleep(0.5)
+
     def _sigterm_code_server(self) -> None:
         """A deploy: the code server's group (it and its run workers) SIGTERM, started again."""
-        if self.network is None:
-            self._wait_for_run_worker()
+        self._while_following()
         self.stops.append(("sigterm-code-server", self.code_server.terminate()))
         self.code_server.start()
         self._wait_for_code_server()
 
     def _sigterm_daemon(self) -> None:
+        self._while_following()
         self.stops.append(("sigterm-daemon", self.daemon.terminate()))
         self.daemon.start()
 
