@@ -17,10 +17,10 @@ import pytest
 from competition_pipeline.defs.follow import build_follow_sensors
 from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.fill_events import record_window
+from competition_pipeline.recording.follow import FOLLOW_TAG
 from tests.helpers.journal import append, fill, write_segment
 from tests.helpers.location import SETTINGS, fill_journal_sensor
 
