@@ -164,7 +164,9 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
         name=LIVE_HOUR_JOB,
         partitions_def=fill_partitions(settings),
         executor_def=dg.in_process_executor,
-        tags={FOLLOW_TAG: "open-hour"},
+        # No run retries (dagster.yaml's run_retries) for a follower: the sensor alone asks for
+        # the next one, else a follower marked dead gets both a retry and a replacement at once.
+        tags={FOLLOW_TAG: "open-hour", "dagster/max_retries": "0"},
         description=(
             "The open hour's follower: one run per open hour, in pool competition_live_hour,"
             " requested by the fill sensors (docs/recording.md)."

@@ -60,5 +60,7 @@ def test_the_follower_runs_in_a_pool_of_its_own() -> None:
     follower = defs.get_job_def(LIVE_HOUR_JOB)
     assert {node.definition.pool for node in follower.graph.node_dict.values()} == {LIVE_HOUR_POOL}
     assert LIVE_HOUR_POOL != DATABASE_POOL
+    # The sensor alone asks for a follower: Dagster's run retries never make a second one.
+    assert follower.tags["dagster/max_retries"] == "0"
     asset = defs.resolve_assets_def("competition_fill_events")
     assert asset.op.pool == DATABASE_POOL
