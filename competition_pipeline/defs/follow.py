@@ -26,6 +26,7 @@ from competition_pipeline.defs.jobs import fill_events_job
 from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB, build_live_hour_job
 from competition_pipeline.defs.partitions import fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
+from competition_pipeline.defs.runs import selects_fill_asset, window_keys
 from competition_pipeline.fills.journal import scan
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.stream import StreamSource, windows_since
@@ -38,10 +39,8 @@ from competition_pipeline.recording.follow import (
     journal_windows_behind,
     keep_stream_position,
     plan,
-    selects_fill_asset,
     stream_wanted,
     stream_windows_behind,
-    window_keys,
 )
 from competition_pipeline.settings import Settings
 from competition_pipeline.store.database import CommittedWindow, CompetitionStore, StoreError
