@@ -14,6 +14,8 @@ SET ROLE competition_owner;
 GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO competition_recorder;
 GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder;
+-- The open hour's follower takes, checks and hands back the hour's lease (docs/recording.md).
+GRANT SELECT, INSERT, UPDATE ON competition_fill_followers TO competition_recorder;
 -- Changing recorded history (docs/history.md) is the owner's: a rebuild's apply and undo, and
 -- retention, connect as competition_owner (COMPETITION_OWNER_DATABASE_URL). The recorder reads
 -- what they leave: retired windows (never recorded again), counter offsets, the rebuilds' audit.
