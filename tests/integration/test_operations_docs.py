@@ -364,6 +364,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         "0003",
         "0004",
         "0005",
+        "0006_live_hour_leases",
     ]  # the upgrade
     with psycopg.connect(dburl.libpq(owner_url), autocommit=True) as conn:
         parts = conn.execute(

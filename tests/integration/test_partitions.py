@@ -49,7 +49,14 @@ def partitions(url: str) -> dict[str, int]:
 def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: str) -> None:
     store = CompetitionStore(empty_database_url)
     applied = store.ensure_schema()
-    assert [r.split(" ")[0] for r in applied] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [r.split(" ")[0] for r in applied] == [
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006_live_hour_leases",
+    ]
     assert store.ensure_schema() == []  # at head: nothing to do
     assert query(empty_database_url, "SELECT version_num FROM alembic_version") == [
         (schema.head(),)
@@ -215,6 +222,8 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             " not one jsonb.)",
             "0005 (Standings say up to which fill they are: ``through_fill_ts`` and"
             " ``through_trade_id``.)",
+            "0006_live_hour_leases (The open hour's follower holds a lease:"
+            " ``competition_fill_followers``, one row per hour.)",
         ]
         assert recorder.ensure_schema() == []
     finally:
