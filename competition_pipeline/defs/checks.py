@@ -16,7 +16,6 @@ selected checks for each window as it commits (:class:`WindowChecks`), and yield
 evaluation fails the step.
 """
 
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
-from competition_pipeline.defs.stops import stop_on_signals
+from competition_pipeline.defs.stops import StopSignals
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.checks import (
     BLOCKING,
@@ -203,8 +202,7 @@ def _evaluate(
 ) -> CheckEvents:
     """One window: its result. A range: one evaluation per window, then the step's output. A
     stop signal meanwhile waits for the check to finish (a check only reads: it is short)."""
-    with stop_on_signals(threading.Event()):
-        yield from _evaluate_windows(context, checks, name)
+    yield from StopSignals().guard(_evaluate_windows(context, checks, name))
 
 
 def _evaluate_windows(

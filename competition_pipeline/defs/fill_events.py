@@ -21,7 +21,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
-from competition_pipeline.defs.stops import mark_stopped, stop_on_signals
+from competition_pipeline.defs.stops import StopSignals, mark_stopped
 from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window, windows_between
@@ -223,14 +223,13 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
         check_deployment(context, settings)
         host = tag_host(context)
-        stop = threading.Event()
-        with (
-            holding_run_lock(context, database, "not recorded (nothing of it committed)"),
-            stop_on_signals(stop) as received,
-        ):
-            yield from _materialize(context, database, fill_source, policy, host, stop)
-            if received:
-                why = f"stopped: {', '.join(received)}"
+        signals = StopSignals()
+        with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
+            yield from signals.guard(
+                _materialize(context, database, fill_source, policy, host, signals.stop)
+            )
+            if signals.received:
+                why = f"stopped: {', '.join(signals.received)}"
                 mark_stopped(context, why)
                 context.log.info(f"{why}: every window recorded before it is committed")
 

@@ -21,7 +21,6 @@ the step, which the retry policy turns into a retry and the run into a FAILURE.
 
 import datetime as dt
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +40,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
-from competition_pipeline.defs.stops import mark_stopped, stop_on_signals
+from competition_pipeline.defs.stops import StopSignals, mark_stopped
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.checks import NO_CONFLICTS, RECONCILES, REJECTS
@@ -108,57 +107,10 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
         fill_source: FillSourceResource,
         policy: RecordingPolicy,
     ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-        check_deployment(context, settings)  # type: ignore[arg-type]
-        host = tag_host(context)  # type: ignore[arg-type]
-        window = Window.from_key(context.partition_key)
-        until = follow_until(settings, window)
-        context.log.info(
-            f"following {window.key} until {dt.datetime.fromtimestamp(until, dt.UTC):%H:%M:%S}"
-            f" UTC: a load every {settings.follow_interval_seconds:g}s from the committed"
-            f" offsets, progress every {FOLLOW_PROGRESS_SECONDS:.0f}s"
+        signals = StopSignals()
+        yield from signals.guard(
+            _live_hour(context, settings, database, fill_source, policy, signals)
         )
-        stop = threading.Event()
-        with (
-            holding_run_lock(context, database, "not followed (nothing of it committed)"),  # type: ignore[arg-type]
-            stop_on_signals(stop) as received,
-        ):
-            live = LiveHour(
-                fill_source.source(),
-                database.store(),
-                window,
-                context.run.run_id,
-                until,
-                host=host,
-                run_created=_created(context),
-                interval=settings.follow_interval_seconds,
-                standings_seconds=settings.follow_standings_seconds,
-                progress_seconds=FOLLOW_PROGRESS_SECONDS,
-                reject_budget=policy.reject_budget(),
-                stop=stop,
-                stop_reason=lambda: f"{', '.join(received)} (a shutdown of {socket.gethostname()})",
-            )
-            last = yield from _follow(context, live, host)
-            if last.superseded:
-                context.log.warning(f"{window.key} {last.ended}")
-                return
-            if last.stopped:
-                mark_stopped(context, last.ended or "stopped")
-                context.log.info(
-                    f"{window.key} {last.ended}: every load before it committed, the hour handed"
-                    f" back ({last.loads} loads, {last.rows} rows); the next follower starts from"
-                    " the committed offsets"
-                )
-                return
-            assert last.totals is not None
-            _log_report(context, last.totals)  # type: ignore[arg-type]
-            context.log.info(
-                f"followed {window.key}: {last.loads} loads, {last.rows} rows inserted, standings"
-                f" refreshed {last.refreshes} times; {last.bridged} loads of the next hour"
-                f" {Window(window.end).key} while its own follower started"
-            )
-            checks = WindowChecks(database, fill_source, policy, instance=context.instance)
-            for name in (RECONCILES, NO_CONFLICTS, REJECTS):
-                yield checks.evaluation(name, window)
 
     @dg.job(
         name=LIVE_HOUR_JOB,
@@ -176,6 +128,66 @@ def build_live_hour_job(settings: Settings) -> dg.JobDefinition:
         competition_fill_live_hour()
 
     return competition_fill_live_hour_job
+
+
+def _live_hour(
+    context: dg.OpExecutionContext,
+    settings: Settings,
+    database: CompetitionDatabase,
+    fill_source: FillSourceResource,
+    policy: RecordingPolicy,
+    signals: StopSignals,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """The op's body: take the hour, follow it, end (closed, stopped or superseded)."""
+    check_deployment(context, settings)  # type: ignore[arg-type]
+    host = tag_host(context)  # type: ignore[arg-type]
+    window = Window.from_key(context.partition_key)
+    until = follow_until(settings, window)
+    context.log.info(
+        f"following {window.key} until {dt.datetime.fromtimestamp(until, dt.UTC):%H:%M:%S}"
+        f" UTC: a load every {settings.follow_interval_seconds:g}s from the committed"
+        f" offsets, progress every {FOLLOW_PROGRESS_SECONDS:.0f}s"
+    )
+    with holding_run_lock(context, database, "not followed (nothing of it committed)"):  # type: ignore[arg-type]
+        live = LiveHour(
+            fill_source.source(),
+            database.store(),
+            window,
+            context.run.run_id,
+            until,
+            host=host,
+            run_created=_created(context),
+            interval=settings.follow_interval_seconds,
+            standings_seconds=settings.follow_standings_seconds,
+            progress_seconds=FOLLOW_PROGRESS_SECONDS,
+            reject_budget=policy.reject_budget(),
+            stop=signals.stop,
+            stop_reason=lambda: (
+                f"{', '.join(signals.received)} (a shutdown of {socket.gethostname()})"
+            ),
+        )
+        last = yield from _follow(context, live, host)
+        if last.superseded:
+            context.log.warning(f"{window.key} {last.ended}")
+            return
+        if last.stopped:
+            mark_stopped(context, last.ended or "stopped")
+            context.log.info(
+                f"{window.key} {last.ended}: every load before it committed, the hour handed"
+                f" back ({last.loads} loads, {last.rows} rows); the next follower starts from"
+                " the committed offsets"
+            )
+            return
+        assert last.totals is not None
+        _log_report(context, last.totals)  # type: ignore[arg-type]
+        context.log.info(
+            f"followed {window.key}: {last.loads} loads, {last.rows} rows inserted, standings"
+            f" refreshed {last.refreshes} times; {last.bridged} loads of the next hour"
+            f" {Window(window.end).key} while its own follower started"
+        )
+        checks = WindowChecks(database, fill_source, policy, instance=context.instance)
+        for name in (RECONCILES, NO_CONFLICTS, REJECTS):
+            yield checks.evaluation(name, window)
 
 
 def _created(context: dg.OpExecutionContext) -> dt.datetime | None:

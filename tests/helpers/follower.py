@@ -33,9 +33,14 @@ from tests.helpers.location import SETTINGS
 _FOLLOWER = textwrap.dedent(
     """
     import json
+    import os
     import sys
     from competition_pipeline import settings
+    from competition_pipeline.defs import live_hour
     from competition_pipeline.defs.live_hour import build_live_hour_job
+
+    # A test may ask for progress materializations more often than every minute.
+    live_hour.FOLLOW_PROGRESS_SECONDS = float(os.environ.get("TEST_PROGRESS_SECONDS", "60"))
     from competition_pipeline.defs.resources import (
         CompetitionDatabase, FillSourceResource, RecordingPolicy)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +267,38 @@ def test_two_follower_runs_of_one_hour_racing_the_loser_ends_without_writing(
     check = reconcile_window(JournalSource(journal), store, window)
     assert (check.missing, check.unexpected) == (0, 0)
     assert _committed_lines(store, window) <= fills
+
+
+def test_a_follower_stopped_with_sigterm_commits_hands_the_hour_back_and_succeeds(
+    database_url: str, journal: Path
+) -> None:
+    """SIGTERM to a follower's process after it reported progress several times (Dagster's
+    interrupt boundary is entered again at every resumption of the step): its last load
+    commits, the hour is handed back saying why, and the run ends successfully (exit 0: the
+    in-process run raises on a failure); the next follower takes the hour at once."""
+    window = open_window()
+    start = window.start_ms
+    segment = write_segment(journal, window, SEGMENT, [])
+    append(segment, _lines(1, 20, start))
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    follower = start_follower(
+        database_url, {"root": str(journal)}, window, TEST_PROGRESS_SECONDS="1"
+    )
+    try:
+        wait_until(lambda: _committed_lines(store, window) == 20)
+        time.sleep(2.5)  # progress materializations yielded (the step resumed since)
+        append(segment, _lines(21, 10, start))
+        wait_until(lambda: _committed_lines(store, window) == 30)
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(timeout=60) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    ((holder, why),) = query(
+        database_url, "SELECT run_id, released_why FROM competition_fill_followers"
+    )
+    assert holder is None and why.startswith("stopped: SIGTERM at "), why
+    assert _committed_lines(store, window) == 30
+    lease = store.take_hour(window, "the-next-follower")
+    assert lease.previous_run is None  # handed back: nobody to take it from
