@@ -14,6 +14,7 @@ from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.follow import build_follow_sensors
 from competition_pipeline.defs.history import build_prune_run_history
 from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.months import (
     build_retention,
     competition_months_daily,
@@ -40,12 +41,14 @@ def build_defs(settings: Settings) -> dg.Definitions:
     layer reads (``defs/`` never reads the environment itself)."""
     prune_run_history_job, prune_run_history_schedule = build_prune_run_history(settings)
     retention_job, retention_schedule = build_retention(settings)
+    live_hour_job = build_live_hour_job(settings)
     return dg.Definitions(
         # Code references: the UI links each asset to its source.
         assets=dg.with_source_code_references([build_fill_asset(settings), competition_standings]),
         asset_checks=build_checks(settings),
         jobs=[
             fill_events_job,
+            live_hour_job,
             standings_job,
             prune_run_history_job,
             competition_months_job,
@@ -53,7 +56,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             build_rebuild_job(settings),
         ],
         sensors=[
-            *build_follow_sensors(settings),
+            *build_follow_sensors(settings, live_hour_job),
             build_alerts_sensor(settings),
             standings_refresh_sensor,
         ],

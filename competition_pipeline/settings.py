@@ -72,7 +72,7 @@ class Settings:
     retry_backoff_seconds: float = 15.0  # FILL_RETRY_BACKOFF_SECONDS
     retry_backoff_max_seconds: float = 600.0  # FILL_RETRY_BACKOFF_MAX_SECONDS
     dead_run_seconds: float = 180.0  # FILL_DEAD_RUN_SECONDS
-    # The open hour's follower (fill_events.follow_window, defs/fill_events.py).
+    # The open hour's follower (recording/live_hour.py, defs/live_hour.py).
     follow_open_hour: bool = True  # FILL_FOLLOW_OPEN_HOUR
     follow_interval_seconds: float = 1.0  # FILL_FOLLOW_INTERVAL_SECONDS
     follow_lateness_seconds: float = 60.0  # FILL_FOLLOW_LATENESS_SECONDS

@@ -32,6 +32,7 @@ from competition_pipeline.defs.resources import (
     RecordingPolicy,
 )
 from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.defs.stops import StopSignals
 from competition_pipeline.fills.windows import Window, windows_between
 from competition_pipeline.recording.checks import (
     BLOCKING,
@@ -199,7 +200,14 @@ CheckEvents = Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output
 def _evaluate(
     context: dg.AssetCheckExecutionContext, checks: WindowChecks, name: str
 ) -> CheckEvents:
-    """One window: its result. A range: one evaluation per window, then the step's output."""
+    """One window: its result. A range: one evaluation per window, then the step's output. A
+    stop signal meanwhile waits for the check to finish (a check only reads: it is short)."""
+    yield from StopSignals().guard(_evaluate_windows(context, checks, name))
+
+
+def _evaluate_windows(
+    context: dg.AssetCheckExecutionContext, checks: WindowChecks, name: str
+) -> CheckEvents:
     if context.has_partition_key:
         yield checks.result(name, Window.from_key(context.partition_key))
         return

@@ -1,6 +1,6 @@
 """The ``competition_fill_events`` asset: one hourly window of fills recorded per partition."""
 
-import datetime as dt
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +21,8 @@ from competition_pipeline.defs.resources import (
     FillSourceResource,
     RecordingPolicy,
 )
-from competition_pipeline.defs.runs import holding_run_lock, is_follower
-from competition_pipeline.defs.standings import report_follower_leaderboard
+from competition_pipeline.defs.runs import holding_run_lock
+from competition_pipeline.defs.stops import StopSignals, mark_stopped
 from competition_pipeline.defs.tables import column_schema
 from competition_pipeline.fills.journal import SYMLINK_NOTE
 from competition_pipeline.fills.windows import Window, windows_between
@@ -30,14 +30,10 @@ from competition_pipeline.recording.fill_events import (
     MAX_STORED_REJECTS,
     RECORDING_VERSION,
     WindowReport,
-    follow_window,
     record_windows,
-    window_totals,
 )
-from competition_pipeline.recording.follow import StandingsPacer
 from competition_pipeline.settings import Settings
 from competition_pipeline.store.database import FILL_EVENTS, fill_events
-from competition_pipeline.store.standings import CompetitionError, Competitions
 
 # (trade_id, wallet) is the row's key; fill_ts is in the primary key only because a partitioned
 # table's key must hold its partition key.
@@ -238,149 +234,17 @@ def build_fill_asset(settings: Settings) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
         check_deployment(context, settings)
         host = tag_host(context)
+        signals = StopSignals()
         with holding_run_lock(context, database, "not recorded (nothing of it committed)"):
-            window = Window.from_key(context.partition_key_range.start)
-            if (
-                settings.follower_runs
-                and is_follower(context.run)
-                and context.partition_key_range.start == context.partition_key_range.end
-                and time.time() < _follow_until(settings, window)
-            ):
-                yield from _follow(context, database, fill_source, policy, settings, window)
-            else:
-                yield from _materialize(context, database, fill_source, policy, host)
+            yield from signals.guard(
+                _materialize(context, database, fill_source, policy, host, signals.stop)
+            )
+            if signals.received:
+                why = f"stopped: {', '.join(signals.received)}"
+                mark_stopped(context, why)
+                context.log.info(f"{why}: every window recorded before it is committed")
 
     return competition_fill_events
-
-
-#: How often a follower reports its progress as a materialization of its partition (the UI's
-#: counts of the open hour, and the asset's freshness).
-FOLLOW_PROGRESS_SECONDS = 60.0
-
-
-def _follow_until(settings: Settings, window: Window) -> float:
-    """When the follower of ``window`` ends: the hour closed past its lateness (late fills after
-    that are recorded by a run per change, as for any closed hour)."""
-    return window.end.timestamp() + settings.follow_lateness_seconds
-
-
-def _follow(
-    context: dg.AssetExecutionContext,
-    database: CompetitionDatabase,
-    fill_source: FillSourceResource,
-    policy: RecordingPolicy,
-    settings: Settings,
-    window: Window,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
-    """Follow the open hour (``follow_window``): commit what was appended every second, keep the
-    running competitions' standings a few seconds behind, report progress every minute, and end,
-    once the hour is closed past its lateness, with the window's materialization (its totals over
-    every load); the check steps evaluate it next. A source or database error fails the step as
-    a window's would (the RetryPolicy retries it; a new attempt starts from the committed offsets).
-    """
-    until = _follow_until(settings, window)
-    context.log.info(
-        f"following {window.key} until {dt.datetime.fromtimestamp(until, dt.UTC):%H:%M:%S} UTC:"
-        f" a load every {settings.follow_interval_seconds:g}s from the committed offsets,"
-        f" progress every {FOLLOW_PROGRESS_SECONDS:.0f}s"
-    )
-    stopped = (
-        f"window {window.key} follower stopped (every load before it is committed; the next"
-        " attempt starts from its offsets)"
-    )
-    with failing_step(stopped):
-        store = database.store()
-    competitions = Competitions(store)
-    pacer = StandingsPacer(settings.follow_standings_seconds)
-    loads = rows = refreshes = bridged = leaderboard_refreshes = 0
-    reported = time.monotonic()
-    with failing_step(stopped):
-        source = fill_source.source()
-        for report in follow_window(
-            source,
-            store,
-            window,
-            until=until,
-            interval=settings.follow_interval_seconds,
-            bridge=Window(window.end),
-            reject_budget=policy.reject_budget(),
-        ):
-            if report is not None and report.window != window.key:  # the next hour, bridged
-                bridged += 1
-                pacer.committed(report)
-            elif report is not None:
-                if report.retired:
-                    raise dg.Failure(
-                        description=_retired_message([report.window]), allow_retries=False
-                    )
-                _warn_ignored(context, report)
-                loads += 1
-                rows += report.rows_inserted
-                pacer.committed(report)
-            if pacer.due():
-                refreshes += _refresh_standings(competitions, window, pacer)
-            if time.monotonic() - reported >= FOLLOW_PROGRESS_SECONDS:
-                reported = time.monotonic()
-                if refreshes > leaderboard_refreshes:  # the UI's leaderboard is the current one
-                    leaderboard_refreshes = refreshes
-                    report_follower_leaderboard(
-                        context.instance, competitions, window, context.run_id
-                    )
-                totals = window_totals(store, window)
-                if totals is not None:
-                    yield dg.AssetMaterialization(
-                        asset_key=context.asset_key,
-                        partition=window.key,
-                        metadata={
-                            **report_metadata(totals),
-                            **_follow_metadata(loads, rows, refreshes, final=False),
-                        },
-                    )
-        if pacer.dirty:
-            refreshes += _refresh_standings(competitions, window, pacer)
-        if refreshes > leaderboard_refreshes:
-            report_follower_leaderboard(context.instance, competitions, window, context.run_id)
-        totals = window_totals(store, window)
-    if totals is None:  # never a fill, nor a segment: recorded once, as a run would
-        (totals,) = _record([window], database, fill_source, policy)
-    _log_report(context, totals)
-    context.log.info(
-        f"followed {window.key}: {loads} loads, {rows} rows inserted, standings refreshed"
-        f" {refreshes} times; {bridged} loads of the next hour {Window(window.end).key} while"
-        " its own follower started"
-    )
-    yield dg.MaterializeResult(
-        metadata={
-            **report_metadata(totals),
-            **_follow_metadata(loads, rows, refreshes, final=True),
-        }
-    )
-
-
-def _follow_metadata(loads: int, rows: int, refreshes: int, *, final: bool) -> dict[str, Any]:
-    """What a follower adds to its window's materialization. ``follower`` is "progress" on the
-    minute's reports (the standings sensor skips those: the follower keeps the standings itself)
-    and "final" on the one that ends the run."""
-    return {
-        "follower": "final" if final else "progress",
-        "follower_loads": loads,
-        "follower_rows_inserted": rows,
-        "standings_refreshes": refreshes,
-    }
-
-
-def _refresh_standings(competitions: Competitions, window: Window, pacer: StandingsPacer) -> int:
-    """Refresh the standings of the competitions running over ``window``; how many."""
-    started = pacer.clock()
-    with competitions.store.wrap_errors("cannot refresh the standings on"):  # a StoreError
-        ids = competitions.active_overlapping(window.start, window.end)
-        for competition_id in ids:
-            try:
-                competitions.refresh(competition_id)
-            except CompetitionError:  # removed meanwhile
-                continue
-    pacer.refreshed(started)
-    return len(ids)
 
 
 def _materialize(
@@ -389,7 +253,10 @@ def _materialize(
     fill_source: FillSourceResource,
     policy: RecordingPolicy,
     host: str,
+    stop: threading.Event,
 ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """One window, or a range (a backfill) window after window; on a stop signal a range ends
+    after the window in progress has committed (one window is short: it completes)."""
     time_window = context.partition_time_window
     windows = windows_between(time_window.start, time_window.end)
     if len(windows) == 1:
@@ -444,6 +311,14 @@ def _materialize(
                     )
                     _warn_missing(context, missing)
                     missing.clear()
+                if stop.is_set() and done < len(windows):
+                    yield from checks.evaluations_of(evaluated)
+                    evaluated.clear()
+                    context.log.info(
+                        f"{done}/{len(windows)} windows recorded (up to {report.window}) when"
+                        " the stop came; the rest are requested again"
+                    )
+                    break
         except Exception:
             try:
                 yield from checks.evaluations_of(evaluated)

@@ -24,14 +24,16 @@ import dagster as dg
 
 from competition_pipeline.defs.failures import skipped_tick
 from competition_pipeline.defs.jobs import fill_events_job
+from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB, build_live_hour_job
 from competition_pipeline.defs.partitions import fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.defs.runs import FOLLOW_TAG, selects_fill_asset, window_keys
+from competition_pipeline.defs.runs import selects_fill_asset, window_keys
 from competition_pipeline.errors import PipelineError
 from competition_pipeline.fills.journal import scan
 from competition_pipeline.fills.stream import StreamSource, windows_since
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.follow import (
+    FOLLOW_TAG,
     Backoff,
     FollowCursor,
     Plan,
@@ -146,8 +148,11 @@ def _result(
         context.log.warning(
             f"hours outside the partitions, not requested: {decision.out_of_range[:10]}"
         )
-    if decision.deferred:
-        context.log.info(f"behind, a live run is recording them: {decision.deferred[:10]}")
+    now = time.time()
+    # The open hour is behind all the time while its follower follows it: not news.
+    deferred = [k for k in decision.deferred if not _follows(settings, Window.from_key(k), now)]
+    if deferred:
+        context.log.info(f"behind, a live run is recording them: {deferred[:10]}")
     if decision.retired:
         context.log.info(
             f"retired by retention, not requested ({len(decision.retired)}; a rebuild restores"
@@ -159,11 +164,15 @@ def _result(
             for key, seconds in list(decision.backing_off.items())[:10]
         }
         context.log.warning(f"failing windows, backing off: {failing}")
-    now = time.time()
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                partition_key=request.window.key, tags=_request_tags(settings, request, now)
+                partition_key=request.window.key,
+                tags=_request_tags(settings, request, now),
+                # The open hour goes to its follower's job (its own pool), the rest to the asset's.
+                job_name=LIVE_HOUR_JOB
+                if _follows(settings, request.window, now)
+                else fill_events_job.name,
             )
             for request in decision.requests
         ],
@@ -171,9 +180,13 @@ def _result(
     )
 
 
-def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+def build_follow_sensors(
+    settings: Settings, live_hour_job: dg.JobDefinition | None = None
+) -> list[dg.SensorDefinition]:
     """``fill_journal_sensor`` and ``fill_stream_sensor``: interval, default status, backoff,
-    dead-run time and requests per tick from ``settings``."""
+    dead-run time and requests per tick from ``settings``; the open hour's requests go to
+    ``live_hour_job`` (the one in the definitions; built from ``settings`` when not given)."""
+    jobs = [fill_events_job, live_hour_job or build_live_hour_job(settings)]
     partitions = fill_partitions(settings)
     backoff = Backoff(settings.retry_backoff_seconds, settings.retry_backoff_max_seconds)
     # Stopped by default in a deployment (turn it on in the UI); `bin/start` sets it running.
@@ -208,7 +221,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
 
     @dg.sensor(
         name="fill_journal_sensor",
-        target=fill_events_job,
+        jobs=jobs,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status,
         description=(
@@ -244,7 +257,7 @@ def build_follow_sensors(settings: Settings) -> list[dg.SensorDefinition]:
 
     @dg.sensor(
         name="fill_stream_sensor",
-        target=fill_events_job,
+        jobs=jobs,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status
         if settings.follows_stream

@@ -18,7 +18,6 @@ from competition_pipeline.defs.failures import failing_step
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
 from competition_pipeline.defs.resources import CompetitionDatabase
 from competition_pipeline.fills.windows import Window, windows_between
-from competition_pipeline.recording.follow import FOLLOW_TAG
 
 #: Dagster's wrappers around the error that says why a step failed.
 _WRAPPERS = {
@@ -38,11 +37,6 @@ def window_keys(run: dg.DagsterRun) -> list[str]:
         last = Window.from_key(tags[ASSET_PARTITION_RANGE_END_TAG])
         return [w.key for w in windows_between(first.start, last.end)]
     return []
-
-
-def is_follower(run: dg.DagsterRun) -> bool:
-    """The run follows its (open) window until the hour is closed past its lateness."""
-    return run.tags.get(FOLLOW_TAG) == "open-hour"
 
 
 def windows_label(run: dg.DagsterRun) -> str | None:

@@ -3,13 +3,8 @@
 This is the whole recording path without Dagster; the asset is a thin wrapper around
 :func:`record_window`, and tests and the benchmark call it directly too.
 
-:func:`follow_window` is the open hour's follower: one long run instead of a run per change. A
-run per change pays a sensor tick and a run start per hop (5-10 s at Dagster's floor, and a run's
-events in the instance's history each time); a follower pays them once an hour. It reads the
-window from its committed offsets, commits a small load (the same per-window transaction: rows
-and offsets together), sleeps the rest of its interval and goes again, until the hour is closed
-past its lateness. Nothing is kept outside the database: a follower killed at any point leaves
-the committed offsets, and the next one starts from them (nothing missing, nothing twice).
+The open hour's follower, which loads a window again and again from its committed offsets, is
+:mod:`~competition_pipeline.recording.live_hour`; each of its loads is :func:`_load` too.
 
 Accounting identity (checked by :meth:`WindowReport.balanced`): every complete line read is exactly
 one of a fill recorded or already present, a skipped message, a reject, or a conflict; an
@@ -19,7 +14,7 @@ unterminated tail of a plain segment is counted apart, and read on a later run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +26,7 @@ from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.prefetch import prefetched
 from competition_pipeline.store.database import (
     CompetitionStore,
+    Fence,
     LoadSession,
     PreviousLoad,
     Reconciliation,
@@ -215,11 +211,12 @@ def _load(
     before: PreviousLoad | None,
     reject_budget: RejectBudget | None,
     started: float,
+    fence: Fence | None = None,
 ) -> WindowReport:
     window, report, stats = item.window, item.report, item.stats
     stored_before = before.stored.rejects if before is not None and before.stored else 0
     room = max(0, MAX_STORED_REJECTS - stored_before)  # re-staged rejects already stored count too
-    with session.window(window) as load:
+    with session.window(window, fence) as load:
         # Small batches (one per segment of a quiet hour) are staged together: each staging
         # round costs several statements whatever its size.
         pending: list[tuple] = []
@@ -293,69 +290,6 @@ def record_window(
     """Read ``window`` from ``source`` and record it in ``store`` in one transaction."""
     (report,) = record_windows(source, store, [window], reject_budget=reject_budget)
     return report
-
-
-def follow_window(
-    source: FillSource,
-    store: CompetitionStore,
-    window: Window,
-    *,
-    until: float,
-    interval: float = 1.0,
-    bridge: Window | None = None,
-    reject_budget: RejectBudget | None = None,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[WindowReport | None]:
-    """Record ``window`` again and again, every ``interval`` seconds, until ``clock()`` passes
-    ``until`` (then once more, so the last round reads everything filed by then); each round
-    yields the report of the load it committed, or None when the source had nothing new.
-
-    ``bridge`` (the next hour) is also recorded in each round once it has begun, and its loads'
-    reports yielded too: the hour's first fills are committed while the next hour's own follower
-    is being requested and started (a sensor tick and a run start). Two followers of one window
-    are safe: its loads are serialized by the window's lock and each is idempotent.
-
-    One connection serves the reads, one session the loads; each load is the same transaction as
-    a run's (rows, rejects, conflicts, offsets, summary and digest together), so a round costs
-    what was appended plus a few statements. A window retention retired yields a report with
-    ``retired`` set and ends the follow (a retired ``bridge`` is left alone).
-    """
-    with store.shared_connection(), store.session() as session:
-        while True:
-            now = clock()
-            last_round = now >= until
-            started = time.perf_counter()
-            if store.retired_windows([window]):
-                yield WindowReport(window=window.key, source=source.describe(), retired=True)
-                return
-            yield _follow_round(source, store, session, window, reject_budget)
-            if bridge is not None and now >= bridge.start.timestamp():
-                if not store.retired_windows([bridge]):
-                    report = _follow_round(source, store, session, bridge, reject_budget)
-                    if report is not None:
-                        yield report
-            if last_round:
-                return
-            sleep(max(0.0, interval - (time.perf_counter() - started)))
-
-
-def _follow_round(
-    source: FillSource,
-    store: CompetitionStore,
-    session: LoadSession,
-    window: Window,
-    reject_budget: RejectBudget | None,
-) -> WindowReport | None:
-    """One load of ``window`` from its committed offsets, or None when nothing was appended."""
-    started = time.perf_counter()
-    previous = store.previous_loads([window])
-    with closing(_parse_windows(source, [window], previous)) as parsed:
-        item = next(parsed)
-        if item.unchanged:
-            return None
-        batches = _window_batches(item, parsed)
-        return _load(session, item, batches, previous.get(window), reject_budget, started)
 
 
 def window_totals(store: CompetitionStore, window: Window) -> WindowReport | None:

@@ -29,7 +29,7 @@ from competition_pipeline.store.database import CommittedWindow
 from competition_pipeline.store.summary import WindowReport
 
 NS = 1_000_000_000
-#: The tag of a run that follows the open hour (``fill_events.follow_window``) instead of recording
+#: The tag of a run that follows the open hour (``recording/live_hour.py``) instead of recording
 #: it once; the follow sensors set it (value "open-hour") on the request of a window still within
 #: its follow period (open, or closed less than its lateness ago).
 FOLLOW_TAG = "competition/follow"

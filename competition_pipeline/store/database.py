@@ -39,6 +39,7 @@ from competition_pipeline.store.summary import WindowSummary
 from competition_pipeline.store.tables import (
     FILL_CONFLICTS,
     FILL_EVENTS,
+    FILL_FOLLOWERS,
     FILL_KEYS,
     FILL_REBUILDS,
     FILL_REJECTS,
@@ -58,6 +59,8 @@ __all__ = [
     "FILL_WINDOWS",
     "CommittedWindow",
     "CompetitionStore",
+    "Lease",
+    "LeaseLost",
     "LoadCounts",
     "LoadSession",
     "PreviousLoad",
@@ -76,6 +79,29 @@ __all__ = [
 # A run's liveness lock (first key; second key: hashtext(run_id), made non-negative): held by the
 # run's worker on its own connection, so PostgreSQL releases it the moment the worker dies.
 _RUN_LOCK_NAMESPACE = 0x6371
+
+
+#: Set on every session the store opens: the server itself notices a dead or cut-off client within
+#: about 25 s (keepalive probes after 10 s idle, every 5 s, 3 unanswered) or 30 s of unacknowledged
+#: data (tcp_user_timeout), and ends its session, which frees the session's advisory locks (a
+#: run's liveness lock): the kernel's defaults leave it two hours. client_connection_check_interval
+#: also ends a query still running for a client that went away. All user-settable (PostgreSQL 12+;
+#: 14+ for the check interval); over a Unix socket the tcp_ ones do nothing. docs/operations.md.
+SESSION_SETTINGS = {
+    "tcp_keepalives_idle": ("10", 0),
+    "tcp_keepalives_interval": ("5", 0),
+    "tcp_keepalives_count": ("3", 0),
+    "tcp_user_timeout": ("30000", 120000),  # (value, the first server_version that has it)
+    "client_connection_check_interval": ("10000", 140000),
+}
+
+
+def _session_settings(server_version: int) -> str:
+    return "; ".join(
+        f"SET {name} = {value}"
+        for name, (value, since) in SESSION_SETTINGS.items()
+        if server_version >= since
+    )
 
 
 class StoreError(PipelineError):
@@ -170,6 +196,63 @@ def wrap_errors(doing: str, url: str) -> Iterator[None]:
         raise StoreTerminalError(message) from None
 
 
+class LeaseLost(Exception):
+    """A follower's load refused: its run no longer holds the hour (a newer follower took it over,
+    or it was handed back). Nothing of that load was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A run's hold on an hour (``competition_fill_followers``): the generation it took. Each load
+    of the follower checks it under the row's lock, in the load's own transaction (fencing)."""
+
+    window: Window
+    run_id: str
+    generation: int
+    #: The run that held the hour before (taken over), if any.
+    previous_run: str | None = None
+
+    def check(self, conn: psycopg.Connection) -> None:
+        """Raise :class:`LeaseLost` unless this run still holds the hour (the row stays locked
+        until the load commits: a takeover waits for it, and the load after it is refused)."""
+        held = conn.execute(
+            f"UPDATE {FILL_FOLLOWERS} SET heartbeat_at = now()"
+            " WHERE window_start = %s AND run_id = %s AND generation = %s RETURNING 1",
+            (self.window.start, self.run_id, self.generation),
+        ).fetchone()
+        if held is None:
+            row = conn.execute(
+                f"SELECT run_id, generation FROM {FILL_FOLLOWERS} WHERE window_start = %s",
+                (self.window.start,),
+            ).fetchone()
+            holder = "nobody (handed back)" if row is None or row[0] is None else f"run {row[0]}"
+            generation = row[1] if row is not None else "?"
+            raise LeaseLost(
+                f"{self.window.key}: run {self.run_id} no longer holds the hour (generation"
+                f" {self.generation}); it is held by {holder} at generation {generation}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Unheld:
+    """A load allowed only while no follower holds the window (the closing hour's follower
+    bridging into the next hour until that hour's own follower has started)."""
+
+    window: Window
+
+    def check(self, conn: psycopg.Connection) -> None:
+        row = conn.execute(
+            f"SELECT run_id FROM {FILL_FOLLOWERS} WHERE window_start = %s AND run_id IS NOT NULL"
+            " FOR SHARE",
+            (self.window.start,),
+        ).fetchone()
+        if row is not None:
+            raise LeaseLost(f"{self.window.key} is followed by run {row[0]}")
+
+
+Fence = Lease | Unheld
+
+
 @dataclass(frozen=True, slots=True)
 class PreviousLoad:
     """A window's latest committed load (``competition_fill_windows``) and what the window holds
@@ -221,10 +304,12 @@ class LoadSession:
         self._months: set[dt.date] = set()  # months this session has made sure exist
 
     @contextmanager
-    def window(self, window: Window) -> Iterator[WindowLoad]:
+    def window(self, window: Window, fence: Fence | None = None) -> Iterator[WindowLoad]:
         """One window's transaction, under the window's advisory lock (its month created first,
         once per month and session: a backfill's windows share a few months, and the check is
-        a transaction of its own, paid per window before)."""
+        a transaction of its own, paid per window before). With ``fence``, the transaction
+        first checks it (a follower's lease) and raises :class:`LeaseLost`, writing nothing,
+        when it does not hold."""
         conn = self._conn
         with self._store.wrap_errors("database error in"):
             month = window.start.date().replace(day=1)
@@ -233,6 +318,8 @@ class LoadSession:
                 self._months.add(month)
             with conn.transaction():
                 lock_window(conn, window)
+                if fence is not None:
+                    fence.check(conn)
                 yield WindowLoad(conn, window)
 
 
@@ -265,9 +352,18 @@ class CompetitionStore:
 
     def connect(self) -> psycopg.Connection:
         with self.wrap_errors("cannot connect to"):
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self._conninfo, application_name="competition-pipeline", **self._overrides
             )
+            try:
+                # Outside a transaction, so that no rollback can undo them.
+                conn.autocommit = True
+                conn.execute(_session_settings(conn.info.server_version))  # type: ignore[arg-type]
+                conn.autocommit = False
+            except BaseException:
+                conn.close()
+                raise
+            return conn
 
     def engine(self) -> sa.Engine:
         """A SQLAlchemy engine over the same connections (for schema work and ad-hoc reads)."""
@@ -463,6 +559,65 @@ class CompetitionStore:
             window.start,
         )
         return int(rows[0][0]) if rows else 0
+
+    def take_hour(
+        self,
+        window: Window,
+        run_id: str,
+        host: str | None = None,
+        run_created: dt.datetime | None = None,
+    ) -> Lease:
+        """Take ``window``'s follower lease for ``run_id``, created at ``run_created`` (now when
+        not given). The newer run wins: the generation is bumped and the run that held the hour
+        has its next load refused. A run created before the holder's (a run marked dead whose
+        step is retried, a stale request) does not take it: :class:`LeaseLost`."""
+        with self.wrap_errors("cannot take the follower lease on"), self.connect() as conn:
+            with conn.transaction():
+                before = conn.execute(
+                    f"SELECT run_id, generation FROM {FILL_FOLLOWERS} WHERE window_start = %s"
+                    " FOR UPDATE",
+                    (window.start,),
+                ).fetchone()
+                taken = conn.execute(
+                    f"INSERT INTO {FILL_FOLLOWERS} AS f"
+                    " (window_start, run_id, run_created_at, generation, host)"
+                    " VALUES (%s, %s, coalesce(%s, now()), 1, %s)"
+                    " ON CONFLICT (window_start) DO UPDATE SET run_id = EXCLUDED.run_id,"
+                    " run_created_at = EXCLUDED.run_created_at, generation = f.generation + 1,"
+                    " host = EXCLUDED.host, taken_at = now(), heartbeat_at = now(),"
+                    " released_at = NULL, released_why = NULL"
+                    " WHERE f.run_id IS NULL OR f.run_id = EXCLUDED.run_id"
+                    " OR f.run_created_at IS NULL OR f.run_created_at <= EXCLUDED.run_created_at"
+                    " RETURNING generation",
+                    (window.start, run_id, run_created, host),
+                ).fetchone()
+        if taken is None:
+            assert before is not None
+            raise LeaseLost(
+                f"{window.key}: run {run_id} is older than run {before[0]}, which holds the hour"
+                f" (generation {before[1]})"
+            )
+        previous = before[0] if before is not None and before[0] != run_id else None
+        return Lease(window, run_id, taken[0], previous)
+
+    def hand_back(self, lease: Lease, why: str) -> bool:
+        """Hand the hour back (its next follower takes it at once); False when the lease was
+        no longer this run's."""
+        with self.wrap_errors("cannot hand back the follower lease on"), self.connect() as conn:
+            released = conn.execute(
+                f"UPDATE {FILL_FOLLOWERS} SET run_id = NULL, released_at = now(),"
+                " released_why = %s WHERE window_start = %s AND run_id = %s AND generation = %s",
+                (why[:500], lease.window.start, lease.run_id, lease.generation),
+            ).rowcount
+        return released == 1
+
+    def hour_holders(self) -> dict[Window, tuple[str, int]]:
+        """The hours a follower holds now: run id and generation."""
+        rows = self._read(
+            f"SELECT window_start, run_id, generation FROM {FILL_FOLLOWERS}"
+            " WHERE run_id IS NOT NULL"
+        )
+        return {Window(start): (run_id, generation) for start, run_id, generation in rows}
 
     @contextmanager
     def holding_run_lock(self, run_id: str) -> Iterator[None]:

@@ -32,6 +32,7 @@ FILL_REVISIONS = "competition_fill_revisions"
 FILL_RETIRED = "competition_fill_retired"
 COUNTER_OFFSETS = "competition_fill_counter_offsets"
 FILL_TOTALS = "competition_fill_window_totals"
+FILL_FOLLOWERS = "competition_fill_followers"
 
 metadata = sa.MetaData()
 _tz = sa.TIMESTAMP(timezone=True)
@@ -508,6 +509,32 @@ fill_retired = sa.Table(
         "month_table", sa.Text, nullable=False, comment="The month partition it was dropped with."
     ),
     _when("retired_at", "When the retention transaction began."),
+)
+
+#: The open hour's follower lease (migration 0006, recording/live_hour.py): which run may load the
+#: hour, fenced by the generation every load of that run checks in its own transaction.
+fill_followers = sa.Table(
+    FILL_FOLLOWERS,
+    metadata,
+    sa.Column("window_start", _tz, primary_key=True, comment="Start (UTC) of the followed hour."),
+    sa.Column("run_id", sa.Text, comment="The run that holds the hour; null once handed back."),
+    sa.Column(
+        "run_created_at",
+        _tz,
+        comment="When the holding run was created: an older run never takes the hour from it.",
+    ),
+    sa.Column(
+        "generation",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Bumped at each takeover: a load commits only under the generation it took.",
+    ),
+    sa.Column("host", sa.Text, comment="The host the holding run executes on."),
+    _when("taken_at", "When the holding run took the hour."),
+    _when("heartbeat_at", "The holding run's latest commit (or its takeover)."),
+    sa.Column("released_at", _tz, comment="When the run handed the hour back (null while held)."),
+    sa.Column("released_why", sa.Text, comment="Why it was handed back (hour over, a stop)."),
 )
 
 counter_offsets = sa.Table(

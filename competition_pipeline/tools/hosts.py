@@ -102,6 +102,28 @@ class Host:
                 pass
         return killed
 
+    def terminate(self, timeout: float = 60) -> float:
+        """SIGTERM to every process in the namespace at once (as systemd stops a unit, its
+        default KillMode=control-group: a Celery worker's warm shutdown, its pool processes
+        signalled too); SIGKILL what is left after ``timeout``. Seconds until all had ended."""
+        started = time.monotonic()
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        while self.pids() and time.monotonic() - started < timeout:
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        if self.pids():
+            self.kill()
+        elif self.popen is not None:
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        return seconds
+
     def link(self, up: bool) -> None:
         """Connect or cut the host: its veth's bridge end up or down."""
         _ip("link", "set", self.veth, "up" if up else "down")

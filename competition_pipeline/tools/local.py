@@ -228,8 +228,14 @@ def _run_dagster_dev(args: argparse.Namespace, home: Path) -> int:
 
     def request_stop(_signum: int, _frame: object) -> None:
         # Only signal here: waiting belongs to the loop below (Popen.wait is not reentrant).
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+        # SIGTERM to the whole group, once, as systemd stops a unit: dagster dev, its webserver,
+        # daemon and code server, and the run workers (Dagster's processes take it as SIGINT)
+        # each end their own way (the open hour's follower commits its load in progress and
+        # hands the hour back); Dagster's helper processes end silently (a SIGINT to the group
+        # would make each print a KeyboardInterrupt traceback).
+        if not stop_requested and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         stop_requested.append(time.monotonic())
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -247,17 +253,21 @@ def _run_dagster_dev(args: argparse.Namespace, home: Path) -> int:
 
 def _end_group(pgid: int, grace: float = 10.0) -> None:
     """End what dagster dev left in its process group (its code server can outlive it by its
-    45 s heartbeat timeout) before the embedded PostgreSQL it uses is stopped."""
+    45 s heartbeat timeout) before the embedded PostgreSQL it uses is stopped: SIGTERM once (a
+    signal again and again would interrupt a run worker's clean end), SIGKILL after ``grace``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     deadline = time.monotonic() + grace
-    sent = signal.SIGTERM
-    while True:
+    while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, sent)
+            os.killpg(pgid, 0)
         except ProcessLookupError:
             return
-        if time.monotonic() > deadline:
-            sent = signal.SIGKILL
         time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

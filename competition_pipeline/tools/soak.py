@@ -13,10 +13,12 @@ For ``--duration`` seconds it injects faults at random (``--faults`` to choose):
 ``kill -9``; the database stopped for longer than the retry budget, with a late segment filed
 into a closed hour meanwhile; the daemon ``kill -9`` and restarted; the code server ``kill -9``
 with a run in flight and restarted; a late segment into a closed hour; a corrupt closed segment,
-repaired (rewritten whole) a little later. Then it stops the faults and the simulator and waits,
-touching nothing, until the table equals the journal or ``--timeout`` passes. The expected rows
-come from its own reading of the journal files (every valid fill's wallet rows). It prints the
-faults by kind, windows, rows expected, recorded, missing, extra and seconds to converge, and
+repaired (rewritten whole) a little later; the code server's or the daemon's process group
+SIGTERM (a deploy, a restart: an ordinary stop, which must fail no run) and started again.
+Then it stops the faults and the simulator and waits, touching nothing, until the table equals the
+journal or ``--timeout`` passes. The expected rows come from its own reading of the journal files
+(every valid fill's wallet rows). It prints the faults by kind, windows, rows expected, recorded,
+missing, extra and seconds to converge, and
 exits non-zero unless missing = extra = 0.
 
 ``--topology celery`` runs the runs elsewhere: the service host (daemon, code server) stays here
@@ -27,8 +29,11 @@ dagster_celery.app worker`` with its own hostname and ``DAGSTER_HOME``
 listen on the bridge's address, so the workers reach them over the veth. It adds the host faults:
 a worker host killed whole (every process in its namespace ``kill -9``) with a run in flight and
 booted again later; a worker host cut off (its veth link down) for longer than the retry budget,
-then reconnected; the broker killed and restarted on its own storage. The result also counts the
-runs by the host that executed them (run tag ``competition/host``).
+then reconnected; the broker killed and restarted on its own storage; a worker host's warm
+shutdown (SIGTERM to its processes) and restart; a worker host cut off for longer than the
+liveness interval and restored with its processes alive (``partition-heal``). The result also
+says the seconds each stop took and the most followers seen following one hour at once, and
+counts the runs by the host that executed them (run tag ``competition/host``).
 
 PostgreSQL's binaries are the machine's (``pg_ctl`` on PATH, or Debian's
 ``/usr/lib/postgresql/*/bin``) or, where there are none, the embedded PostgreSQL's. As root the
@@ -75,8 +80,19 @@ from competition_pipeline.tools.simulate.messages import live_trade_id_base
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FAULTS = ("kill-run", "db-stop", "kill-daemon", "kill-code-server", "late-segment", "corrupt")
-#: The Celery topology's own faults (worker hosts and the broker).
-HOST_FAULTS = ("kill-host", "host-offline", "broker-restart")
+#: Ordinary stops (a deploy, a restart): SIGTERM to the code server's or the daemon's process
+#: group, as systemd stops a unit, and started again. Not failures: no run may fail of them.
+STOP_FAULTS = ("sigterm-code-server", "sigterm-daemon")
+#: The Celery topology's own faults (worker hosts and the broker): a worker host's warm shutdown
+#: (SIGTERM to its processes) and restart; a host's network cut for longer than the liveness
+#: interval and restored, its processes alive.
+HOST_FAULTS = (
+    "kill-host",
+    "host-offline",
+    "broker-restart",
+    "sigterm-worker",
+    "partition-heal",
+)
 #: ``--topology celery``, only when asked for (``--faults redeliver``): a run's task delivered
 #: twice by the broker.
 REDELIVER_FAULTS = ("redeliver",)
@@ -100,6 +116,7 @@ IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED"})
 def known_faults(topology: str, source: str) -> tuple[str, ...]:
     """The faults a soak of this topology and source can inject."""
     faults = [f for f in FAULTS if source == "journal" or f not in JOURNAL_FAULTS]
+    faults += STOP_FAULTS
     if topology == "celery":
         faults += HOST_FAULTS
     if source == "nats":
@@ -207,6 +224,30 @@ class Process:
         except ProcessLookupError:
             pass
         self.popen.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> float:
+        """SIGTERM to the process's group once (as systemd stops a unit), SIGKILL after
+        ``timeout``; seconds until the group had ended."""
+        assert self.popen is not None
+        started = time.monotonic()
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return 0.0
+        while time.monotonic() - started < timeout:
+            try:
+                os.killpg(self.popen.pid, 0)
+            except ProcessLookupError:
+                break
+            self.popen.poll()
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+        return seconds
 
     def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -316,6 +357,10 @@ class Soak:
         self.pending: list[bytes] = []  # published, not acknowledged yet (NATS down)
         self.redelivered: list[str] = []  # runs whose task the broker delivered twice
         self.failovers: list[dict] = []  # --faults failover: each one's rows lost and recovery
+        self.stops: list[tuple[str, float]] = []  # (fault, seconds until it had stopped)
+        #: Per open hour, the most followers seen following it at once (STARTED, holding the
+        #: liveness lock), sampled every 2 s by a thread.
+        self.followers_at_once: dict[str, int] = {}
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -564,10 +609,12 @@ class Soak:
         by_name = {h.name: h for h in self.network.hosts}
         return by_name.get(name or "") or self.random.choice(self.network.hosts)
 
-    def _started_run(self, timeout: float = 60) -> tuple[str, str] | None:
+    def _started_run(
+        self, timeout: float = 60, *, follower: bool = False
+    ) -> tuple[str, str] | None:
         """A run in flight on a worker host: (run id, host), waiting up to ``timeout`` seconds
         for one. In flight: STARTED and holding its liveness lock (a run already lost with its
-        host, not yet marked failed, is STARTED without it)."""
+        host, not yet marked failed, is STARTED without it); with ``follower``, a follower."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -576,7 +623,9 @@ class Soak:
                         conn.execute(
                             "SELECT r.run_id, t.value FROM runs r JOIN run_tags t"
                             " ON t.run_id = r.run_id AND t.key = 'competition/host'"
-                            " WHERE r.status = 'STARTED'"
+                            " WHERE r.status = 'STARTED' AND (%s OR EXISTS (SELECT 1 FROM"
+                            " run_tags f WHERE f.run_id = r.run_id AND f.key = %s))",
+                            (not follower, FOLLOW_TAG),
                         ).fetchall()
                     )
                 store = CompetitionStore(self.cluster.url("competition"))
@@ -680,6 +729,59 @@ class Soak:
         self.code_server.start()
         self._wait_for_code_server()
 
+    def _while_following(self, timeout: float = 60) -> None:
+        """Wait (up to ``timeout`` s) for the open hour's follower to follow and for no run to
+        be in flight but followers: a deploy while the hour is followed, not while the daemon
+        hands a run over (a launch the code server's stop interrupts fails, in Dagster's hands)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                    busy = conn.execute(
+                        "SELECT count(*) FROM runs r WHERE r.status IN"
+                        " ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED') AND NOT EXISTS"
+                        " (SELECT 1 FROM run_tags t WHERE t.run_id = r.run_id AND t.key = %s)",
+                        (FOLLOW_TAG,),
+                    ).fetchone()[0]  # type: ignore[index]
+            except psycopg.Error:
+                busy = 1
+            if not busy and self._started_run(timeout=1, follower=True) is not None:
+                return
+            time.sleep(0.5)
+
+    def _sigterm_code_server(self) -> None:
+        """A deploy: the code server's group (it and its run workers) SIGTERM, started again."""
+        self._while_following()
+        self.stops.append(("sigterm-code-server", self.code_server.terminate()))
+        self.code_server.start()
+        self._wait_for_code_server()
+
+    def _sigterm_daemon(self) -> None:
+        self._while_following()
+        self.stops.append(("sigterm-daemon", self.daemon.terminate()))
+        self.daemon.start()
+
+    def _sigterm_worker(self) -> bool:
+        """A worker host's warm shutdown (its processes SIGTERM, a run in flight if any), booted
+        again 5-15 s later."""
+        started = self._started_run(timeout=30)
+        host = self._host(started[1] if started else None)
+        self.stops.append(("sigterm-worker", host.terminate()))
+        time.sleep(self.random.uniform(5, 15))
+        host.start()
+        return True
+
+    def _partition_heal(self) -> None:
+        """A worker host (one with a run in flight, the follower if it has one) cut off for
+        longer than the liveness interval (FILL_DEAD_RUN_SECONDS, 30 s here, plus the server's
+        ~25 s to drop its sessions), then restored with its processes alive: the run it had is
+        replaced meanwhile, and must not write once it is back."""
+        started = self._started_run(timeout=30, follower=True) or self._started_run(timeout=5)
+        host = self._host(started[1] if started else None)
+        host.link(up=False)
+        time.sleep(self.random.uniform(70, 90))
+        host.link(up=True)
+
     def _kill_host(self) -> bool:
         """A worker host with a run in flight killed whole; it boots again 15-30 s later."""
         started = self._started_run()
@@ -780,12 +882,56 @@ class Soak:
 
     # -- the run -----------------------------------------------------------------------------
 
+    def _sample_followers(self, done: threading.Event) -> None:
+        """Every 2 s: per hour, how many follower runs are following it (STARTED, holding the
+        liveness lock); the most seen at once is kept."""
+        while not done.wait(2):
+            try:
+                with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                    rows = conn.execute(
+                        "SELECT r.run_id, p.value FROM runs r"
+                        " JOIN run_tags f ON f.run_id = r.run_id AND f.key = %s"
+                        " JOIN run_tags p ON p.run_id = r.run_id AND p.key = 'dagster/partition'"
+                        " WHERE r.status = 'STARTED'",
+                        (FOLLOW_TAG,),
+                    ).fetchall()
+                store = CompetitionStore(self.cluster.url("competition"), connect_timeout=5)
+                alive = store.runs_holding_lock([r for r, _ in rows]) if rows else set()
+            except (psycopg.Error, StoreError):
+                continue
+            now = Counter(hour for run_id, hour in rows if run_id in alive)
+            for hour, count in now.items():
+                self.followers_at_once[hour] = max(self.followers_at_once.get(hour, 0), count)
+
+    def _stopped_runs(self) -> dict[str, int]:
+        """Runs that ended on a stop signal (tag ``competition/stopped``), by status."""
+        try:
+            with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
+                return dict(
+                    conn.execute(
+                        "SELECT r.status, count(*) FROM runs r JOIN run_tags t ON"
+                        " t.run_id = r.run_id AND t.key = 'competition/stopped' GROUP BY 1"
+                    ).fetchall()
+                )
+        except psycopg.Error:
+            return {}
+
     def run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
+        sampling = threading.Event()
+        sampler = threading.Thread(target=self._sample_followers, args=(sampling,), daemon=True)
+        sampler.start()
+        try:
+            return self._run(duration, timeout, max_faults)
+        finally:
+            sampling.set()
+
+    def _run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
         plan = list(self.faults)
         self.random.shuffle(plan)
         deadline = time.monotonic() + duration
         counted = (
             *FAULTS,
+            *STOP_FAULTS,
             *HOST_FAULTS,
             *NATS_FAULTS,
             *NATS_HOST_FAULTS,
@@ -829,6 +975,10 @@ class Soak:
             "missing": missing,
             "extra": extra,
             "seconds_to_converge": round(waited, 1) if missing == extra == 0 else None,
+            "followers_at_once": dict(self.followers_at_once),
+            "followers_at_once_max": max(self.followers_at_once.values(), default=0),
+            "stops": [(kind, round(seconds, 1)) for kind, seconds in self.stops],
+            "stopped_runs": self._stopped_runs(),
             "converged": missing == 0 and extra == 0,
         }
 
@@ -971,6 +1121,18 @@ def render(result: dict) -> str:
                 f" {', '.join(f'{s} s' for s in recovered) or '-'})",
             )
         )
+    if result.get("stops"):
+        rows.append(
+            ("seconds to stop", ", ".join(f"{kind} {seconds}" for kind, seconds in result["stops"]))
+        )
+    if result.get("stopped_runs"):
+        rows.append(
+            (
+                "runs ended by a stop",
+                ", ".join(f"{k} {v}" for k, v in sorted(result["stopped_runs"].items())),
+            )
+        )
+    rows.append(("most followers of one hour at once", str(result.get("followers_at_once_max"))))
     seconds = result["seconds_to_converge"]
     rows.append(("seconds to converge", "did not converge" if seconds is None else str(seconds)))
     width = max(len(k) for k, _ in rows)

@@ -17,6 +17,8 @@ GRANT SELECT, INSERT, UPDATE ON competition_fill_windows TO competition_recorder
 -- Every insert of fills adds the rows' per-window totals (an upsert: INSERT ... ON CONFLICT DO
 -- UPDATE) in the same statement; the standings read them.
 GRANT SELECT, INSERT, UPDATE ON competition_fill_window_totals TO competition_recorder;
+-- The open hour's follower takes, checks and hands back the hour's lease (docs/recording.md).
+GRANT SELECT, INSERT, UPDATE ON competition_fill_followers TO competition_recorder;
 -- Changing recorded history (docs/history.md) is the owner's: a rebuild's apply and undo, and
 -- retention, connect as competition_owner (COMPETITION_OWNER_DATABASE_URL). The recorder reads
 -- what they leave: retired windows (never recorded again), counter offsets, the rebuilds' audit.

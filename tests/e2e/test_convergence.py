@@ -96,3 +96,23 @@ def test_the_chaos_soak_converges_after_every_kind_of_fault(tmp_path: Path) -> N
     result = soak(tmp_path, "--duration", "180", "--seed", "5")
     assert set(FAULTS) <= set(result["faults"]), result["faults"]
     assert result["missing"] == 0 and result["extra"] == 0
+
+
+@pytest.mark.slow
+def test_a_deploy_and_a_daemon_restart_with_sigterm_fail_no_run(tmp_path: Path) -> None:
+    """The code server's group SIGTERM and started again (a deploy), and the daemon's (a
+    restart), while the open hour is followed: the follower's run ends SUCCESS saying why
+    (``competition/stopped``), a new one follows the hour, no run fails, the table is exact and
+    never two followers of one hour follow it at once."""
+    result = soak(
+        tmp_path,
+        *("--faults", "sigterm-code-server,sigterm-daemon", "--max-faults", "2"),
+        *("--duration", "60", "--hours", "1", "--fills-per-hour", "500", "--seed", "29"),
+    )
+    assert result["faults"] == {"sigterm-code-server": 1, "sigterm-daemon": 1}
+    assert result["missing"] == 0 and result["extra"] == 0
+    assert "FAILURE" not in result["runs"], result["runs"]
+    assert result["stopped_runs"].get("SUCCESS", 0) >= 1, result
+    assert set(result["stopped_runs"]) <= {"SUCCESS"}, result
+    assert all(seconds < 30 for _, seconds in result["stops"]), result["stops"]
+    assert result["followers_at_once_max"] == 1, result["followers_at_once"]

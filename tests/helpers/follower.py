@@ -20,34 +20,33 @@ from typing import Any
 
 import dagster as dg
 
-from competition_pipeline.defs.fill_events import build_fill_asset
+from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
     FillSourceResource,
     RecordingPolicy,
 )
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.windows import Window
 from tests.helpers.location import SETTINGS
-from tests.helpers.runs import ALL_CHECKS
 
 # A follower run in a process of its own (the settings from its environment), to be killed.
 _FOLLOWER = textwrap.dedent(
     """
     import json
+    import os
     import sys
-    import dagster as dg
     from competition_pipeline import settings
-    from competition_pipeline.defs.fill_events import build_fill_asset
+    from competition_pipeline.defs import live_hour
+    from competition_pipeline.defs.live_hour import build_live_hour_job
+
+    # A test may ask for progress materializations more often than every minute.
+    live_hour.FOLLOW_PROGRESS_SECONDS = float(os.environ.get("TEST_PROGRESS_SECONDS", "60"))
     from competition_pipeline.defs.resources import (
         CompetitionDatabase, FillSourceResource, RecordingPolicy)
-    from competition_pipeline.defs.runs import FOLLOW_TAG
 
     url, key, source = sys.argv[1:]
-    dg.materialize(
-        [build_fill_asset(settings.load())],
+    build_live_hour_job(settings.load()).execute_in_process(
         partition_key=key,
-        tags={FOLLOW_TAG: "open-hour"},
         resources={
             "database": CompetitionDatabase(url=url),
             "fill_source": FillSourceResource(**json.loads(source)),
@@ -82,10 +81,8 @@ def follow_briefly(
     """A follower run of ``window`` whose hour "closes past its lateness" ``seconds`` from now."""
     lateness = time.time() + seconds - window.end.timestamp()
     settings = replace(SETTINGS, follow_lateness_seconds=lateness, follow_standings_seconds=0.5)
-    return dg.materialize(
-        [build_fill_asset(settings), *ALL_CHECKS],
+    return build_live_hour_job(settings).execute_in_process(
         partition_key=window.key,
-        tags={FOLLOW_TAG: "open-hour"},
         resources={
             "database": CompetitionDatabase(url=database_url),
             "fill_source": FillSourceResource(**source),

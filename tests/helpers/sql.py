@@ -60,7 +60,8 @@ GRANT USAGE ON SCHEMA public TO {role};
 GRANT TEMPORARY ON DATABASE {db} TO {role};
 GRANT SELECT, INSERT ON competition_fill_events, competition_fill_keys, competition_fill_rejects,
       competition_fill_conflicts TO {role};
-GRANT SELECT, INSERT, UPDATE ON competition_fill_windows, competition_fill_window_totals TO {role};
+GRANT SELECT, INSERT, UPDATE ON competition_fill_windows, competition_fill_window_totals,
+      competition_fill_followers TO {role};
 GRANT SELECT ON competition_fill_rebuilds, competition_fill_revisions, competition_fill_retired,
       competition_fill_counter_offsets TO {role};
 GRANT SELECT ON competitions TO {role};

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import signal
+import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.recording.fill_events import (
-    follow_window,
-    reconcile_window,
-    window_totals,
-)
-from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.recording.fill_events import reconcile_window, window_totals
+from competition_pipeline.recording.live_hour import follow_window
+from competition_pipeline.store.database import CompetitionStore, LeaseLost
 from competition_pipeline.store.standings import Competitions
 from tests.helpers.follower import (
     follow_briefly,
@@ -216,3 +216,107 @@ def test_the_hours_close_ends_the_follower_with_its_materialization_and_checks(
         f"(trade {newest[0]})" in meta["top_ten"]
         and "competition-pipeline standings" in (meta["current_standings"])
     )
+
+
+def test_a_follower_that_lost_the_hour_has_its_next_commit_refused(
+    database_url: str, journal: Path
+) -> None:
+    """Fencing: follower A holds the hour and commits; B takes the hour over (newest wins); A's
+    next load is refused inside its own transaction (nothing of it committed) and B's commits."""
+    segment = write_segment(journal, WINDOW, SEGMENT, [fill(1, T0 + 1)])
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    source = JournalSource(journal)
+    lease_a = store.take_hour(WINDOW, "run-a")
+    a = follow_window(source, store, WINDOW, until=1e12, lease=lease_a, sleep=lambda _: None)
+    assert next(a) is not None  # A's first load committed
+    assert _committed_lines(store, WINDOW) == 1
+    lease_b = store.take_hour(WINDOW, "run-b")
+    assert (lease_b.generation, lease_b.previous_run) == (lease_a.generation + 1, "run-a")
+    # A run older than the holder (its step retried after it was marked dead) does not take it.
+    with pytest.raises(LeaseLost, match="older than run run-b"):
+        store.take_hour(WINDOW, "run-a", run_created=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    append(segment, _lines(2, 5, T0))
+    with pytest.raises(LeaseLost, match="held by run run-b"):
+        next(a)
+    a.close()
+    assert _committed_lines(store, WINDOW) == 1  # nothing of A's refused load
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2,)]
+    b = follow_window(source, store, WINDOW, until=0, lease=lease_b)
+    assert [r.lines_read for r in b if r is not None] == [5]
+    assert _committed_lines(store, WINDOW) == 6
+    assert store.hour_holders() == {WINDOW: ("run-b", lease_b.generation)}
+
+
+def test_two_follower_runs_of_one_hour_racing_the_loser_ends_without_writing(
+    database_url: str, journal: Path
+) -> None:
+    """Two follower runs of one hour at once (a redelivery, two requests racing): the one that
+    started later takes the hour; the other's next commit is refused and its run ends by itself,
+    successfully, without writing again; the window ends exact."""
+    window = open_window()
+    start = window.start_ms
+    segment = write_segment(journal, window, SEGMENT, [])
+    append(segment, _lines(1, 50, start))
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    first = start_follower(database_url, {"root": str(journal)}, window)
+    try:
+        wait_until(lambda: _committed_lines(store, window) == 50)
+        (holder, generation), *_ = store.hour_holders().values()
+        trades = itertools.count(51, 5)
+        with writing(lambda: append(segment, _lines(next(trades), 5, start)), every=0.1):
+            second = follow_briefly(database_url, {"root": str(journal)}, window, 4.0)
+            # The first run ends by itself once its next load is refused.
+            assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.success
+    run_id = second.dagster_run.run_id
+    assert run_id != holder
+    followers = query(
+        database_url, "SELECT run_id, generation, released_why FROM competition_fill_followers"
+    )
+    assert followers == [(None, generation + 1, "closed")]
+    final = second.get_asset_materialization_events()[-1].materialization.metadata
+    assert final["follower_took_over_from"].value == holder
+    fills = sum(1 for _ in segment.open())
+    check = reconcile_window(JournalSource(journal), store, window)
+    assert (check.missing, check.unexpected) == (0, 0)
+    assert _committed_lines(store, window) <= fills
+
+
+def test_a_follower_stopped_with_sigterm_commits_hands_the_hour_back_and_succeeds(
+    database_url: str, journal: Path
+) -> None:
+    """SIGTERM to a follower's process after it reported progress several times (Dagster's
+    interrupt boundary is entered again at every resumption of the step): its last load
+    commits, the hour is handed back saying why, and the run ends successfully (exit 0: the
+    in-process run raises on a failure); the next follower takes the hour at once."""
+    window = open_window()
+    start = window.start_ms
+    segment = write_segment(journal, window, SEGMENT, [])
+    append(segment, _lines(1, 20, start))
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    follower = start_follower(
+        database_url, {"root": str(journal)}, window, TEST_PROGRESS_SECONDS="1"
+    )
+    try:
+        wait_until(lambda: _committed_lines(store, window) == 20)
+        time.sleep(2.5)  # progress materializations yielded (the step resumed since)
+        append(segment, _lines(21, 10, start))
+        wait_until(lambda: _committed_lines(store, window) == 30)
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(timeout=60) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    ((holder, why),) = query(
+        database_url, "SELECT run_id, released_why FROM competition_fill_followers"
+    )
+    assert holder is None and why.startswith("stopped: SIGTERM at "), why
+    assert _committed_lines(store, window) == 30
+    lease = store.take_hour(window, "the-next-follower")
+    assert lease.previous_run is None  # handed back: nobody to take it from

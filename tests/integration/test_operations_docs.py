@@ -237,6 +237,7 @@ EXPECTED = {
         **{t: {"SELECT"} for t in HISTORY_TABLES},
         "competition_fill_windows": {"SELECT", "INSERT", "UPDATE"},
         "competition_fill_window_totals": {"SELECT", "INSERT", "UPDATE"},
+        "competition_fill_followers": {"SELECT", "INSERT", "UPDATE"},
         "competitions": {"SELECT"},
         "competition_participants": {"SELECT"},
         "competition_standings": {"SELECT", "INSERT", "DELETE"},
@@ -253,6 +254,7 @@ EXPECTED = {
             *HISTORY_TABLES,
             "competition_fill_windows",
             "competition_fill_window_totals",
+            "competition_fill_followers",
             "competitions",
             "competition_participants",
             "competition_standings",
@@ -364,6 +366,7 @@ def test_partitioning_sql_prepares_a_large_table_and_the_migration_reuses_it(
         "0003",
         "0004",
         "0005",
+        "0006_live_hour_leases",
         "0007_window_totals",
         "0008_least_privilege",
     ]  # the upgrade

@@ -55,6 +55,7 @@ def test_a_new_database_is_created_at_head_and_partitioned(empty_database_url: s
         "0003",
         "0004",
         "0005",
+        "0006_live_hour_leases",
         "0007_window_totals",
         "0008_least_privilege",
     ]
@@ -226,6 +227,8 @@ def test_schema_behind_head_names_the_missing_revision_to_a_role_without_ddl(
             " not one jsonb.)",
             "0005 (Standings say up to which fill they are: ``through_fill_ts`` and"
             " ``through_trade_id``.)",
+            "0006_live_hour_leases (The open hour's follower holds a lease:"
+            " ``competition_fill_followers``, one row per hour.)",
             "0007_window_totals (Per-window totals for the standings; the (wallet, fill_ts)"
             " index dropped.)",
             "0008_least_privilege (``competition_create_month`` is executable only by whom"

@@ -15,11 +15,12 @@ import dagster as dg
 import pytest
 
 from competition_pipeline.defs.follow import build_follow_sensors
+from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.fill_events import record_window
+from competition_pipeline.recording.follow import FOLLOW_TAG
 from tests.helpers.journal import append, fill, write_segment
 from tests.helpers.location import SETTINGS, fill_journal_sensor
 
@@ -243,7 +244,15 @@ def test_the_open_hour_is_requested_once_as_a_follower_and_a_dead_follower_is_re
     tags = {r.partition_key: r.tags for r in first.run_requests}
     assert tags[OPEN.key][FOLLOW_TAG] == "open-hour"
     assert FOLLOW_TAG not in tags[RECENT.key]
+    # The open hour goes to the follower's job (its own pool), a closed hour to the asset's.
+    jobs = {r.partition_key: r.job_name for r in first.run_requests}
+    assert jobs == {OPEN.key: LIVE_HOUR_JOB, RECENT.key: "competition_fill_events_job"}
     commit(journal, database_url, RECENT)
+    # A follower still queued (or not started, starting) is not requested a second time.
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING):
+        waiting = add_run(instance, OPEN, status)
+        assert keys(tick(instance, journal, database_url, first.cursor)) == []
+        instance.report_run_canceled(waiting)
     follower = add_run(instance, OPEN, dg.DagsterRunStatus.STARTED)
     store = CompetitionDatabase(url=database_url).store()
     with store.holding_run_lock(follower.run_id):

@@ -4,6 +4,8 @@ tests/unit/test_store_errors.py."""
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import psycopg
 
 from competition_pipeline.fills.contract import Fill, parse_line
@@ -50,3 +52,32 @@ def test_the_comparison_stages_batches_and_writes_nothing(database_url: str) -> 
             " AND inhrelid::regclass::text LIKE '%2026_03'"
         ).fetchone()
     assert months == (0,)
+
+
+def test_the_stores_sessions_let_the_server_drop_a_dead_client_within_seconds(
+    database_url: str,
+) -> None:
+    """Server-side keepalives and the client check are set on every session the store opens
+    (outside any transaction: a rollback does not undo them), so a dead or cut-off host's
+    session, and its advisory locks, end within about 30 s instead of the kernel's two hours."""
+    store = CompetitionStore(database_url)
+    with closing(store.connect()) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SELECT 1")
+        shown = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]
+            for name in (
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+                "tcp_user_timeout",
+                "client_connection_check_interval",
+            )
+        }
+    assert shown == {
+        "tcp_keepalives_idle": "10",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+        "tcp_user_timeout": "30000",
+        "client_connection_check_interval": "10s",
+    }

@@ -16,11 +16,8 @@ from competition_pipeline.defs.resources import (
 )
 from competition_pipeline.fills.stream import StreamSource
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.recording.fill_events import (
-    follow_window,
-    reconcile_window,
-    window_totals,
-)
+from competition_pipeline.recording.fill_events import reconcile_window, window_totals
+from competition_pipeline.recording.live_hour import follow_window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools.publish import publish_lines
 from tests.helpers.follower import (

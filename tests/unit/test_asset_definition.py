@@ -48,3 +48,19 @@ def test_the_recording_version_is_the_assets_code_version_and_in_every_materiali
     assert report_metadata(report)["recording_version"] == RECORDING_VERSION
     job = defs.resolve_job_def("competition_fill_rebuild_job")
     assert job.partitions_def == defs.resolve_assets_def("competition_fill_events").partitions_def
+
+
+def test_the_follower_runs_in_a_pool_of_its_own() -> None:
+    """The open hour's follower job's only op is in pool competition_live_hour; the asset's step
+    in competition_db: an hour-long follower never holds a slot closed windows need."""
+    from competition_pipeline.definitions import defs
+    from competition_pipeline.defs.live_hour import LIVE_HOUR_JOB, LIVE_HOUR_POOL
+    from competition_pipeline.defs.partitions import DATABASE_POOL
+
+    follower = defs.get_job_def(LIVE_HOUR_JOB)
+    assert {node.definition.pool for node in follower.graph.node_dict.values()} == {LIVE_HOUR_POOL}
+    assert LIVE_HOUR_POOL != DATABASE_POOL
+    # The sensor alone asks for a follower: Dagster's run retries never make a second one.
+    assert follower.tags["dagster/max_retries"] == "0"
+    asset = defs.resolve_assets_def("competition_fill_events")
+    assert asset.op.pool == DATABASE_POOL

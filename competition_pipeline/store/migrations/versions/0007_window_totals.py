@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_window_totals"
-down_revision = "0005"
+down_revision = "0006_live_hour_leases"
 branch_labels = None
 depends_on = None
 
