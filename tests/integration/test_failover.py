@@ -31,12 +31,12 @@ import pytest
 
 from competition_pipeline.defs.fill_events import build_fill_asset
 from competition_pipeline.defs.follow import build_follow_sensors
+from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
     FillSourceResource,
     RecordingPolicy,
 )
-from competition_pipeline.defs.runs import FOLLOW_TAG
 from competition_pipeline.defs.standings import competition_standings
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.counters import SQL_COUNTERS
@@ -264,10 +264,8 @@ def test_the_open_hours_follower_resumes_across_a_switchover_and_back(
     outcome: dict[str, dg.ExecuteInProcessResult] = {}
 
     def follow() -> None:
-        outcome["result"] = dg.materialize(
-            [build_fill_asset(settings)],
+        outcome["result"] = build_live_hour_job(settings).execute_in_process(
             partition_key=window.key,
-            tags={FOLLOW_TAG: "open-hour"},
             raise_on_error=False,
             resources={
                 "database": CompetitionDatabase(url=url),
