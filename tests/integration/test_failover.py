@@ -29,8 +29,6 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline.defs.fill_events import build_fill_asset
-from competition_pipeline.defs.follow import build_follow_sensors
 from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
@@ -45,6 +43,7 @@ from competition_pipeline.store.standings import Competitions
 from competition_pipeline.tools.replication import ReplicatedPair
 from competition_pipeline.tools.soak import expected_keys, stored_keys
 from tests.helpers.environment import REPO
+from tests.helpers.failover import Recording
 from tests.helpers.follower import open_window, wait_until, writing
 from tests.helpers.journal import W1, W2, append, bulk_segment, fill, write_segment
 from tests.helpers.location import SETTINGS
@@ -56,8 +55,8 @@ PATIENT = replace(
     SETTINGS, retry_max=3, retry_delay_seconds=1.0, retry_backoff_seconds=0.0,
     retry_backoff_max_seconds=0.0,
 )  # fmt: skip
-fill_asset = build_fill_asset(PATIENT)
-journal_sensor, _ = build_follow_sensors(PATIENT)
+recording = Recording(PATIENT)
+record, tick = recording.record, recording.behind
 
 
 @pytest.fixture
@@ -74,20 +73,6 @@ def pair() -> Iterator[ReplicatedPair]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def record(url: str, journal: Path, key: str, instance: dg.DagsterInstance):
-    return dg.materialize(
-        [fill_asset],
-        partition_key=key,
-        instance=instance,
-        raise_on_error=False,
-        resources={
-            "database": CompetitionDatabase(url=url),
-            "fill_source": FillSourceResource(root=str(journal)),
-            "policy": RecordingPolicy(),
-        },
-    )
-
-
 def refresh_standings(url: str, instance: dg.DagsterInstance) -> None:
     result = dg.materialize(
         [competition_standings],
@@ -95,19 +80,6 @@ def refresh_standings(url: str, instance: dg.DagsterInstance) -> None:
         resources={"database": CompetitionDatabase(url=url)},
     )
     assert result.success
-
-
-def tick(url: str, journal: Path, instance: dg.DagsterInstance) -> list[str]:
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "fill_source": FillSourceResource(root=str(journal)),
-            "database": CompetitionDatabase(url=url),
-        },
-    )
-    result = journal_sensor(context)
-    assert isinstance(result, dg.SensorResult), result
-    return sorted(r.partition_key for r in result.run_requests or [])
 
 
 def standings(url: str) -> list[tuple]:

@@ -16,16 +16,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from competition_pipeline.defs.fill_events import build_fill_asset
-from competition_pipeline.defs.follow import build_follow_sensors
-from competition_pipeline.defs.resources import (
-    CompetitionDatabase,
-    FillSourceResource,
-    RecordingPolicy,
-)
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.tools.soak import expected_keys, stored_keys
 from tests.helpers.environment import require_programs
+from tests.helpers.failover import Recording
 from tests.helpers.journal import bulk_segment, fill, write_segment
 from tests.helpers.location import SETTINGS
 from tests.helpers.patroni import ETCD, PATRONI, PatroniCluster
@@ -40,8 +34,8 @@ PATIENT = replace(
     retry_backoff_seconds=0.0,
     retry_backoff_max_seconds=0.0,
 )
-fill_asset = build_fill_asset(PATIENT)
-journal_sensor, _ = build_follow_sensors(PATIENT)
+recording = Recording(PATIENT)
+record, behind = recording.record, recording.behind
 
 
 @pytest.fixture
@@ -53,33 +47,6 @@ def patroni() -> Iterator[PatroniCluster]:
         yield cluster
     finally:
         cluster.close()
-
-
-def record(url: str, journal: Path, key: str, instance: dg.DagsterInstance):
-    return dg.materialize(
-        [fill_asset],
-        partition_key=key,
-        instance=instance,
-        raise_on_error=False,
-        resources={
-            "database": CompetitionDatabase(url=url),
-            "fill_source": FillSourceResource(root=str(journal)),
-            "policy": RecordingPolicy(),
-        },
-    )
-
-
-def behind(url: str, journal: Path, instance: dg.DagsterInstance) -> list[str]:
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "fill_source": FillSourceResource(root=str(journal)),
-            "database": CompetitionDatabase(url=url),
-        },
-    )
-    result = journal_sensor(context)
-    assert isinstance(result, dg.SensorResult), result
-    return sorted(r.partition_key for r in result.run_requests or [])
 
 
 def test_patroni_fails_over_mid_load_and_the_table_converges(
