@@ -5,7 +5,8 @@ move between releases. Importing them only from here, in the package and in the 
 (``tests/unit/test_dagster_internals.py`` checks it), means a Dagster upgrade that moves one
 touches this file alone. ``RunsFilter`` and ``RunRecord`` are public (``dagster.RunsFilter``).
 ``InMemoryJob`` and ``execute_run`` are the tests' (a run created by one job definition and
-executed by another, as on a worker host).
+executed by another, as on a worker host); ``ExecuteRunArgs`` and ``pack_value`` the soak's (a
+run's Celery task sent again as ``CeleryRunLauncher`` sent it).
 """
 
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -23,6 +24,8 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
+from dagster._grpc.types import ExecuteRunArgs
+from dagster_shared.serdes import pack_value
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
@@ -32,8 +35,10 @@ __all__ = [
     "AssetCheckEvaluationTargetMaterializationData",
     "AssetCheckExecutionRecordStatus",
     "AssetCheckExecutionsTable",
+    "ExecuteRunArgs",
     "FreshnessState",
     "InMemoryJob",
     "InstigatorType",
     "execute_run",
+    "pack_value",
 ]

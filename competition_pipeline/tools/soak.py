@@ -516,10 +516,10 @@ class Soak:
         ``CeleryRunLauncher`` sent it; a free host takes it. False (not counted) when no run was
         in flight within a minute."""
         from dagster import DagsterRun, deserialize_value
-        from dagster._grpc.types import ExecuteRunArgs
         from dagster_celery.make_app import make_app
         from dagster_celery.tasks import create_execute_job_task
-        from dagster_shared.serdes import pack_value
+
+        from competition_pipeline.defs.dagster_internals import ExecuteRunArgs, pack_value
 
         assert self.broker is not None
         started = self._started_run()
