@@ -1,14 +1,15 @@
-"""A primary and a streaming standby of the harness's own, for the failover tests and soak.
+"""Private PostgreSQL clusters of the harness's own: one (:class:`Cluster`, the soak's), or a
+primary and a streaming standby (:class:`ReplicatedPair`, the failover tests' and soak's).
 
-Two private clusters on 127.0.0.1 (:class:`~competition_pipeline.tools.soak.Cluster`, so as root
-they run as ``postgres``): ``initdb`` for the primary, ``pg_basebackup -R`` for the standby
-(asynchronous streaming replication, as a managed service's or Patroni's default), and the moves
-an orchestrator makes: cut the replication (the standby stops receiving: commits on the primary
-only), kill the primary (``pg_ctl stop -m immediate``: no shutdown checkpoint), promote the
-standby (``pg_ctl promote``), a clean switchover (the standby caught up, the primary stopped,
-the standby promoted), and re-join the old primary as a standby of the new one from a fresh base
-backup. :meth:`ReplicatedPair.url` names both nodes with ``target_session_attrs=read-write``, so
-a client reaches whichever is the primary now. Never the machine's server.
+The pair is two private clusters on 127.0.0.1 (as root they run as ``postgres``): ``initdb`` for
+the primary, ``pg_basebackup -R`` for the standby (asynchronous streaming replication, as a
+managed service's or Patroni's default), and the moves an orchestrator makes: cut the
+replication (the standby stops receiving: commits on the primary only), kill the primary
+(``pg_ctl stop -m immediate``: no shutdown checkpoint), promote the standby (``pg_ctl
+promote``), a clean switchover (the standby caught up, the primary stopped, the standby
+promoted), and re-join the old primary as a standby of the new one from a fresh base backup.
+:meth:`ReplicatedPair.url` names both nodes with ``target_session_attrs=read-write``, so a client
+reaches whichever is the primary now. Never the machine's server.
 """
 
 from __future__ import annotations
@@ -17,15 +18,79 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
+from competition_pipeline.tools import embedded
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
-from competition_pipeline.tools.soak import Cluster, postgres_bindir
+
+
+def postgres_bindir() -> Path:
+    """Where ``initdb`` and ``pg_ctl`` are (``embedded.postgres_bindir``), or SystemExit."""
+    bindir = embedded.postgres_bindir("initdb")
+    if bindir is None:
+        raise SystemExit("no PostgreSQL binaries found (set PG_BINDIR to the directory of initdb)")
+    return bindir
+
+
+@dataclass
+class Cluster:
+    """A private PostgreSQL cluster on 127.0.0.1:``port``, stopped and started at will."""
+
+    bindir: Path
+    data: Path
+    port: int
+    user: str | None = None  # run as this user (PostgreSQL refuses root)
+    listen: str = "127.0.0.1"  # listen_addresses; the Celery topology adds the bridge's address
+
+    def _run(self, *argv: str) -> None:
+        command = [str(self.bindir / argv[0]), *argv[1:]]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", self.user], check=True)
+            owner = pwd.getpwnam(self.user)
+            self.data.mkdir(parents=True, exist_ok=True)
+            for path in (self.data.parent, self.data):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            for path in self.data.parents:  # the cluster's user must reach its directory
+                if path == Path(tempfile.gettempdir()) or path == Path("/"):
+                    break
+                os.chmod(path, os.stat(path).st_mode | 0o711)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        if self.listen != "127.0.0.1":  # the worker hosts' subnet (a private bridge)
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 10.0.0.0/8 trust\n")
+        self.start()
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for name in ("dagster", "competition"):
+                conn.execute(f"CREATE DATABASE {name}")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses='{self.listen}' -c unix_socket_directories=''"
+            " -c fsync=off -c max_connections=200"
+        )
+        log = self.data.parent / "postgres.log"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, database: str, host: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{host}:{self.port}/{database}"
 
 
 @dataclass

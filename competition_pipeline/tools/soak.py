@@ -47,7 +47,6 @@ import asyncio
 import gzip
 import json
 import os
-import pwd
 import random
 import shutil
 import signal
@@ -71,10 +70,11 @@ from competition_pipeline.fills.stream import connect as stream_connect
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.follow import FOLLOW_TAG
 from competition_pipeline.store.database import CompetitionStore, StoreError
-from competition_pipeline.tools import embedded, hosts, simulate
+from competition_pipeline.tools import hosts, replication, simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
 from competition_pipeline.tools.publish import ensure_stream, journal_lines, subject_and_id
+from competition_pipeline.tools.replication import Cluster, postgres_bindir
 from competition_pipeline.tools.simulate.messages import live_trade_id_base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,69 +130,6 @@ def accepted_faults(topology: str, source: str) -> tuple[str, ...]:
     """The faults ``--faults`` accepts: the default ones and those only run when named."""
     extra = REDELIVER_FAULTS if topology == "celery" else ()
     return (*known_faults(topology, source), *extra, *FAILOVER_FAULTS)
-
-
-def postgres_bindir() -> Path:
-    """Where ``initdb`` and ``pg_ctl`` are (``embedded.postgres_bindir``), or SystemExit."""
-    bindir = embedded.postgres_bindir("initdb")
-    if bindir is None:
-        raise SystemExit("no PostgreSQL binaries found (set PG_BINDIR to the directory of initdb)")
-    return bindir
-
-
-@dataclass
-class Cluster:
-    """A private PostgreSQL cluster on 127.0.0.1:``port``, stopped and started at will."""
-
-    bindir: Path
-    data: Path
-    port: int
-    user: str | None = None  # run as this user (PostgreSQL refuses root)
-    listen: str = "127.0.0.1"  # listen_addresses; the Celery topology adds the bridge's address
-
-    def _run(self, *argv: str) -> None:
-        command = [str(self.bindir / argv[0]), *argv[1:]]
-        if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            self.user = "postgres"
-            try:
-                pwd.getpwnam(self.user)
-            except KeyError:
-                subprocess.run(["useradd", "--system", "--no-create-home", self.user], check=True)
-            owner = pwd.getpwnam(self.user)
-            self.data.mkdir(parents=True, exist_ok=True)
-            for path in (self.data.parent, self.data):
-                os.chown(path, owner.pw_uid, owner.pw_gid)
-            for path in self.data.parents:  # the cluster's user must reach its directory
-                if path == Path(tempfile.gettempdir()) or path == Path("/"):
-                    break
-                os.chmod(path, os.stat(path).st_mode | 0o711)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
-        if self.listen != "127.0.0.1":  # the worker hosts' subnet (a private bridge)
-            with (self.data / "pg_hba.conf").open("a") as hba:
-                hba.write("host all all 10.0.0.0/8 trust\n")
-        self.start()
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            for name in ("dagster", "competition"):
-                conn.execute(f"CREATE DATABASE {name}")
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses='{self.listen}' -c unix_socket_directories=''"
-            " -c fsync=off -c max_connections=200"
-        )
-        log = self.data.parent / "postgres.log"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def url(self, database: str, host: str = "127.0.0.1") -> str:
-        return f"postgresql://postgres@{host}:{self.port}/{database}"
 
 
 class Process:
@@ -341,8 +278,6 @@ class Soak:
         self.cluster = Cluster(postgres_bindir(), self.workdir / "pg" / "data", free_port())
         self.pair = None
         if "failover" in self.faults:
-            from competition_pipeline.tools import replication  # it builds on Cluster
-
             self.pair = replication.ReplicatedPair(self.workdir / "pg")
             self.cluster = replication.PairCluster(self.pair)  # type: ignore[assignment]
         self.sim = simulate.FillSimulator(seed=self.seed)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from competition_pipeline.tools.ports import free_port
-from competition_pipeline.tools.soak import postgres_bindir
+from competition_pipeline.tools.replication import postgres_bindir
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 PATRONI = shutil.which("patroni") or "/usr/bin/patroni"
