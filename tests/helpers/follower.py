@@ -57,12 +57,13 @@ _FOLLOWER = textwrap.dedent(
 )
 
 
-def open_window() -> Window:
-    """The hour in progress, with at least two minutes left (else the next one, waited for)."""
+def open_window(at_least: float = 120) -> Window:
+    """The hour in progress, with at least ``at_least`` seconds left (else the next one, waited
+    for)."""
     now = dt.datetime.now(dt.UTC)
     window = Window.containing(now)
     left = (window.end - now).total_seconds()
-    if left < 120:
+    if left < at_least:
         time.sleep(left + 1)
         window = Window.containing(dt.datetime.now(dt.UTC))
     return window
