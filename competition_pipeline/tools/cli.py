@@ -223,6 +223,7 @@ def _soak_parser(commands) -> None:
         NATS_HOST_FAULTS,
         REDELIVER_FAULTS,
         SOURCES,
+        STOP_FAULTS,
         TOPOLOGIES,
     )
 
@@ -236,7 +237,8 @@ def _soak_parser(commands) -> None:
     soak.add_argument("--seed", type=int, default=1, help="random seed of the fault plan")
     soak.add_argument(
         "--faults",
-        help=f"comma-separated subset of {','.join(FAULTS)} (default: all), and with --topology"
+        help=f"comma-separated subset of {','.join((*FAULTS, *STOP_FAULTS))} (default: all), and"
+        " with --topology"
         f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)},"
         f" with both of {','.join(NATS_HOST_FAULTS)} (late-segment and corrupt are the"
         f" journal's); {','.join(REDELIVER_FAULTS)} (celery) and {','.join(FAILOVER_FAULTS)}"
