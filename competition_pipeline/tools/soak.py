@@ -575,14 +575,16 @@ class Soak:
 
     def hosts_of_runs(self) -> dict[str, int]:
         """Runs by the host that executed them (run tag ``competition/host``)."""
+        return self._count_runs(
+            "SELECT value, count(*) FROM run_tags WHERE key = 'competition/host' GROUP BY value"
+        )
+
+    def _count_runs(self, sql: str) -> dict[str, int]:
+        """A ``key, count`` query over the instance's run tables as a dict; empty when the
+        instance database does not answer (the soak reports what it can)."""
         try:
             with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
-                return dict(
-                    conn.execute(
-                        "SELECT value, count(*) FROM run_tags WHERE key = 'competition/host'"
-                        " GROUP BY value"
-                    )
-                )
+                return dict(conn.execute(sql).fetchall())
         except psycopg.Error:
             return {}
 
@@ -840,16 +842,10 @@ class Soak:
 
     def _stopped_runs(self) -> dict[str, int]:
         """Runs that ended on a stop signal (tag ``competition/stopped``), by status."""
-        try:
-            with psycopg.connect(self.cluster.url("dagster"), connect_timeout=5) as conn:
-                return dict(
-                    conn.execute(
-                        "SELECT r.status, count(*) FROM runs r JOIN run_tags t ON"
-                        " t.run_id = r.run_id AND t.key = 'competition/stopped' GROUP BY 1"
-                    ).fetchall()
-                )
-        except psycopg.Error:
-            return {}
+        return self._count_runs(
+            "SELECT r.status, count(*) FROM runs r JOIN run_tags t ON"
+            " t.run_id = r.run_id AND t.key = 'competition/stopped' GROUP BY 1"
+        )
 
     def run(self, duration: float, timeout: float, max_faults: int | None = None) -> dict:
         sampling = threading.Event()
