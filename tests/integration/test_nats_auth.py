@@ -86,7 +86,12 @@ def _record(
     source = FillSourceResource(
         kind="nats", nats_url=url, stream=name, subject_prefix=prefix, lateness_seconds=1, **fields
     )
-    result = dg.materialize(
+    return _materialize(database_url, source), source
+
+
+def _materialize(database_url: str, source: FillSourceResource) -> dg.ExecuteInProcessResult:
+    """The window ``KEY`` recorded from ``source`` (``raise_on_error=False``: the test asserts)."""
+    return dg.materialize(
         [competition_fill_events],
         partition_key=KEY,
         resources={
@@ -96,7 +101,6 @@ def _record(
         },
         raise_on_error=False,
     )
-    return result, source
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -256,15 +260,6 @@ def test_the_code_locations_resource_authenticates_from_the_environment(
         source = FillSourceResource.from_settings(loaded)
         assert source.nats_password == EnvVar("NATS_PASSWORD")
         assert source.nats_url == EnvVar("NATS_URL")
-        result = dg.materialize(
-            [competition_fill_events],
-            partition_key=KEY,
-            resources={
-                "database": CompetitionDatabase(url=database_url),
-                "fill_source": source,
-                "policy": RecordingPolicy(),
-            },
-            raise_on_error=False,
-        )
+        result = _materialize(database_url, source)
         assert result.success, _failure(result)
         assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(4,)]
