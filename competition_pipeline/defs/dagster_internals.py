@@ -6,7 +6,8 @@ move between releases. Importing them only from here, in the package and in the 
 touches this file alone. ``RunsFilter`` and ``RunRecord`` are public (``dagster.RunsFilter``).
 ``InMemoryJob`` and ``execute_run`` are the tests' (a run created by one job definition and
 executed by another, as on a worker host); ``ExecuteRunArgs`` and ``pack_value`` the soak's (a
-run's Celery task sent again as ``CeleryRunLauncher`` sent it).
+run's Celery task sent again as ``CeleryRunLauncher`` sent it); the launch errors and
+``LaunchRunContext`` the run launcher's (``defs/grpc_launcher.py``).
 """
 
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -14,7 +15,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.execution.api import execute_run
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.scheduler.instigation import InstigatorType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
@@ -35,10 +38,13 @@ __all__ = [
     "AssetCheckEvaluationTargetMaterializationData",
     "AssetCheckExecutionRecordStatus",
     "AssetCheckExecutionsTable",
+    "DagsterLaunchFailedError",
+    "DagsterUserCodeUnreachableError",
     "ExecuteRunArgs",
     "FreshnessState",
     "InMemoryJob",
     "InstigatorType",
+    "LaunchRunContext",
     "execute_run",
     "pack_value",
 ]

@@ -49,7 +49,7 @@ def test_production_dagster_yaml_loads_as_an_instance(
     # from_config validates every key against Dagster's schema and builds every component.
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
-        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert type(instance.run_launcher).__name__ == "GrpcRunLauncher"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None
         assert queue.max_concurrent_runs == 4
