@@ -8,14 +8,15 @@ State lives in .var/ (COMPETITION_STATE_DIR); .var/local.json tells the other co
 running instance's database is.
 
 The other commands use COMPETITION_DATABASE_URL when it is set, else the running local start's.
-simulate, publish, soak and bench are the operator tools (engine simulator, stream publisher,
-chaos soak, benchmark).
+simulate and publish are the operator tools (engine simulator, stream publisher); soak and bench
+(chaos soak, benchmark) are the test harness's, where it is installed (pip install -e ./harness).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,40 @@ def _parser(name: str, commands, help: str, description: str | None = None):
     )
     parser.set_defaults(error=parser.error)  # a command's own usage errors name the command
     return parser
+
+
+#: Entry points of this group add a command each: called with the subparsers and :func:`_parser`.
+#: The test harness (distribution competition-pipeline-harness, ``harness/``) declares soak and
+#: bench here, so the product's wheel carries none of it and the CLI still has them where it is.
+COMMANDS_GROUP = "competition_pipeline.commands"
+#: The harness's commands, listed in ``--help`` even where it is not installed, to say how.
+HARNESS_COMMANDS = ("soak", "bench")
+HARNESS_MISSING = (
+    "error: {name} is part of the test harness, which is not installed here:"
+    " pip install -e ./harness (bin/test's setup installs it)"
+)
+
+
+def _harness_parsers(commands) -> None:
+    """The commands the installed entry points add; a harness command that none adds says how
+    to install it (and accepts any arguments, so that the message is what the user sees)."""
+    found = {e.name: e for e in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+    for name in (*HARNESS_COMMANDS, *sorted(found.keys() - set(HARNESS_COMMANDS))):
+        if name in found:
+            found[name].load()(commands, _parser)
+            continue
+        missing = _parser(
+            name, commands, "(not installed: the test harness, pip install -e ./harness)"
+        )
+        missing.set_defaults(func=_harness_missing(name), extra_arguments=True)
+
+
+def _harness_missing(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(HARNESS_MISSING.format(name=name), file=sys.stderr)
+        return 2
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rebuild_parsers(commands)
     _simulate_parser(commands)
     _publish_parser(commands)
-    _soak_parser(commands)
-    _bench_parser(commands)
+    _harness_parsers(commands)
     return parser
 
 
@@ -214,151 +248,6 @@ def _publish_parser(commands) -> None:
     publish.set_defaults(func=_command("publish"), log_prefix="publish")
 
 
-def _soak_parser(commands) -> None:
-    from competition_pipeline.tools.soak import (
-        FAILOVER_FAULTS,
-        FAULTS,
-        HOST_FAULTS,
-        NATS_FAULTS,
-        NATS_HOST_FAULTS,
-        REDELIVER_FAULTS,
-        SOURCES,
-        STOP_FAULTS,
-        TOPOLOGIES,
-    )
-
-    soak = _parser(
-        "soak",
-        commands,
-        "chaos soak: real processes, random faults, then convergence with no step",
-        "Chaos soak: real processes, random faults, then convergence with no step.",
-    )
-    soak.add_argument("--duration", type=float, default=300, help="seconds of faults")
-    soak.add_argument("--seed", type=int, default=1, help="random seed of the fault plan")
-    soak.add_argument(
-        "--faults",
-        help=f"comma-separated subset of {','.join((*FAULTS, *STOP_FAULTS))} (default: all), and"
-        " with --topology"
-        f" celery of {','.join(HOST_FAULTS)}, with --source nats of {','.join(NATS_FAULTS)},"
-        f" with both of {','.join(NATS_HOST_FAULTS)} (late-segment and corrupt are the"
-        f" journal's); {','.join(REDELIVER_FAULTS)} (celery) and {','.join(FAILOVER_FAULTS)}"
-        " (a primary and a streaming standby, lossy or clean) only when named",
-    )
-    soak.add_argument(
-        "--source",
-        choices=SOURCES,
-        default="journal",
-        help="journal: the engine writes the journal; nats: it publishes to a NATS JetStream"
-        " server of the soak's own (FILL_SOURCE=nats)",
-    )
-    soak.add_argument(
-        "--topology",
-        choices=TOPOLOGIES,
-        default="local",
-        help="local: runs on this host (dagster.yaml); celery: on worker hosts in network"
-        " namespaces through CeleryRunLauncher and a RabbitMQ broker of the soak's own (root)",
-    )
-    soak.add_argument("--hosts", type=int, default=2, help="worker hosts (--topology celery)")
-    soak.add_argument(
-        "--timeout", type=float, default=300, help="seconds to wait for convergence afterwards"
-    )
-    soak.add_argument("--max-faults", type=int, help="stop injecting after this many faults")
-    soak.add_argument("--fills-per-hour", type=int, default=2000, help="sample closed hours")
-    soak.add_argument("--hours", type=int, default=3, help="closed sample hours")
-    soak.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
-    soak.add_argument("--json", help="also write the result to this file")
-    soak.set_defaults(func=_command("soak"), log_prefix="soak", log_clock=True)
-
-
-def _bench_parser(commands) -> None:
-    bench = _parser(
-        "bench",
-        commands,
-        "benchmark: the pipeline against a plain COPY of the same rows",
-        "Benchmark: the pipeline against a plain COPY of the same rows, measured in one run\n"
-        "(figures a to h; g with --stored-rows). Without --database-url it runs on a throwaway\n"
-        "embedded PostgreSQL; with one, it creates and drops a database of its own there.",
-    )
-    bench.add_argument("--fills", type=int, default=1_000_000, help="fills in the window (b, c)")
-    bench.add_argument("--hour-directories", type=int, default=10_000, help="for the sensor tick")
-    bench.add_argument("--backfill-days", type=int, default=30)
-    bench.add_argument("--backfill-fills-per-hour", type=int, default=500)
-    bench.add_argument("--database-url", help="a server where the bench may create a database")
-    bench.add_argument(
-        "--stored-rows", type=int, default=0, help="g: stored rows before the second recording"
-    )
-    bench.add_argument(
-        "--only-g",
-        action="store_true",
-        help="with --stored-rows: figure g alone (its own database and ratio; a-h skipped)",
-    )
-    bench.add_argument(
-        "--only-l",
-        action="store_true",
-        help="only figure l: one hostile line of 100/200/400 MB (time and peak RSS)",
-    )
-    bench.add_argument(
-        "--only-r",
-        action="store_true",
-        help="figure r alone: a rebuild of the window (dry run, apply, undo) against its first"
-        " recording",
-    )
-    bench.add_argument(
-        "--only-i",
-        action="store_true",
-        help="figure i alone: the local start following the open hour (lag, runs, CPU)",
-    )
-    bench.add_argument("--live-seconds", type=float, default=600, help="i: measured seconds")
-    bench.add_argument("--live-rate", type=float, default=20, help="i: fills appended a second")
-    bench.add_argument("--live-warmup", type=float, default=90, help="i: seconds before measuring")
-    bench.add_argument(
-        "--live-code", type=Path, help="i: run this checkout's code (the figure before a change)"
-    )
-    bench.add_argument(
-        "--live-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="i: an environment variable for the local start (e.g. an alternative's setting)",
-    )
-    bench.add_argument(
-        "--only-w",
-        action="store_true",
-        help="figure w alone: --windows runs on the service host, then on 1 and 2 Celery worker"
-        " hosts (network namespaces; root)",
-    )
-    bench.add_argument("--windows", type=int, default=24, help="w: windows (one run each)")
-    bench.add_argument("--w-fills-per-hour", type=int, default=2000, help="w: fills per window")
-    bench.add_argument(
-        "--only-s",
-        action="store_true",
-        help="figure s: the standings refresh of 1-, 3-, 10- and 30-day competitions over"
-        " journals of --s-days days, before (rows only) and after (per-window totals)",
-    )
-    bench.add_argument(
-        "--s-days", default="10,30", help="s: the journal's sizes in days, grown in turn"
-    )
-    bench.add_argument("--s-fills-per-hour", type=int, default=8000, help="s: fills an hour")
-    bench.add_argument(
-        "--only-x",
-        action="store_true",
-        help="figure x: the first recording (b) and the plain COPY (a) of --fills fills with and"
-        " without the dropped (wallet, fill_ts) index, alternated",
-    )
-    bench.add_argument(
-        "--x-code",
-        type=Path,
-        help="x: also record with this checkout's code and schema (the release before: its"
-        " index, no totals), alternated with the others",
-    )
-    bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    # Internal: the recording of figures b, c and g in a child process (its own peak RSS).
-    bench.add_argument(
-        "--child", nargs=3, metavar=("URL", "JOURNAL", "WINDOW"), help=argparse.SUPPRESS
-    )
-    bench.set_defaults(func=_command("bench.command"), log_prefix="bench")
-
-
 #: Errors a command reports as one line (``error: ...``, exit status 2), never as a traceback:
 #: the database's, a bad URL, the source's, the commands' own. Looked up among the modules
 #: already imported, so that a command that never touched a database does not import a driver.
@@ -390,7 +279,10 @@ def error_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "extra_arguments", False):  # what parse_args would refuse
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     log.configure(args.log_prefix, clock=args.log_clock)
     try:
         return args.func(args)

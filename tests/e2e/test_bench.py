@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.tools import cli, hosts
-from competition_pipeline.tools.bench.growth import g_table
+from competition_harness import hosts
+from competition_harness.bench.growth import g_table
+from competition_pipeline.tools import cli
 
 pytestmark = pytest.mark.slow
 

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
+from competition_harness.keys import journal_keys, stored_keys
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.checks import RECONCILES
 from competition_pipeline.store import dburl
@@ -44,10 +45,8 @@ from tests.helpers.dagster_dev import (
     dagster_dev_env,
     free_port,
     graphql,
-    journal_keys,
     local_start_environment,
     run_dagster_dev,
-    stored_keys,
     wait_for,
 )
 from tests.helpers.environment import REPO

@@ -1,7 +1,7 @@
 """Convergence: the table reaches the journal by itself after faults, and following a growing
 hour costs what was appended.
 
-The fault tests run the chaos soak (``competition_pipeline.tools.soak``): a private PostgreSQL
+The fault tests run the chaos soak (``competition_harness.soak``): a private PostgreSQL
 cluster, the code location as a gRPC server, ``dagster-daemon run`` with the project's dagster.yaml,
 the journal sensor every 5 s and the simulator appending live fills. After the fault nothing is
 re-run by hand: the soak waits for the table to equal its own reading of the journal.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from competition_harness.soak import FAULTS
 from competition_pipeline.fills.journal import window_dir
-from competition_pipeline.tools.soak import FAULTS
 from tests.helpers.follower import open_window
 from tests.helpers.journal import T0, WINDOW, append, fill, line, write_segment
 from tests.helpers.runs import materialize, metadata

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from competition_harness.keys import journal_keys, stored_keys
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store import dburl
 from tests.helpers.dagster_dev import (
@@ -20,8 +21,6 @@ from tests.helpers.dagster_dev import (
     SENSOR_INTERVAL,
     STATUS,
     DagsterDev,
-    journal_keys,
-    stored_keys,
     wait_for,
 )
 from tests.helpers.journal import fill, write_segment

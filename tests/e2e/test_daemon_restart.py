@@ -5,7 +5,6 @@ processes on PostgreSQL instance storage."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import signal
 import socket
@@ -16,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.rows import fill_rows
+from competition_harness.keys import journal_keys, stored_keys
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import simulate
-from tests.helpers.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port, stored_keys
+from tests.helpers.dagster_dev import LAUNCH, STATUS, DagsterDev, free_port
 from tests.helpers.environment import REPO
 
 pytestmark = pytest.mark.slow
@@ -47,20 +45,6 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: floa
             time.sleep(0.5)
 
 
-def journal_rows(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
-    """Every valid fill's wallet keys, read back from the segments (plain and gzip)."""
-    keys = set()
-    for window in windows:
-        directory = journal / f"date={window.start:%Y-%m-%d}" / f"hour={window.start:%H}"
-        for path in sorted(directory.iterdir()):
-            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-            for line in data.splitlines():
-                result = parse_line(line)
-                if type(result) is Fill:
-                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
-    return keys
-
-
 def test_daemon_killed_mid_backfill_ends_exact(
     dagster_home: Path, database_url: str, journal: Path, tmp_path: Path
 ) -> None:
@@ -68,7 +52,7 @@ def test_daemon_killed_mid_backfill_ends_exact(
     sim = simulate.FillSimulator(seed=5)
     for window in windows:
         simulate.write_hour(journal, window, 20_000, sim=sim)
-    expected = journal_rows(journal, windows)
+    expected = journal_keys(journal, windows)
     CompetitionStore(database_url).ensure_schema()
     env = dict(os.environ)
     env.update(COMPETITION_DATABASE_URL=database_url, FILL_JOURNAL_DIR=str(journal))

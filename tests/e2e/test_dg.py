@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from competition_harness.keys import journal_keys, stored_keys
 from competition_pipeline.definitions import defs
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.dagster_dev import (
     dagster_dev_env,
     dg_dev_command,
-    journal_keys,
     run_dagster_dev,
-    stored_keys,
     wait_for,
 )
 from tests.helpers.environment import REPO

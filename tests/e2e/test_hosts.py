@@ -1,14 +1,13 @@
 """Runs on several hosts, for real: ``CeleryRunLauncher`` over a RabbitMQ broker, two worker hosts
 in network namespaces of their own, and one of them killed whole with a run in flight.
 
-The soak's Celery topology (``competition-pipeline soak --topology celery``, tools/hosts.py) makes
-the hosts: a bridge, a namespace per worker host with its own hostname (``unshare --uts``) and
-``DAGSTER_HOME``, running ``celery -A dagster_celery.app worker``; the daemon and the code server
-stay in the root namespace with docs/examples/dagster.celery.yaml; the soak's own PostgreSQL and
-RabbitMQ listen on the bridge's address, so the workers reach them over their veth. Nothing is
-re-run by hand: the lost run is found by the journal sensor's liveness rule and its window
-recorded again on the other host.
-"""
+The soak's Celery topology (``competition-pipeline soak --topology celery``,
+competition_harness/hosts.py) makes the hosts: a bridge, a namespace per worker host with its own
+hostname (``unshare --uts``) and ``DAGSTER_HOME``, running ``celery -A dagster_celery.app worker``;
+the daemon and the code server stay in the root namespace with docs/examples/dagster.celery.yaml;
+the soak's own PostgreSQL and RabbitMQ listen on the bridge's address, so the workers reach them
+over their veth. Nothing is re-run by hand: the lost run is found by the journal sensor's liveness
+rule and its window recorded again on the other host."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from competition_pipeline.tools import hosts
+from competition_harness import hosts
 from tests.helpers.soak import soak
 
 WAITING = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED"}

@@ -15,12 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.rows import fill_rows
-from competition_pipeline.fills.windows import Window
 from competition_pipeline.tools.ports import free_port
 from tests.helpers.environment import REPO
-from tests.helpers.sql import query
 
 SENSOR_INTERVAL = 10
 
@@ -172,23 +168,6 @@ def run_dagster_dev(
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def stored_keys(database_url: str) -> set[tuple[int, str]]:
-    return set(query(database_url, "SELECT trade_id, wallet FROM competition_fill_events"))
-
-
-def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
-    """The answer computed straight from the journal files: every valid fill's wallet rows."""
-    keys = set()
-    for window in windows:
-        directory = journal / f"date={window.start:%Y-%m-%d}" / f"hour={window.start:%H}"
-        for path in sorted(directory.glob("*.jsonl")):
-            for line in path.read_bytes().splitlines():
-                result = parse_line(line)
-                if type(result) is Fill and window.contains_ms(result.timestamp_ms):
-                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
-    return keys
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, dev: DagsterDev) -> None:

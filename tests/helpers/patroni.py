@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from competition_harness.replication import postgres_bindir
 from competition_pipeline.tools.ports import free_port
-from competition_pipeline.tools.replication import postgres_bindir
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 PATRONI = shutil.which("patroni") or "/usr/bin/patroni"

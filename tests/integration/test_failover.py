@@ -1,5 +1,5 @@
 """The competition database fails over and nothing is lost: a real primary and a streaming
-standby of the test's own (tools/replication.py), the URL naming both with
+standby of the test's own (competition_harness/replication.py), the URL naming both with
 ``target_session_attrs=read-write``, Dagster exercised in process (materialize, sensor
 evaluation) on a real instance.
 
@@ -29,6 +29,8 @@ import dagster as dg
 import psycopg
 import pytest
 
+from competition_harness.keys import journal_keys, stored_keys
+from competition_harness.replication import ReplicatedPair
 from competition_pipeline.defs.live_hour import build_live_hour_job
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
@@ -40,8 +42,6 @@ from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.counters import SQL_COUNTERS
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
-from competition_pipeline.tools.replication import ReplicatedPair
-from competition_pipeline.tools.soak import expected_keys, stored_keys
 from tests.helpers.environment import REPO
 from tests.helpers.failover import Recording
 from tests.helpers.follower import open_window, wait_until, writing
@@ -120,7 +120,7 @@ def test_a_lossy_failover_converges_with_no_manual_step(
     for window in (EARLY, LATE):
         assert record(url, journal, window.key, instance).success
     refresh_standings(url, instance)
-    expected, _ = expected_keys(journal)
+    expected = journal_keys(journal)
     assert stored_keys(url) == expected
     before = rows_counter(url)
     pair.failover(lossy=True)
@@ -207,7 +207,7 @@ def test_a_switchover_mid_load_and_back_with_the_instance_on_the_same_cluster(
         pair.switchover()
         assert pair.primary is first_primary
         assert record(url, journal, LATE.key, instance).success
-        expected, _ = expected_keys(journal)
+        expected = journal_keys(journal)
         assert stored_keys(url) == expected and len(expected) == 2 * fills + 2 * 3
         statuses = [r.status for r in instance.get_runs()]
         assert statuses == [dg.DagsterRunStatus.SUCCESS] * 2
@@ -264,6 +264,6 @@ def test_the_open_hours_follower_resumes_across_a_switchover_and_back(
     assert result.success
     restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
     assert 1 <= len(restarts) <= 2  # one attempt cut short by each switchover, at most
-    expected, _ = expected_keys(journal)
+    expected = journal_keys(journal)
     stored = stored_keys(url)
     assert (len(expected - stored), len(stored - expected)) == (0, 0)

@@ -16,8 +16,8 @@ import dagster as dg
 import psycopg
 import pytest
 
+from competition_harness.keys import journal_keys, stored_keys
 from competition_pipeline.fills.windows import HOUR, Window
-from competition_pipeline.tools.soak import expected_keys, stored_keys
 from tests.helpers.environment import require_programs
 from tests.helpers.failover import Recording
 from tests.helpers.journal import bulk_segment, fill, write_segment
@@ -76,6 +76,6 @@ def test_patroni_fails_over_mid_load_and_the_table_converges(
     for key in behind(url, journal, instance):  # what the promotion lost, if anything
         assert record(url, journal, key, instance).success
     assert behind(url, journal, instance) == []
-    expected, _ = expected_keys(journal)
+    expected = journal_keys(journal)
     stored = stored_keys(url)
     assert (len(expected - stored), len(stored - expected)) == (0, 0)

@@ -34,7 +34,7 @@ def test_the_code_digest_covers_what_a_run_executes_not_the_cli(tmp_path: Path) 
     shutil.copytree(deployment.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
     digest = deployment.digest_of(package)
     assert digest == deployment.code_digest()
-    with (package / "tools" / "soak.py").open("a") as source:
+    with (package / "tools" / "cli.py").open("a") as source:
         source.write("# a patched CLI\n")
     assert deployment.digest_of(package) == digest
     with (package / "recording" / "fill_events.py").open("a") as source:

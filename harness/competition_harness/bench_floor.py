@@ -1,6 +1,6 @@
 """Dagster's own floor for the benchmark's figure h: the path users run, doing no work.
 
-``dagster asset materialize -m competition_pipeline.tools.bench_floor --select
+``dagster asset materialize -m competition_harness.bench_floor --select
 competition_fill_events --partition KEY`` goes through everything the real command does (process
 start, importing Dagster, loading the instance, creating the run, one asset step and three check
 steps, each writing its events to the instance storage) with an asset and checks that do nothing.

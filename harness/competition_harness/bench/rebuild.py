@@ -14,11 +14,11 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from competition_harness.bench.common import BENCH_WINDOW, Databases
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.recording.fill_events import record_window
 from competition_pipeline.recording.rebuild import rebuild_windows, undo_rebuild
 from competition_pipeline.store.database import CompetitionStore
-from competition_pipeline.tools.bench.common import BENCH_WINDOW, Databases
 from competition_pipeline.tools.log import log
 
 _OLDER_RULE = (

@@ -62,19 +62,19 @@ from pathlib import Path
 
 import psycopg
 
-from competition_pipeline.fills.contract import Fill, parse_line
+from competition_harness import hosts, replication
+from competition_harness.keys import journal_keys, published_keys, stored_keys
+from competition_harness.replication import Cluster, postgres_bindir
 from competition_pipeline.fills.journal import scan, window_dir
-from competition_pipeline.fills.rows import fill_rows
 from competition_pipeline.fills.stream import SUBJECT_PREFIX
 from competition_pipeline.fills.stream import connect as stream_connect
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.follow import FOLLOW_TAG
 from competition_pipeline.store.database import CompetitionStore, StoreError
-from competition_pipeline.tools import hosts, replication, simulate
+from competition_pipeline.tools import simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
 from competition_pipeline.tools.publish import ensure_stream, journal_lines, subject_and_id
-from competition_pipeline.tools.replication import Cluster, postgres_bindir
 from competition_pipeline.tools.simulate.messages import live_trade_id_base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ SOURCES = ("journal", "nats")
 #: The journal's own faults: with ``--source nats`` there are no files to add or corrupt.
 JOURNAL_FAULTS = ("late-segment", "corrupt")
 #: Only when asked for (``--faults failover``): the databases (instance and competition) on a
-#: primary with a streaming standby (tools/replication.py, URLs naming both); the primary killed
+#: primary with a streaming standby (replication.py, URLs naming both); the primary killed
 #: and the standby promoted, half the time after the replication was cut for a while (lossy:
 #: commits on the primary only), then the old primary re-joined from a fresh base backup.
 FAILOVER_FAULTS = ("failover",)
@@ -217,49 +217,6 @@ def run_workers(dagster_home: Path) -> list[int]:
         except OSError:
             continue
     return pids
-
-
-def expected_keys(journal: Path) -> tuple[set[tuple[int, str]], int]:
-    """Every valid fill's wallet rows, read straight from the segments (plain and gzip); and the
-    number of hour windows. A corrupt segment contributes nothing (its window cannot be read)."""
-    keys: set[tuple[int, str]] = set()
-    states, _ = scan(journal)
-    for state in states:
-        window_keys: set[tuple[int, str]] = set()
-        try:
-            for segment in state.segments:
-                data = segment.path.read_bytes()
-                if segment.closed:
-                    data = gzip.decompress(data)
-                for line in data.split(b"\n"):
-                    result = parse_line(line)
-                    if type(result) is Fill and state.window.contains_ms(result.timestamp_ms):
-                        window_keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
-        except (OSError, EOFError, gzip.BadGzipFile):
-            continue
-        keys |= window_keys
-    return keys, len(states)
-
-
-def published_keys(lines: list[bytes]) -> tuple[set[tuple[int, str]], int]:
-    """Every valid fill's wallet rows among the lines the stream acknowledged, and the number of
-    hour windows they fall in."""
-    keys: set[tuple[int, str]] = set()
-    windows: set[Window] = set()
-    for line in lines:
-        result = parse_line(line)
-        if type(result) is Fill:
-            keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
-            windows.add(Window.containing_ms(result.timestamp_ms))
-    return keys, len(windows)
-
-
-def stored_keys(url: str) -> set[tuple[int, str]]:
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT to_regclass('competition_fill_events')").fetchone()[0]
-        if exists is None:
-            return set()
-        return set(conn.execute("SELECT trade_id, wallet FROM competition_fill_events"))
 
 
 @dataclass
@@ -885,7 +842,7 @@ class Soak:
         if self.nats is not None:
             expected, windows = published_keys(self.published)
         else:
-            expected, windows = expected_keys(self.journal)
+            expected, windows = journal_keys(self.journal), len(scan(self.journal)[0])
         stored = self.wait_for_table(expected, timeout, poll=3)
         missing, extra = len(expected - stored), len(stored - expected)
         waited = time.monotonic() - cleared

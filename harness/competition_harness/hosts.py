@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from competition_pipeline.tools.log import log as _log
+from competition_pipeline.tools.ports import free_port
 
 
 def _ip(*argv: str) -> None:
@@ -195,12 +196,6 @@ class Network:
             subprocess.run(["ip", "link", "del", host.veth], check=False, capture_output=True)
         if self.made:
             subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from competition_harness.bench.common import BENCH_WINDOW
 from competition_pipeline.fills.journal import JournalSource, window_dir
 from competition_pipeline.fills.source import ReadStats
 from competition_pipeline.recording.fill_events import parse_window
 from competition_pipeline.store.summary import WindowReport
-from competition_pipeline.tools.bench.common import BENCH_WINDOW
 
 SIZES_MB = (100, 200, 400)
 
@@ -64,7 +64,7 @@ def long_line_figure(sizes_mb: tuple[int, ...] = SIZES_MB) -> dict:
             journal = Path(tmp) / f"j{megabytes}"
             write_long_line(journal, megabytes)
             done = subprocess.run(
-                [sys.executable, "-m", "competition_pipeline.tools.bench.hostile", str(journal)],
+                [sys.executable, "-m", "competition_harness.bench.hostile", str(journal)],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import psycopg
 
+from competition_harness.bench.common import (
+    record_in_child,
+)
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import embedded, simulate
-from competition_pipeline.tools.bench.common import (
-    record_in_child,
-)
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
 

@@ -11,21 +11,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from competition_pipeline.fills.windows import Window
-from competition_pipeline.store.database import CompetitionStore
-from competition_pipeline.tools import embedded, simulate
-from competition_pipeline.tools.bench.baseline import plain_copy
-from competition_pipeline.tools.bench.common import (
+from competition_harness.bench.baseline import plain_copy
+from competition_harness.bench.common import (
     BENCH_WINDOW,
     Databases,
     child_record,
     dagster_home,
     record_in_child,
 )
-from competition_pipeline.tools.bench.dagster_runs import backfill, user_path
-from competition_pipeline.tools.bench.growth import g_table, stored_growth
-from competition_pipeline.tools.bench.rebuild import r_table, rebuild_figure
-from competition_pipeline.tools.bench.sensor import sensor_tick
+from competition_harness.bench.dagster_runs import backfill, user_path
+from competition_harness.bench.growth import g_table, stored_growth
+from competition_harness.bench.rebuild import r_table, rebuild_figure
+from competition_harness.bench.sensor import sensor_tick
+from competition_pipeline.fills.windows import Window
+from competition_pipeline.store.database import CompetitionStore
+from competition_pipeline.tools import embedded, simulate
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
 
@@ -67,7 +67,7 @@ def rebuild_only(args: argparse.Namespace) -> dict:
 
 def standings_only(args: argparse.Namespace) -> dict:
     """Figures s and x (``--only-s``, ``--only-x``), each on its own database."""
-    from competition_pipeline.tools.bench.standings import (
+    from competition_harness.bench.standings import (
         index_figure,
         s_table,
         standings_figure,
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         args.error("--only-g needs --stored-rows N")
     result: dict = {}
     if args.only_i:
-        from competition_pipeline.tools.bench.live import i_table, live_follow
+        from competition_harness.bench.live import i_table, live_follow
 
         env = dict(item.split("=", 1) for item in args.live_env)
         result["i_live"] = live_follow(
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(i_table(result["i_live"]))
     elif args.only_w:
-        from competition_pipeline.tools.bench.workers import w_table, workers_figure
+        from competition_harness.bench.workers import w_table, workers_figure
 
         result["w_workers"] = workers_figure(args.windows, args.w_fills_per_hour)
         print(w_table(result["w_workers"]))
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         result["r_rebuild"] = rebuild_only(args)
         print(r_table(result["r_rebuild"]))
     elif args.only_l:
-        from competition_pipeline.tools.bench.hostile import l_table, long_line_figure
+        from competition_harness.bench.hostile import l_table, long_line_figure
 
         result["l_long_line"] = long_line_figure()
         print(l_table(result["l_long_line"]))

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import psycopg
 
+from competition_harness.bench.common import (
+    BENCH_WINDOW,
+)
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.rows import ROW_FIELDS
 from competition_pipeline.fills.source import ReadStats
 from competition_pipeline.fills.windows import utc_from_ms
 from competition_pipeline.recording.fill_events import WindowReport, parse_window
 from competition_pipeline.store.database import CompetitionStore, fill_events
-from competition_pipeline.tools.bench.common import (
-    BENCH_WINDOW,
-)
 
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
 #: COPY's rate does not depend on the table's size, and 10M row tuples would not fit).

@@ -10,16 +10,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from competition_harness.bench.common import (
+    BENCH_WINDOW,
+    Databases,
+    postgres_instance,
+)
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.recording.fill_events import WindowReport
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import simulate
-from competition_pipeline.tools.bench.common import (
-    BENCH_WINDOW,
-    Databases,
-    postgres_instance,
-)
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
 
@@ -30,10 +30,10 @@ def _floor_definitions() -> list:
     materialization with the same metadata keys, one evaluation of each check)."""
     import dagster as dg
 
+    from competition_harness.bench_floor import PARTITIONS, noop_checks
     from competition_pipeline.defs.fill_events import report_metadata
     from competition_pipeline.defs.partitions import FILL_EVENTS_KEY
     from competition_pipeline.recording.checks import BLOCKING
-    from competition_pipeline.tools.bench_floor import PARTITIONS, noop_checks
 
     @dg.asset(
         name=FILL_EVENTS_KEY.path[-1],
@@ -163,7 +163,7 @@ def user_path(databases: Databases, home: Path, journal: Path) -> dict:
     for what, module in (
         ("first", "competition_pipeline.definitions"),
         ("unchanged", "competition_pipeline.definitions"),
-        ("floor", "competition_pipeline.tools.bench_floor"),  # Dagster's own cost of the same path
+        ("floor", "competition_harness.bench_floor"),  # Dagster's own cost of the same path
     ):
         started = time.perf_counter()
         done = subprocess.run(command(module), env=env, capture_output=True, text=True)

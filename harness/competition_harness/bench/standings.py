@@ -28,13 +28,13 @@ from pathlib import Path
 
 import psycopg
 
+from competition_harness.bench.baseline import plain_copy
+from competition_harness.bench.common import Databases, record_in_child
 from competition_pipeline.fills.windows import HOUR, Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.store.standings import Competitions
 from competition_pipeline.store.tables import FILL_TOTALS
 from competition_pipeline.store.totals import TOTAL_COLUMNS, aggregate
-from competition_pipeline.tools.bench.baseline import plain_copy
-from competition_pipeline.tools.bench.common import Databases, record_in_child
 from competition_pipeline.tools.log import log
 from competition_pipeline.tools.progress import Progress
 

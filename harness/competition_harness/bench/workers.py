@@ -1,7 +1,7 @@
 """Figure w: a backfill of many windows as runs on Celery worker hosts, with 1 and 2 hosts, beside
 the same windows run on the service host itself (``DefaultRunLauncher``), in one bench run.
 
-Each configuration is the soak's (tools/soak.py) without faults and without live appends: a
+Each configuration is the soak's (soak.py) without faults and without live appends: a
 private PostgreSQL, the code server and the daemon with the journal sensor every 5 s, and for
 ``celery`` the soak's RabbitMQ node and worker hosts in network namespaces, each ``celery worker
 -c 1``. ``--windows`` closed hours of ``--fills-per-hour`` fills are written first; the sensor
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 
+from competition_harness.keys import journal_keys
+from competition_harness.soak import Soak
 from competition_pipeline.tools.log import log
-from competition_pipeline.tools.soak import Soak, expected_keys
 
 CONFIGURATIONS = (("local", 0), ("celery", 1), ("celery", 2))
 
@@ -35,7 +36,7 @@ def _one(topology: str, host_count: int, windows: int, fills_per_hour: int) -> d
     try:
         soak.setup(windows, fills_per_hour, live=False)
         started = time.monotonic()
-        expected, _ = expected_keys(soak.journal)
+        expected = journal_keys(soak.journal)
         stored = soak.wait_for_table(expected, 1800, poll=0.5)
         seconds = time.monotonic() - started
         soak.settle_runs(120, poll=0.5)  # a run whose load committed may still be in its checks
