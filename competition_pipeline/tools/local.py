@@ -24,6 +24,7 @@ from competition_pipeline import redaction
 from competition_pipeline.tools import admin, local_state
 from competition_pipeline.tools.local_state import REPO
 from competition_pipeline.tools.log import log
+from competition_pipeline.tools.processes import sigint_at_default
 
 DEMO_COMPETITION = "demo"
 DEMO_WALLETS = 12  # the simulator's busiest wallets: they trade in every sample hour
@@ -222,7 +223,7 @@ def _run_dagster_dev(args: argparse.Namespace, home: Path) -> int:
         cwd=home,
         env=env,
         start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        preexec_fn=sigint_at_default,  # noqa: PLW1509
     )
     stop_requested: list[float] = []
 

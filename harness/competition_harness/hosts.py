@@ -29,6 +29,7 @@ from pathlib import Path
 
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
+from competition_pipeline.tools.processes import sigint_at_default
 
 
 def _ip(*argv: str) -> None:
@@ -73,7 +74,12 @@ class Host:
         command += ['hostname "$0" && exec "$@"', self.name, *self.argv]
         with self.log.open("a") as out:
             self.popen = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=sigint_at_default,  # noqa: PLW1509
             )
 
     def pids(self) -> list[int]:

@@ -74,6 +74,7 @@ from competition_pipeline.store.database import CompetitionStore, StoreError
 from competition_pipeline.tools import simulate
 from competition_pipeline.tools.log import log as _log
 from competition_pipeline.tools.ports import free_port
+from competition_pipeline.tools.processes import sigint_at_default
 from competition_pipeline.tools.publish import ensure_stream, journal_lines, subject_and_id
 from competition_pipeline.tools.simulate.messages import live_trade_id_base
 
@@ -148,6 +149,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=sigint_at_default,  # noqa: PLW1509
             )
 
     def kill9(self, *, group: bool = True) -> None:

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 
 from competition_pipeline.tools.ports import free_port
+from competition_pipeline.tools.processes import sigint_at_default
 from tests.helpers.environment import REPO
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def test_a_run_requested_while_the_code_server_shuts_down_starts_on_the_next_one
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+                preexec_fn=sigint_at_default,  # noqa: PLW1509
             )
 
     def launch(job: str) -> str:
