@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 
 from competition_pipeline.fills.journal import JournalSource, window_dir
-from competition_pipeline.fills.source import ReadStats
 from competition_pipeline.recording.fill_events import parse_window
-from competition_pipeline.store.summary import WindowReport
 from competition_pipeline.tools.bench.common import BENCH_WINDOW
 
 SIZES_MB = (100, 200, 400)
@@ -40,13 +38,8 @@ def write_long_line(journal: Path, megabytes: int) -> Path:
 
 def child(journal: str) -> dict:
     """In the child: read and parse the window as a run does; its time and peak RSS."""
-    report = WindowReport(window=BENCH_WINDOW.key, source="bench")
     started = time.perf_counter()
-    rejects = [
-        r
-        for _, batch in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats())
-        for r in batch
-    ]
+    rejects = [r for _, batch in parse_window(JournalSource(journal), BENCH_WINDOW) for r in batch]
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
