@@ -15,6 +15,7 @@ in the loader, exactly.
 from __future__ import annotations
 
 from decimal import Context, Decimal
+from functools import partial
 from typing import NamedTuple
 
 from competition_pipeline.fills.contract import Fill
@@ -45,6 +46,14 @@ ROW_TYPES = {
     "fill_ts_ms": "bigint",
 }
 ROW_FIELDS = tuple(ROW_TYPES)
+#: SQL type -> the Python type a staged value has (decimals stay strings, see above).
+_PYTHON_TYPES = {"bigint": int, "text": str, "numeric": str, "boolean": bool}
+#: A wallet row as staged: a tuple in :data:`ROW_FIELDS` order (COPY writes it as it is), with
+#: those names as fields, so code outside ``fills/`` reads ``row.wallet``, never ``row[4]``.
+Row = NamedTuple("Row", [(name, _PYTHON_TYPES[t] | None) for name, t in ROW_TYPES.items()])  # type: ignore[misc]
+#: How :func:`fill_rows` makes a :class:`Row` from the tuple of its values: one C call, as cheap
+#: as the plain tuple it was (``Row(...)`` and ``Row._make`` are Python functions, per row).
+_row = partial(tuple.__new__, Row)
 
 #: The staging layout of a rejected line (a :data:`RejectRow`), with its SQL types.
 REJECT_TYPES = {
@@ -55,7 +64,19 @@ REJECT_TYPES = {
     "reason": "text",
 }
 REJECT_FIELDS = tuple(REJECT_TYPES)
-RejectRow = tuple[str, int, str, bool, str]  # in REJECT_FIELDS order
+
+
+class RejectRow(NamedTuple):
+    """A rejected line as staged, in :data:`REJECT_FIELDS` order (asserted below)."""
+
+    source_file: str
+    line_no: int
+    raw_line: str
+    raw_line_escaped: bool
+    reason: str
+
+
+assert RejectRow._fields == REJECT_FIELDS
 
 
 def column_definitions(types: dict[str, str]) -> str:
@@ -85,10 +106,10 @@ def raw_text(data: bytes) -> RawText:
 
 def reject_row(source_file: str, line_no: int, data: bytes, reason: str) -> RejectRow:
     """A rejected line in :data:`REJECT_FIELDS` order, its bytes made storable."""
-    return (source_file, line_no, *raw_text(data), reason)
+    text, escaped = raw_text(data)
+    return RejectRow(source_file, line_no, text, escaped, reason)
 
 
-Row = tuple
 _EXACT = Context(prec=200)
 _OPPOSITE = {"Buy": "Sell", "Sell": "Buy"}
 
@@ -114,24 +135,27 @@ def fill_rows(fill: Fill, seq: int, source_file: str, line_no: int) -> list[Row]
     if fill.taker_wallet == fill.maker_wallet:
         wallet = fill.taker_wallet
         return [
-            head
-            + (wallet, "self", fill.taker_side, wallet, True, fill.symbol, fill.price, fill.size)
-            + (
-                _add(fill.taker_fee, fill.maker_fee),
-                _add(fill.taker_realized_pnl, fill.maker_realized_pnl),
-                fill.builder_code_address,
-                fill.builder_code_fee,
+            _row(
+                head
+                + (wallet, "self", fill.taker_side, wallet, True, fill.symbol, fill.price)
+                + (
+                    fill.size,
+                    _add(fill.taker_fee, fill.maker_fee),
+                    _add(fill.taker_realized_pnl, fill.maker_realized_pnl),
+                    fill.builder_code_address,
+                    fill.builder_code_fee,
+                )
+                + common_tail
             )
-            + common_tail
         ]
-    taker = (
+    taker = _row(
         head
         + (fill.taker_wallet, "taker", fill.taker_side, fill.maker_wallet, False)
         + (fill.symbol, fill.price, fill.size, fill.taker_fee, fill.taker_realized_pnl)
         + (fill.builder_code_address, fill.builder_code_fee)
         + common_tail
     )
-    maker = (
+    maker = _row(
         head
         + (fill.maker_wallet, "maker", _OPPOSITE[fill.taker_side], fill.taker_wallet, False)
         + (fill.symbol, fill.price, fill.size, fill.maker_fee, fill.maker_realized_pnl)

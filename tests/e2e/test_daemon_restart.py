@@ -57,7 +57,7 @@ def journal_rows(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
             for line in data.splitlines():
                 result = parse_line(line)
                 if type(result) is Fill:
-                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
+                    keys.update((r.trade_id, r.wallet) for r in fill_rows(result, 0, "", 0))
     return keys
 
 

@@ -187,7 +187,7 @@ def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
             for line in path.read_bytes().splitlines():
                 result = parse_line(line)
                 if type(result) is Fill and window.contains_ms(result.timestamp_ms):
-                    keys.update((r[3], r[4]) for r in fill_rows(result, 0, "", 0))
+                    keys.update((r.trade_id, r.wallet) for r in fill_rows(result, 0, "", 0))
     return keys
 
 

@@ -54,16 +54,17 @@ def old_release(monkeypatch: pytest.MonkeyPatch, version: int = 2) -> None:
     monkeypatch.setattr(recording, "RECORDING_VERSION", version)
 
 
-def self_trade_as_two_rows(fill: Fill, *args) -> list[tuple]:
+def self_trade_as_two_rows(fill: Fill, *args) -> list[rows.Row]:
     """An older self-trade rule: a taker row and a maker row (the maker's wallet shown as W1)
     instead of one ``self`` row; any other fill as today."""
     if fill.taker_wallet != fill.maker_wallet:
         return rows.fill_rows(fill, *args)
     wallet = fill.maker_wallet
     taker, _ = rows.fill_rows(msgspec.structs.replace(fill, maker_wallet=W1), *args)
-    maker = list(taker)
-    maker[4:9] = [W1, "maker", "Sell", wallet, False]
-    return [taker, tuple(maker)]
+    maker = taker._replace(
+        wallet=W1, role="maker", side="Sell", counterparty=wallet, is_self_trade=False
+    )
+    return [taker, maker]
 
 
 def other_rules(monkeypatch: pytest.MonkeyPatch, fill_rows, version: int = 2) -> None:

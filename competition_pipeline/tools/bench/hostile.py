@@ -45,8 +45,8 @@ def child(journal: str) -> dict:
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rejects": len(rejects),
-        "kept_bytes": sum(len(r[2]) for r in rejects),
-        "reason": rejects[0][4][:60] if rejects else None,
+        "kept_bytes": sum(len(r.raw_line) for r in rejects),
+        "reason": rejects[0].reason[:60] if rejects else None,
     }
 
 
