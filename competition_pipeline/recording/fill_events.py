@@ -258,20 +258,12 @@ def record_windows(
                 _check_budget(report.window, report.rejects, report.lines_read, reject_budget)
                 yield report
                 continue
-            yield _load(
-                session,
-                source.describe(),
-                item,
-                parsed,
-                previous.get(window),
-                reject_budget,
-                started,
-            )
+            yield _load(session, source, item, parsed, previous.get(window), reject_budget, started)
 
 
 def _load(
     session: LoadSession,
-    source: str,
+    source: FillSource,
     first: _Parsed,
     parsed: Iterator[_Parsed],
     before: PreviousLoad | None,
@@ -314,7 +306,7 @@ def _load(
         seconds = time.perf_counter() - started
         stored = load.stored_after(counts)
         report = window_report(
-            source,
+            source.describe(),
             window,
             parse,
             counts,

@@ -127,16 +127,8 @@ def _follow_round(
         item = next(parsed)
         if item.unchanged:
             return None
-        return _load(
-            session,
-            source.describe(),
-            item,
-            parsed,
-            previous.get(window),
-            reject_budget,
-            started,
-            fence,
-        )
+        before = previous.get(window)
+        return _load(session, source, item, parsed, before, reject_budget, started, fence)
 
 
 @dataclass
