@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.rows import fill_rows, named
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools import simulate
@@ -57,7 +57,9 @@ def journal_rows(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
             for line in data.splitlines():
                 result = parse_line(line)
                 if type(result) is Fill:
-                    keys.update((r.trade_id, r.wallet) for r in fill_rows(result, 0, "", 0))
+                    keys.update(
+                        (r.trade_id, r.wallet) for r in map(named, fill_rows(result, 0, "", 0))
+                    )
     return keys
 
 

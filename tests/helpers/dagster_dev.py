@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.rows import fill_rows, named
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.tools.ports import free_port
 from tests.helpers.environment import REPO
@@ -187,7 +187,9 @@ def journal_keys(journal: Path, windows: list[Window]) -> set[tuple[int, str]]:
             for line in path.read_bytes().splitlines():
                 result = parse_line(line)
                 if type(result) is Fill and window.contains_ms(result.timestamp_ms):
-                    keys.update((r.trade_id, r.wallet) for r in fill_rows(result, 0, "", 0))
+                    keys.update(
+                        (r.trade_id, r.wallet) for r in map(named, fill_rows(result, 0, "", 0))
+                    )
     return keys
 
 

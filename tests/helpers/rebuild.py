@@ -54,17 +54,17 @@ def old_release(monkeypatch: pytest.MonkeyPatch, version: int = 2) -> None:
     monkeypatch.setattr(recording, "RECORDING_VERSION", version)
 
 
-def self_trade_as_two_rows(fill: Fill, *args) -> list[rows.Row]:
+def self_trade_as_two_rows(fill: Fill, *args) -> list[tuple]:
     """An older self-trade rule: a taker row and a maker row (the maker's wallet shown as W1)
     instead of one ``self`` row; any other fill as today."""
     if fill.taker_wallet != fill.maker_wallet:
         return rows.fill_rows(fill, *args)
     wallet = fill.maker_wallet
     taker, _ = rows.fill_rows(msgspec.structs.replace(fill, maker_wallet=W1), *args)
-    maker = taker._replace(
+    maker = rows.named(taker)._replace(
         wallet=W1, role="maker", side="Sell", counterparty=wallet, is_self_trade=False
     )
-    return [taker, maker]
+    return [taker, tuple(maker)]
 
 
 def other_rules(monkeypatch: pytest.MonkeyPatch, fill_rows, version: int = 2) -> None:
