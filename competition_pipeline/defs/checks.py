@@ -25,6 +25,7 @@ import dagster as dg
 from competition_pipeline.defs.dagster_internals import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from competition_pipeline.defs.failures import refused
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY, fill_partitions
 from competition_pipeline.defs.resources import (
     CompetitionDatabase,
@@ -212,16 +213,13 @@ def _evaluate_windows(
         yield checks.result(name, Window.from_key(context.partition_key))
         return
     if not context.has_partition_key_range:
-        raise dg.Failure(
-            description=(
-                f"{name} checks hourly windows of competition_fill_events: execute it for a"
-                " partition (an hour, YYYY-MM-DD-HH:00 UTC, e.g. 2026-11-20-03:00) or a range of"
-                " them; from the UI materialize the partition (Materialize..., which runs its"
-                " checks with it: Dagster's Checks tab cannot execute a partitioned check alone),"
-                " from the CLI add"
-                " --partition 2026-11-20-03:00 or --partition-range START...END"
-            ),
-            allow_retries=False,
+        raise refused(
+            f"{name} checks hourly windows of competition_fill_events: execute it for a"
+            " partition (an hour, YYYY-MM-DD-HH:00 UTC, e.g. 2026-11-20-03:00) or a range of"
+            " them; from the UI materialize the partition (Materialize..., which runs its"
+            " checks with it: Dagster's Checks tab cannot execute a partitioned check alone),"
+            " from the CLI add"
+            " --partition 2026-11-20-03:00 or --partition-range START...END"
         )
     time_window = context.partition_time_window
     checks.instance = context.instance

@@ -5,7 +5,9 @@ Every step that records, follows, rebuilds or holds a run's lock runs its work u
 ``dg.Failure`` whose ``allow_retries`` is the error's kind. A transient one (the database failed
 over, a connection died mid-load, a standby was reached) is retried by the asset's RetryPolicy,
 and the retry reconnects through every host of the URL; a terminal one (a wrong password, a
-missing table or grant, strict mode's reject budget) fails once, naming the cause.
+missing table or grant, strict mode's reject budget) fails once, naming the cause. A step that
+refuses what cannot be valid (:func:`refused`: a retired window, an apply without a reason, a worker
+of another deployment) fails once too.
 """
 
 from __future__ import annotations
@@ -40,3 +42,9 @@ def skipped_tick(exc: PipelineError) -> dg.SkipReason:
     skipped, not failed; the next tick decides again, on whichever host is the primary then."""
     kind = "transient" if exc.transient else "terminal"
     return dg.SkipReason(f"nothing decided this tick ({kind}): {redaction.scrub(str(exc))}")
+
+
+def refused(description: str) -> dg.Failure:
+    """The failure of a step that refuses (a retired window, a launch that cannot be valid, a
+    worker whose code differs): not retried, as every attempt would refuse the same way."""
+    return dg.Failure(description=description, allow_retries=False)

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from competition_pipeline.defs.checks import WindowChecks, selected_checks
-from competition_pipeline.defs.failures import failing_step
+from competition_pipeline.defs.failures import failing_step, refused
 from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
     DATABASE_POOL,
@@ -262,7 +262,7 @@ def _materialize(
     if len(windows) == 1:
         (report,) = _record(windows, database, fill_source, policy)
         if report.retired:
-            raise dg.Failure(description=_retired_message([report.window]), allow_retries=False)
+            raise refused(_retired_message([report.window]))
         _log_report(context, report)
         yield dg.MaterializeResult(metadata={**report_metadata(report), "host": host})
         return

@@ -219,78 +219,96 @@ def build_follow_sensors(
             retired=store.retired_windows(),
         )
 
-    @dg.sensor(
-        name="fill_journal_sensor",
-        jobs=jobs,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=default_status,
-        description=(
-            "Requests a run for every hourly window whose journal holds more than the competition"
-            " database committed for it (never recorded, new or grown segment, late fill), until"
-            " the table has it all; failing windows back off; dead runs are marked failed."
-        ),
-    )
-    def fill_journal_sensor(
+    def follow_sensor(
+        name: str,
+        kind: str,
+        status: dg.DefaultSensorStatus,
+        description: str,
+        tick: Callable[
+            [dg.SensorEvaluationContext, FillSourceResource, CompetitionStore], Plan | dg.SkipReason
+        ],
+    ) -> dg.SensorDefinition:
+        """A sensor that follows the ``kind`` source with ``tick`` (one tick's plan); both
+        sensors' way through: skip when the other source is configured, a failing tick is
+        skipped (not failed), the plan becomes run requests and the cursor."""
+        other = "fill_stream_sensor" if kind == "journal" else "fill_journal_sensor"
+
+        @dg.sensor(
+            name=name,
+            jobs=jobs,
+            minimum_interval_seconds=settings.sensor_interval_seconds,
+            default_status=status,
+            description=description,
+        )
+        def follow(
+            context: dg.SensorEvaluationContext,
+            fill_source: FillSourceResource,
+            database: CompetitionDatabase,
+        ) -> dg.SensorResult | dg.SkipReason:
+            if fill_source.kind != kind:
+                return dg.SkipReason(f"FILL_SOURCE is {fill_source.kind}: {other} follows it")
+            try:
+                decision = tick(context, fill_source, database.store())
+            except PipelineError as exc:
+                return skipped_tick(exc)
+            if isinstance(decision, dg.SkipReason):
+                return decision
+            return _result(context, decision, settings)
+
+        return follow
+
+    def journal_tick(
         context: dg.SensorEvaluationContext,
         fill_source: FillSourceResource,
-        database: CompetitionDatabase,
-    ) -> dg.SensorResult | dg.SkipReason:
-        if fill_source.kind != "journal":
-            return dg.SkipReason(
-                f"FILL_SOURCE is {fill_source.kind}: fill_stream_sensor follows it"
-            )
+        store: CompetitionStore,
+    ) -> Plan | dg.SkipReason:
         if not fill_source.root:
             return dg.SkipReason("FILL_JOURNAL_DIR is not set")
-        try:
-            states, ignored = scan(fill_source.root)
-            decision = decide(
-                context,
-                database.store(),
-                lambda committed: journal_windows_behind(states, committed),
-                FollowCursor.from_json(context.cursor),
-            )
-        except PipelineError as exc:
-            return skipped_tick(exc)
+        states, ignored = scan(fill_source.root)
+        decision = decide(
+            context,
+            store,
+            lambda committed: journal_windows_behind(states, committed),
+            FollowCursor.from_json(context.cursor),
+        )
         if ignored:
             context.log.warning(f"ignored outside the journal layout: {sorted(ignored)[:10]}")
-        return _result(context, decision, settings)
+        return decision
 
-    @dg.sensor(
-        name="fill_stream_sensor",
-        jobs=jobs,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=default_status
-        if settings.follows_stream
-        else dg.DefaultSensorStatus.STOPPED,
-        description=(
-            "With FILL_SOURCE=nats: requests a run for every window whose newest stream message"
-            " is beyond the stream position its latest committed load covered."
-        ),
-    )
-    def fill_stream_sensor(
+    def stream_tick(
         context: dg.SensorEvaluationContext,
         fill_source: FillSourceResource,
-        database: CompetitionDatabase,
-    ) -> dg.SensorResult | dg.SkipReason:
-        if fill_source.kind != "nats":
-            return dg.SkipReason(
-                f"FILL_SOURCE is {fill_source.kind}: fill_journal_sensor follows it"
-            )
+        store: CompetitionStore,
+    ) -> Plan:
         source = fill_source.source()
         assert isinstance(source, StreamSource)
         cursor = FollowCursor.from_json(context.cursor)
-        try:
-            seen, last_seq = windows_since(source, cursor.last_seq)
-            wanted = stream_wanted(cursor, seen)
-            decision = decide(
-                context,
-                database.store(),
-                lambda committed: stream_windows_behind(wanted, committed, source.origin),
-                cursor,
-            )
-        except PipelineError as exc:
-            return skipped_tick(exc)
+        seen, last_seq = windows_since(source, cursor.last_seq)
+        wanted = stream_wanted(cursor, seen)
+        decision = decide(
+            context,
+            store,
+            lambda committed: stream_windows_behind(wanted, committed, source.origin),
+            cursor,
+        )
         keep_stream_position(decision, last_seq, wanted)
-        return _result(context, decision, settings)
+        return decision
 
+    fill_journal_sensor = follow_sensor(
+        "fill_journal_sensor",
+        "journal",
+        default_status,
+        "Requests a run for every hourly window whose journal holds more than the competition"
+        " database committed for it (never recorded, new or grown segment, late fill), until"
+        " the table has it all; failing windows back off; dead runs are marked failed.",
+        journal_tick,
+    )
+    fill_stream_sensor = follow_sensor(
+        "fill_stream_sensor",
+        "nats",
+        default_status if settings.follows_stream else dg.DefaultSensorStatus.STOPPED,
+        "With FILL_SOURCE=nats: requests a run for every window whose newest stream message"
+        " is beyond the stream position its latest committed load covered.",
+        stream_tick,
+    )
     return [fill_journal_sensor, fill_stream_sensor]

@@ -12,6 +12,7 @@ import socket
 import dagster as dg
 
 from competition_pipeline import deployment
+from competition_pipeline.defs.failures import refused
 from competition_pipeline.settings import Settings
 
 #: The asset's op tag holding the code server's fingerprint (JSON).
@@ -50,14 +51,11 @@ def check_deployment(context: dg.AssetExecutionContext, settings: Settings) -> N
     else:
         problem = deployment.mismatch(deployment.decode(stamped), own)
     if problem is not None:
-        raise dg.Failure(
-            description=(
-                f"host {socket.gethostname()} refuses to record: its code or settings differ from"
-                f" the code server's that planned run {context.run.run_id} ({problem}); deploy the"
-                " same release and FILL_* values on every worker (docs/operations.md, section 8)."
-                " Nothing recorded"
-            ),
-            allow_retries=False,
+        raise refused(
+            f"host {socket.gethostname()} refuses to record: its code or settings differ from"
+            f" the code server's that planned run {context.run.run_id} ({problem}); deploy the"
+            " same release and FILL_* values on every worker (docs/operations.md, section 8)."
+            " Nothing recorded"
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import dagster as dg
 
 from competition_pipeline.defs.checks import WindowChecks
-from competition_pipeline.defs.failures import failing_step
+from competition_pipeline.defs.failures import failing_step, refused
 from competition_pipeline.defs.fill_events import _log_report, _retired_message, report_metadata
 from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
@@ -230,7 +230,5 @@ def _follow(
                 if report.ended is not None:
                     return report
     except HourRetired:
-        raise dg.Failure(
-            description=_retired_message([live.window.key]), allow_retries=False
-        ) from None
+        raise refused(_retired_message([live.window.key])) from None
     raise AssertionError("the follower ended without its last report")

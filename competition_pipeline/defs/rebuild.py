@@ -23,7 +23,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from competition_pipeline.defs.failures import failing_step
+from competition_pipeline.defs.failures import failing_step, refused
 from competition_pipeline.defs.partitions import FILL_EVENTS_KEY, fill_partitions
 from competition_pipeline.defs.resources import CompetitionDatabase, FillSourceResource
 from competition_pipeline.defs.runs import KIND_TAG
@@ -134,14 +134,13 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
         windows = windows_between(time_window.start, time_window.end)
         label = windows[0].key if len(windows) == 1 else f"{windows[0]}..{windows[-1]}"
         if config.apply and not (config.reason or "").strip():
-            raise dg.Failure(
-                description="mode apply needs a reason that says why (it is audited with every"
-                " replaced row); nothing was rebuilt",
-                allow_retries=False,
+            raise refused(
+                "mode apply needs a reason that says why (it is audited with every"
+                " replaced row); nothing was rebuilt"
             )
-        refused = open_hour_refusal(windows, dt.datetime.now(dt.UTC), lateness)
-        if refused:
-            raise dg.Failure(description=refused, allow_retries=False)
+        open_hour = open_hour_refusal(windows, dt.datetime.now(dt.UTC), lateness)
+        if open_hour:
+            raise refused(open_hour)
         with failing_step(f"window {label} not rebuilt (nothing of it written)"):
             report = rebuild_windows(
                 fill_source.source(),
@@ -178,7 +177,7 @@ def build_rebuild_job(settings: Settings) -> dg.JobDefinition:
                     },
                 )
         if report.refused and not report.windows:
-            raise dg.Failure(description="; ".join(report.refused.values()), allow_retries=False)
+            raise refused("; ".join(report.refused.values()))
         yield dg.Output(None, metadata=_metadata(report))
 
     @dg.job(

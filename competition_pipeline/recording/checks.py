@@ -17,8 +17,7 @@ from typing import Any
 from competition_pipeline.fills.source import FillSource
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.fill_events import reconcile_window
-from competition_pipeline.store.database import CompetitionStore
-from competition_pipeline.store.totals import TOTAL_COLUMNS
+from competition_pipeline.store.database import TOTAL_COLUMNS, CompetitionStore
 
 RECONCILES = "reconciles_with_journal"
 NO_CONFLICTS = "no_conflicting_duplicates"

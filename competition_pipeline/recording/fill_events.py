@@ -20,18 +20,20 @@ from dataclasses import dataclass, field, replace
 
 from competition_pipeline.errors import TerminalError
 from competition_pipeline.fills.contract import SKIPPED, Fill, parse_line
-from competition_pipeline.fills.rows import RejectRow, fill_rows, reject_row
+from competition_pipeline.fills.rows import RejectRow, Row, fill_rows, reject_row
 from competition_pipeline.fills.source import FillSource, LongLine, ReadStats
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.recording.prefetch import prefetched
 from competition_pipeline.store.database import (
     CompetitionStore,
     Fence,
+    LoadCounts,
     LoadSession,
     PreviousLoad,
     Reconciliation,
 )
-from competition_pipeline.store.summary import WindowReport, WindowSummary
+from competition_pipeline.store.summary import WindowSummary
+from competition_pipeline.window_report import WindowReport
 
 
 class RejectBudgetExceeded(TerminalError):
@@ -53,52 +55,118 @@ class RejectBudget:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ParseCounts:
+    """What parsing one window's messages counted, and what the source's read saw (``stats``)."""
+
+    lines_read: int
+    fills_read: int
+    skipped_messages: int
+    rejects: int
+    newest_fill_ms: int | None
+    stats: ReadStats
+
+
+class WindowParse:
+    """One window's messages parsed: iterated, its (wallet rows, rejects) per batch; then
+    :attr:`counts`, what the parse counted (set once, when the last batch has been given)."""
+
+    def __init__(
+        self,
+        source: FillSource,
+        window: Window,
+        extent: Mapping[str, int] | None = None,
+        since: Mapping[str, dict] | None = None,
+    ) -> None:
+        self._source, self._window, self._extent, self._since = source, window, extent, since
+        self.counts: ParseCounts | None = None
+
+    def __iter__(self) -> Iterator[tuple[list[Row], list[RejectRow]]]:
+        window, stats = self._window, ReadStats()
+        start_ms, end_ms = window.start_ms, window.end_ms
+        check_window = self._source.files_by_window
+        seq = lines = fills = skipped = rejected = 0
+        newest = -1
+        for batch in self._source.read_window(window, stats, self._extent, self._since):
+            rows: list[Row] = []
+            rejects: list[RejectRow] = []
+            origin = batch.origin
+            for line_no, data in batch.records:
+                seq += 1
+                if type(data) is LongLine:  # over the contract's limit: never held, never parsed
+                    rejects.append(reject_row(origin, line_no, data.excerpt, data.reason()))
+                    continue
+                result = parse_line(data)
+                if type(result) is Fill:
+                    ts = result.timestamp_ms
+                    if check_window and not start_ms <= ts < end_ms:
+                        rejects.append(reject_row(origin, line_no, data, window.misfiled(ts)))
+                        continue
+                    newest = max(newest, ts)
+                    rows.extend(fill_rows(result, seq, origin, line_no))
+                    fills += 1
+                elif result is SKIPPED:
+                    skipped += 1
+                else:
+                    rejects.append(reject_row(origin, line_no, data, result.reason))  # type: ignore[union-attr]
+            lines += len(batch.records)
+            rejected += len(rejects)
+            yield rows, rejects
+        self.counts = ParseCounts(
+            lines, fills, skipped, rejected, newest if newest >= 0 else None, stats
+        )
+
+
 def parse_window(
     source: FillSource,
     window: Window,
-    report: WindowReport,
-    stats: ReadStats,
     extent: Mapping[str, int] | None = None,
     *,
     since: Mapping[str, dict] | None = None,
-) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
-    """The window's messages as (wallet rows, rejects) per batch; counts go into ``report``."""
-    seq = 0
-    start_ms, end_ms = window.start_ms, window.end_ms
-    check_window = source.files_by_window
-    newest = -1
-    for batch in source.read_window(window, stats, extent, since):
-        rows: list[tuple] = []
-        rejects: list[RejectRow] = []
-        origin = batch.origin
-        for line_no, data in batch.records:
-            seq += 1
-            if type(data) is LongLine:  # over the contract's limit: never held, never parsed
-                rejects.append(reject_row(origin, line_no, data.excerpt, data.reason()))
-                continue
-            result = parse_line(data)
-            if type(result) is Fill:
-                ts = result.timestamp_ms
-                if check_window and not start_ms <= ts < end_ms:
-                    rejects.append(reject_row(origin, line_no, data, window.misfiled(ts)))
-                    continue
-                newest = max(newest, ts)
-                rows.extend(fill_rows(result, seq, origin, line_no))
-                report.fills_read += 1
-            elif result is SKIPPED:
-                report.skipped_messages += 1
-            else:
-                rejects.append(reject_row(origin, line_no, data, result.reason))  # type: ignore[union-attr]
-        report.lines_read += len(batch.records)
-        report.rejects += len(rejects)
-        if newest >= 0:
-            report.newest_fill_ms = newest
-        yield rows, rejects
-    report.incomplete_tails = stats.incomplete_tails
-    report.segments = stats.segments
-    report.bytes_read = stats.bytes_read
-    report.ignored_files = stats.ignored
-    report.stream_complete = stats.complete
+) -> WindowParse:
+    """The window's messages as (wallet rows, rejects) per batch (``extent``: exactly what an
+    earlier read saw; ``since``: only what came after the committed positions)."""
+    return WindowParse(source, window, extent, since)
+
+
+def window_report(
+    source: str,
+    window: Window,
+    parsed: ParseCounts,
+    load: LoadCounts,
+    *,
+    rows_stored: int,
+    rejects_not_stored: int = 0,
+    seconds: float = 0.0,
+) -> WindowReport:
+    """A load's report, composed from what its steps returned: the parse's counts (and its
+    source's read), the load's counts, the rows the window holds once it committed."""
+    stats = parsed.stats
+    return WindowReport(
+        window=window.key,
+        source=source,
+        lines_read=parsed.lines_read,
+        fills_read=parsed.fills_read,
+        fills_recorded_or_present=parsed.fills_read - load.conflict_messages,
+        skipped_messages=parsed.skipped_messages,
+        rejects=parsed.rejects,
+        rejects_new=load.rejects_recorded,
+        rejects_not_stored=rejects_not_stored,
+        conflicts=load.conflict_messages,
+        conflicts_new=load.conflicts_recorded,
+        incomplete_tails=stats.incomplete_tails,
+        rows_inserted=load.rows_inserted,
+        rows_already_present=load.rows_already_present,
+        segments=stats.segments,
+        bytes_read=stats.bytes_read,
+        newest_fill_ms=parsed.newest_fill_ms,
+        seconds=seconds,
+        ignored_files=stats.ignored,
+        stream_complete=stats.complete,
+        incremental=stats.incremental,
+        rewritten_segments=list(stats.rewritten),
+        rows_stored=rows_stored,
+    )
 
 
 #: Kept with every window's committed offsets: bump it when parsing or row building changes what
@@ -127,15 +195,15 @@ def _resume_from(before: PreviousLoad | None) -> dict[str, dict] | None:
 
 @dataclass(slots=True)
 class _Parsed:
-    """A parsed batch of a window, or (``last``) the end of the window's read."""
+    """A parsed batch of a window, or (``last``) the end of the window's read, with its
+    ``counts`` (none when ``unchanged``)."""
 
     window: Window
-    report: WindowReport
-    stats: ReadStats
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     rejects: list[RejectRow] = field(default_factory=list)
     last: bool = False
     unchanged: bool = False  # the source is as the latest load left it: nothing was parsed
+    counts: ParseCounts | None = None
 
 
 def _parse_windows(
@@ -145,15 +213,14 @@ def _parse_windows(
     offsets (only what was appended since); one whose data is as its latest load left it is
     announced without being read."""
     for window in windows:
-        report = WindowReport(window=window.key, source=source.describe())
-        stats = ReadStats()
         since = _resume_from(previous.get(window))
         if since is not None and source.unchanged(window, since):
-            yield _Parsed(window, report, stats, last=True, unchanged=True)
+            yield _Parsed(window, last=True, unchanged=True)
             continue
-        for rows, rejects in parse_window(source, window, report, stats, since=since):
-            yield _Parsed(window, report, stats, rows, rejects)
-        yield _Parsed(window, report, stats, last=True)
+        parse = parse_window(source, window, since=since)
+        for rows, rejects in parse:
+            yield _Parsed(window, rows, rejects)
+        yield _Parsed(window, last=True, counts=parse.counts)
 
 
 def record_windows(
@@ -188,39 +255,35 @@ def record_windows(
             item = next(parsed)
             if item.unchanged:
                 report = _unchanged_report(previous[window], time.perf_counter() - started)
-                _check_budget(report, reject_budget)
+                _check_budget(report.window, report.rejects, report.lines_read, reject_budget)
                 yield report
                 continue
-            batches = _window_batches(item, parsed)
-            yield _load(session, item, batches, previous.get(window), reject_budget, started)
-
-
-def _window_batches(
-    first: _Parsed, parsed: Iterator[_Parsed]
-) -> Iterator[tuple[list[tuple], list[RejectRow]]]:
-    item = first
-    while not item.last:
-        yield item.rows, item.rejects
-        item = next(parsed)
+            yield _load(session, source, item, parsed, previous.get(window), reject_budget, started)
 
 
 def _load(
     session: LoadSession,
-    item: _Parsed,
-    batches: Iterator[tuple[list[tuple], list[RejectRow]]],
+    source: FillSource,
+    first: _Parsed,
+    parsed: Iterator[_Parsed],
     before: PreviousLoad | None,
     reject_budget: RejectBudget | None,
     started: float,
     fence: Fence | None = None,
 ) -> WindowReport:
-    window, report, stats = item.window, item.report, item.stats
+    """Stage the window's batches (``first``, then ``parsed`` up to its end marker), commit, and
+    compose the load's report from what the parse, the load and the store returned."""
+    window = first.window
     stored_before = before.stored.rejects if before is not None and before.stored else 0
     room = max(0, MAX_STORED_REJECTS - stored_before)  # re-staged rejects already stored count too
+    not_stored = 0
     with session.window(window, fence) as load:
         # Small batches (one per segment of a quiet hour) are staged together: each staging
         # round costs several statements whatever its size.
-        pending: list[tuple] = []
-        for rows, rejects in batches:
+        pending: list[Row] = []
+        item = first
+        while not item.last:
+            rows, rejects = item.rows, item.rejects
             if pending:
                 pending.extend(rows)
             else:
@@ -231,23 +294,27 @@ def _load(
             if rejects:
                 kept = rejects[:room]
                 room -= len(kept)
-                report.rejects_not_stored += len(rejects) - len(kept)
+                not_stored += len(rejects) - len(kept)
                 if kept:
                     load.stage_rejects(kept)
+            item = next(parsed)  # after staging: the parser works ahead meanwhile
         load.stage_rows(pending)
-        _check_budget(report, reject_budget)
+        parse = item.counts
+        assert parse is not None  # the end marker of a window that was read
+        _check_budget(window.key, parse.rejects, parse.lines_read, reject_budget)
         counts = load.finish()
-        report.conflicts = counts.conflict_messages
-        report.conflicts_new = counts.conflicts_recorded
-        report.fills_recorded_or_present = report.fills_read - counts.conflict_messages
-        report.rows_inserted = counts.rows_inserted
-        report.rows_already_present = counts.rows_already_present
-        report.rejects_new = counts.rejects_recorded
-        report.incremental = stats.incremental
-        report.rewritten_segments = list(stats.rewritten)
-        report.seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         stored = load.stored_after(counts)
-        report.rows_stored = stored.rows
+        report = window_report(
+            source.describe(),
+            window,
+            parse,
+            counts,
+            rows_stored=stored.rows,
+            rejects_not_stored=not_stored,
+            seconds=seconds,
+        )
+        stats = parse.stats
         summary = WindowSummary.of_load(
             report,
             version=RECORDING_VERSION,
@@ -261,23 +328,29 @@ def _load(
     return report
 
 
-def _check_budget(report: WindowReport, reject_budget: RejectBudget | None) -> None:
+def _check_budget(
+    window: str, rejects: int, lines: int, reject_budget: RejectBudget | None
+) -> None:
     if reject_budget is not None:
-        violation = reject_budget.violation(report.rejects, report.lines_read)
+        violation = reject_budget.violation(rejects, lines)
         if violation:
-            raise RejectBudgetExceeded(f"window {report.window}: {violation} (strict mode)")
+            raise RejectBudgetExceeded(f"window {window}: {violation} (strict mode)")
 
 
 def _unchanged_report(before: PreviousLoad, seconds: float) -> WindowReport:
-    """The window's totals, as a re-run that found every row already present reports them (a
-    copy: the previous load's summary stays as it was read)."""
-    report = replace(before.summary.totals)
-    report.rows_already_present += report.rows_inserted
-    report.rows_inserted = report.rejects_new = report.conflicts_new = report.bytes_read = 0
-    report.seconds = seconds
-    report.unchanged = True
-    report.rows_stored = before.stored.rows if before.stored else None
-    return report
+    """The window's totals, as a re-run that found every row already present reports them."""
+    totals = before.summary.totals
+    return replace(
+        totals,
+        rows_already_present=totals.rows_already_present + totals.rows_inserted,
+        rows_inserted=0,
+        rejects_new=0,
+        conflicts_new=0,
+        bytes_read=0,
+        seconds=seconds,
+        unchanged=True,
+        rows_stored=before.stored.rows if before.stored else None,
+    )
 
 
 def record_window(
@@ -298,9 +371,9 @@ def window_totals(store: CompetitionStore, window: Window) -> WindowReport | Non
     previous = store.previous_loads([window]).get(window)
     if previous is None:
         return None
-    report = replace(previous.summary.totals)
-    report.rows_stored = previous.stored.rows if previous.stored else None
-    return report
+    return replace(
+        previous.summary.totals, rows_stored=previous.stored.rows if previous.stored else None
+    )
 
 
 def reconcile_window(source: FillSource, store: CompetitionStore, window: Window) -> Reconciliation:
@@ -329,9 +402,8 @@ def reconcile_window(source: FillSource, store: CompetitionStore, window: Window
                     unexpected_sample=[],
                     compared_by="digest",
                 )
-    report = WindowReport(window=window.key, source=source.describe())
     extent = previous.extent if previous is not None else {}
     with store.window_comparison(window) as comparison:
-        for rows, _ in parse_window(source, window, report, ReadStats(), extent):
+        for rows, _ in parse_window(source, window, extent):
             comparison.stage_rows(rows)
         return comparison.reconcile()

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from competition_pipeline.fills.journal import WindowState
 from competition_pipeline.fills.windows import Window
 from competition_pipeline.store.database import CommittedWindow
-from competition_pipeline.store.summary import WindowReport
+from competition_pipeline.window_report import WindowReport
 
 NS = 1_000_000_000
 #: The tag of a run that follows the open hour (``recording/live_hour.py``) instead of recording

@@ -39,7 +39,6 @@ from competition_pipeline.recording.fill_events import (
     RejectBudget,
     _load,
     _parse_windows,
-    _window_batches,
     record_window,
     window_totals,
 )
@@ -53,7 +52,7 @@ from competition_pipeline.store.database import (
     Unheld,
 )
 from competition_pipeline.store.standings import CompetitionError, Competitions
-from competition_pipeline.store.summary import WindowReport
+from competition_pipeline.window_report import WindowReport
 
 
 class HourRetired(Exception):
@@ -128,8 +127,8 @@ def _follow_round(
         item = next(parsed)
         if item.unchanged:
             return None
-        batches = _window_batches(item, parsed)
-        return _load(session, item, batches, previous.get(window), reject_budget, started, fence)
+        before = previous.get(window)
+        return _load(session, source, item, parsed, before, reject_budget, started, fence)
 
 
 @dataclass

@@ -18,11 +18,16 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from competition_pipeline.fills.source import FillSource, ReadStats
+from competition_pipeline.fills.source import FillSource
 from competition_pipeline.fills.windows import Window
-from competition_pipeline.recording.fill_events import RECORDING_VERSION, parse_window
+from competition_pipeline.recording.fill_events import (
+    RECORDING_VERSION,
+    ParseCounts,
+    parse_window,
+    window_report,
+)
 from competition_pipeline.recording.prefetch import prefetched
-from competition_pipeline.store.database import CompetitionStore, StoredCounts
+from competition_pipeline.store.database import CompetitionStore, LoadCounts, StoredCounts
 from competition_pipeline.store.rebuild import (
     RebuildError,
     RebuildSession,
@@ -31,7 +36,7 @@ from competition_pipeline.store.rebuild import (
     standing_changes,
 )
 from competition_pipeline.store.standings import Competitions
-from competition_pipeline.store.summary import WindowReport, WindowSummary
+from competition_pipeline.store.summary import WindowSummary
 
 __all__ = ["RebuildError", "RebuildReport", "new_id", "rebuild_windows", "undo_rebuild"]
 
@@ -191,13 +196,14 @@ def _window(
     ``competitions`` overlap the range, the window's standings inputs before and after are kept
     for the standings effect (rows too when it is one of ``edges``, a partial window)."""
     with session.window(window, apply=report.applied) as rebuild:
-        read = WindowReport(window=window.key, source=source.describe())
-        stats = ReadStats()
+        parse = parse_window(source, window)
         # Parsed a batch ahead in a thread, as a recording is: the parse overlaps the COPY.
-        with closing(prefetched(parse_window(source, window, read, stats))) as batches:
+        with closing(prefetched(iter(parse))) as batches:
             for rows, rejects in batches:
                 rebuild.stage_rows(rows)
                 rebuild.stage_rejects(rejects)
+        read = parse.counts
+        assert read is not None  # every batch was consumed
         diff = rebuild.diff(RECORDING_VERSION, sample)
         if read.lines_read == 0 and diff.rows_stored > 0:
             report.refused[window.key] = (
@@ -213,25 +219,27 @@ def _window(
             rebuild.apply(
                 rebuild_id=report.rebuild_id,
                 reason=report.reason,
-                source=read.source,
-                extent=stats.extent,
-                summary=_summary(read, stats, diff).to_json(),
+                source=source.describe(),
+                extent=read.stats.extent,
+                summary=_summary(source.describe(), window, read, diff).to_json(),
             )
     return diff
 
 
-def _summary(read: WindowReport, stats: ReadStats, diff: WindowDiff) -> WindowSummary:
+def _summary(source: str, window: Window, read: ParseCounts, diff: WindowDiff) -> WindowSummary:
     """The window's summary after the replace: as a first recording of today's journal."""
-    read.conflicts = read.conflicts_new = diff.conflict_messages
-    read.fills_recorded_or_present = read.fills_read - diff.conflict_messages
-    read.rows_inserted = read.rows_stored = diff.rows_derived
-    read.rejects_new = diff.rejects_derived
-    read.rewritten_segments = list(stats.rewritten)
+    as_loaded = LoadCounts(
+        rows_inserted=diff.rows_derived,
+        rows_already_present=0,
+        conflict_messages=diff.conflict_messages,
+        conflicts_recorded=diff.conflict_messages,
+        rejects_recorded=diff.rejects_derived,
+    )
     stored = StoredCounts(diff.rows_derived, diff.rejects_derived, diff.conflict_rows)
     return WindowSummary.of_load(
-        read,
+        window_report(source, window, read, as_loaded, rows_stored=diff.rows_derived),
         version=RECORDING_VERSION,
-        positions=stats.positions,
+        positions=read.stats.positions,
         stored=stored,
         rows_digest=diff.digest_after,
     )

@@ -55,6 +55,7 @@ from competition_pipeline.store.tables import (
     FILL_WINDOWS,
     WINDOW_ROWS,
     fill_events,
+    recorded_row,
     window_params,
 )
 
@@ -127,16 +128,7 @@ CREATE TEMP TABLE stage_conflicts ON COMMIT DROP AS
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
        'recorded row'::text AS conflicts_with, {REF_FIELDS} AS differing_fields
 FROM stage_fills s
--- One registry probe per staged row, then the recorded row in the one partition its fill_ts names
--- (run-time pruning; LIMIT 1 keeps the planner from turning this into a hash join that scans the
--- whole, ever-growing table for every window).
-CROSS JOIN LATERAL (
-    SELECT e0.* FROM {FILL_KEYS} k
-    JOIN {FILL_EVENTS} e0
-      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
-    WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet
-    LIMIT 1
-) e
+CROSS JOIN LATERAL {recorded_row("s")} e
 WHERE {REF_DISTINCT}
 UNION ALL
 SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
@@ -144,11 +136,7 @@ SELECT s.seq, s.source_file, s.line_no, s.trade_id, s.wallet,
 FROM stage_fills s
 JOIN stage_firsts sf ON sf.trade_id = s.trade_id AND sf.wallet = s.wallet AND sf.seq <> s.seq
 WHERE {DUP_DISTINCT}
-  AND NOT EXISTS (
-      SELECT 1 FROM {FILL_KEYS} k
-      JOIN {FILL_EVENTS} e
-        ON e.trade_id = k.trade_id AND e.wallet = k.wallet AND e.fill_ts = k.fill_ts
-      WHERE k.trade_id = s.trade_id AND k.wallet = s.wallet)"""
+  AND NOT EXISTS {recorded_row("s")}"""
 # The careful path's insert (partitioned table: no ON CONFLICT (trade_id, wallet) is possible on
 # the parent). ``cand`` is the window's rows minus conflicts (first occurrence of a repeated key);
 # ``reg`` registers their keys, returning only the keys registered now; a row is inserted when its

@@ -34,6 +34,7 @@ from competition_pipeline.store.tables import (
     FILL_WINDOWS,
     OLD_ROW_COLUMNS,
     fill_events,
+    recorded_row,
 )
 
 _ALL_COLUMNS = ", ".join(fill_events.columns.keys())
@@ -104,13 +105,7 @@ SELECT e.* FROM (
         {{conflicting}}
     ) c0
 ) c
-CROSS JOIN LATERAL (
-    SELECT e0.* FROM {FILL_KEYS} k
-    JOIN {FILL_EVENTS} e0
-      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
-    WHERE k.trade_id = c.trade_id AND k.wallet = c.wallet
-    LIMIT 1
-) e
+CROSS JOIN LATERAL {recorded_row("c")} e
 WHERE e.window_start <> %(window_start)s"""
 ELSEWHERE_CONFLICTING = """
         UNION ALL

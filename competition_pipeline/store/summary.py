@@ -1,67 +1,21 @@
-"""What recording a window counts: the run's report, and the window's summary that is stored.
+"""The window's summary that is stored: the totals of its loads' reports.
 
-:class:`WindowReport` is one load's account (what the asset shows); :class:`WindowSummary` is the
-window's row in ``competition_fill_windows.summary``: the window's totals over its loads, the read
-offsets a later load continues from, and what the window held once the load committed. Its JSON
-keys are those earlier releases wrote (a flat report plus ``version``, ``positions``, ``stored``
-and ``rows_digest``), so windows they recorded stay readable.
+A :class:`~competition_pipeline.window_report.WindowReport` is one load's account (what the asset
+shows); :class:`WindowSummary` is the window's row in ``competition_fill_windows.summary``: the
+window's totals over its loads, the read offsets a later load continues from, and what the window
+held once the load committed. Its JSON keys are those earlier releases wrote (a flat report plus
+``version``, ``positions``, ``stored`` and ``rows_digest``), so windows they recorded stay
+readable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from competition_pipeline.store.digest import RowsDigest
 from competition_pipeline.store.load import StoredCounts
-
-
-@dataclass(slots=True)
-class WindowReport:
-    """What recording one window read, wrote and set aside."""
-
-    window: str
-    source: str
-    lines_read: int = 0
-    fills_read: int = 0
-    fills_recorded_or_present: int = 0
-    skipped_messages: int = 0
-    rejects: int = 0
-    rejects_new: int = 0
-    rejects_not_stored: int = 0  # beyond the window's stored-rejects bound: counted only
-    conflicts: int = 0
-    conflicts_new: int = 0
-    incomplete_tails: int = 0
-    rows_inserted: int = 0
-    rows_already_present: int = 0
-    segments: int = 0
-    bytes_read: int = 0
-    newest_fill_ms: int | None = None
-    seconds: float = 0.0
-    ignored_files: list[str] = field(default_factory=list)
-    stream_complete: bool | None = None  # stream only: past the window's end plus lateness
-    unchanged: bool = False  # the data and the stored rows were as the latest load left them
-    incremental: bool = False  # read from the committed offsets: only what was appended since
-    rewritten_segments: list[str] = field(default_factory=list)  # changed before their offset
-    rows_stored: int | None = None  # rows the window holds once this load committed
-    retired: bool = False  # retention took the window out: nothing was read or written
-
-    @property
-    def rows_per_second(self) -> float:
-        rows = self.rows_inserted + self.rows_already_present
-        return rows / self.seconds if self.seconds > 0 else 0.0
-
-    def balanced(self) -> bool:
-        """lines read = fills recorded or present + skipped + rejects + conflicts."""
-        return self.lines_read == (
-            self.fills_recorded_or_present + self.skipped_messages + self.rejects + self.conflicts
-        )
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["rows_per_second"] = self.rows_per_second
-        return data
-
+from competition_pipeline.window_report import WindowReport
 
 #: Report fields about one run only, not kept with the window (``rows_stored`` is kept as
 #: ``stored``).
@@ -113,18 +67,20 @@ class WindowSummary:
         rows_digest: RowsDigest | None,
     ) -> WindowSummary:
         """One load's summary: what a window read in full stores."""
-        return cls(replace(report), report.rows_per_second, version, positions, stored, rows_digest)
+        return cls(report, report.rows_per_second, version, positions, stored, rows_digest)
 
     def after(self, before: WindowSummary) -> WindowSummary:
         """This incremental load's summary added to the window's previous one: the window's
         totals (the newest fill and the tails are the latest known), and its rows' digest (none
         when the previous load kept none: the window is then compared row by row until read in
         full)."""
-        totals = replace(self.totals)
-        for name in _ADDITIVE:
-            setattr(totals, name, getattr(totals, name) + getattr(before.totals, name))
-        if totals.newest_fill_ms is None:
-            totals.newest_fill_ms = before.totals.newest_fill_ms
+        now, then = self.totals, before.totals
+        newest = now.newest_fill_ms if now.newest_fill_ms is not None else then.newest_fill_ms
+        totals = replace(
+            now,
+            **{name: getattr(now, name) + getattr(then, name) for name in _ADDITIVE},
+            newest_fill_ms=newest,
+        )
         digest = self.rows_digest
         if digest is not None:
             digest = before.rows_digest + digest if before.rows_digest else None

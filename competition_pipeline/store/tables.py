@@ -215,6 +215,22 @@ fill_keys = sa.Table(
     postgresql_partition_by="HASH (trade_id)",
 )
 
+
+def recorded_row(key: str) -> str:
+    """SQL: the recorded row of the key ``({key}.trade_id, {key}.wallet)``, through the registry,
+    as a subquery: ``CROSS JOIN LATERAL {recorded_row("s")} e`` or ``NOT EXISTS
+    {recorded_row("s")}`` (PostgreSQL drops the LIMIT inside EXISTS). One registry probe, then the
+    row in the one partition its ``fill_ts`` names (run-time pruning); LIMIT 1 keeps the planner
+    from a hash join that scans the whole, ever-growing table for every window."""
+    return f"""(
+    SELECT e0.* FROM {FILL_KEYS} k
+    JOIN {FILL_EVENTS} e0
+      ON e0.trade_id = k.trade_id AND e0.wallet = k.wallet AND e0.fill_ts = k.fill_ts
+    WHERE k.trade_id = {key}.trade_id AND k.wallet = {key}.wallet
+    LIMIT 1
+)"""  # noqa: S608 (``key`` is an alias in the caller's SQL, never data)
+
+
 fill_rejects = sa.Table(
     FILL_REJECTS,
     metadata,

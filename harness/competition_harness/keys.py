@@ -14,7 +14,7 @@ import psycopg
 
 from competition_pipeline.fills.contract import Fill, parse_line
 from competition_pipeline.fills.journal import open_segment, scan
-from competition_pipeline.fills.rows import fill_rows
+from competition_pipeline.fills.rows import fill_rows, named
 from competition_pipeline.fills.source import SourceError
 from competition_pipeline.fills.windows import Window
 
@@ -29,7 +29,7 @@ def _fills(lines: Iterable[bytes]) -> Iterable[Fill]:
 
 
 def _keys(fill: Fill) -> Iterable[Key]:
-    return ((row[3], row[4]) for row in fill_rows(fill, 0, "", 0))  # trade_id, wallet
+    return ((row.trade_id, row.wallet) for row in map(named, fill_rows(fill, 0, "", 0)))
 
 
 def journal_keys(journal: Path, windows: Iterable[Window] | None = None) -> set[Key]:

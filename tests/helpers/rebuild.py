@@ -61,8 +61,9 @@ def self_trade_as_two_rows(fill: Fill, *args) -> list[tuple]:
         return rows.fill_rows(fill, *args)
     wallet = fill.maker_wallet
     taker, _ = rows.fill_rows(msgspec.structs.replace(fill, maker_wallet=W1), *args)
-    maker = list(taker)
-    maker[4:9] = [W1, "maker", "Sell", wallet, False]
+    maker = rows.named(taker)._replace(
+        wallet=W1, role="maker", side="Sell", counterparty=wallet, is_self_trade=False
+    )
     return [taker, tuple(maker)]
 
 

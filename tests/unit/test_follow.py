@@ -21,7 +21,7 @@ from competition_pipeline.recording.follow import (
     plan,
 )
 from competition_pipeline.store.database import CommittedWindow
-from competition_pipeline.store.summary import WindowReport
+from competition_pipeline.window_report import WindowReport
 from tests.helpers.journal import fill, write_segment
 
 NOW = Window.containing(dt.datetime.now(dt.UTC))

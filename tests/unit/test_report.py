@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from competition_pipeline.store.database import RowsDigest, StoredCounts
-from competition_pipeline.store.summary import WindowReport, WindowSummary
+from competition_pipeline.store.summary import WindowSummary
+from competition_pipeline.window_report import WindowReport
 
 #: The keys of competition_fill_windows.summary as the release before WindowSummary wrote them.
 STORED_KEYS = {
@@ -35,9 +36,9 @@ STORED_KEYS = {
 
 
 def _load(**counts: int) -> WindowReport:
-    report = WindowReport("2026-11-20-03:00", "journal /j", **counts)
-    report.seconds, report.ignored_files, report.rows_stored = 2.0, ["x"], 7
-    return report
+    return WindowReport(
+        "2026-11-20-03:00", "journal /j", seconds=2.0, ignored_files=["x"], rows_stored=7, **counts
+    )
 
 
 def _summary(report: WindowReport, digest: RowsDigest | None) -> WindowSummary:

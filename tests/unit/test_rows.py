@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from competition_pipeline.fills.contract import Fill, parse_line
-from competition_pipeline.fills.rows import ROW_FIELDS, fill_rows
+from competition_pipeline.fills.rows import ROW_FIELDS, fill_rows, named
 from tests.helpers.journal import EXAMPLE_FILL, W1, W2
 
 TAKER, MAKER = W1, W2  # the contract example's wallets
@@ -109,6 +109,13 @@ def test_rows_are_plain_tuples_in_row_fields_order() -> None:
     assert taker[ROW_FIELDS.index("wallet")] == TAKER
     assert maker[ROW_FIELDS.index("wallet")] == MAKER
     assert taker[ROW_FIELDS.index("fill_ts_ms")] == FILL.timestamp_ms
+
+
+def test_a_row_is_read_by_the_names_of_row_fields() -> None:
+    taker, _ = fill_rows(FILL, 1, "f", 1)
+    assert named(taker)._fields == ROW_FIELDS
+    assert (named(taker).trade_id, named(taker).wallet) == (FILL.trade_id, TAKER)
+    assert tuple(named(taker)) == taker
 
 
 @pytest.mark.parametrize(("taker_side", "maker_side"), [("Buy", "Sell"), ("Sell", "Buy")])

@@ -14,9 +14,8 @@ from competition_harness.bench.common import (
 )
 from competition_pipeline.fills.journal import JournalSource
 from competition_pipeline.fills.rows import ROW_FIELDS
-from competition_pipeline.fills.source import ReadStats
 from competition_pipeline.fills.windows import utc_from_ms
-from competition_pipeline.recording.fill_events import WindowReport, parse_window
+from competition_pipeline.recording.fill_events import parse_window
 from competition_pipeline.store.database import CompetitionStore, fill_events
 
 #: (a) holds its rows in memory to time the COPY alone: it uses the window's first 2M rows (a
@@ -34,8 +33,7 @@ def _final_rows(journal: Path, limit: int) -> list[tuple]:
     fill_ts, window_start) computed here, exactly."""
     exact = Context(prec=200)
     rows: list[tuple] = []
-    report = WindowReport(BENCH_WINDOW.key, "bench")
-    for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats()):
+    for batch, _ in parse_window(JournalSource(journal), BENCH_WINDOW):
         if len(rows) >= limit:
             break
         for staged in batch:

@@ -18,9 +18,7 @@ from pathlib import Path
 
 from competition_harness.bench.common import BENCH_WINDOW
 from competition_pipeline.fills.journal import JournalSource, window_dir
-from competition_pipeline.fills.source import ReadStats
 from competition_pipeline.recording.fill_events import parse_window
-from competition_pipeline.store.summary import WindowReport
 
 SIZES_MB = (100, 200, 400)
 
@@ -40,20 +38,15 @@ def write_long_line(journal: Path, megabytes: int) -> Path:
 
 def child(journal: str) -> dict:
     """In the child: read and parse the window as a run does; its time and peak RSS."""
-    report = WindowReport(window=BENCH_WINDOW.key, source="bench")
     started = time.perf_counter()
-    rejects = [
-        r
-        for _, batch in parse_window(JournalSource(journal), BENCH_WINDOW, report, ReadStats())
-        for r in batch
-    ]
+    rejects = [r for _, batch in parse_window(JournalSource(journal), BENCH_WINDOW) for r in batch]
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rejects": len(rejects),
-        "kept_bytes": sum(len(r[2]) for r in rejects),
-        "reason": rejects[0][4][:60] if rejects else None,
+        "kept_bytes": sum(len(r.raw_line) for r in rejects),
+        "reason": rejects[0].reason[:60] if rejects else None,
     }
 
 
