@@ -54,7 +54,15 @@ from tests.helpers.environment import REPO
 from tests.helpers.journal import fill, write_segment
 from tests.helpers.sql import fresh_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
+#: One worker runs the tests of ``site`` (``--dist loadgroup``, bin/test): they share one
+#: ``dagster dev`` and the windows the earlier tests recorded. The local start's test, at the end,
+#: is a group of its own.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.sensor_off,
+    pytest.mark.xdist_group("browser"),
+]
 
 ASSET = "competition_fill_events"
 STANDINGS = "competition_standings"
@@ -222,7 +230,9 @@ def site(
     partitions starting a day ago so the partitions view stays small, and a journal in which
     every window the tests use holds three fills and one bad line."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for stale in ARTIFACTS.glob("*.png"):  # a previous run's screenshots would mislead
+    # A previous run's screenshots would mislead (the local start's are its own, maybe being
+    # taken on another worker).
+    for stale in ARTIFACTS.glob("test_*.png"):
         stale.unlink()
     root = tmp_path_factory.mktemp("browser")
     journal = root / "journal"
@@ -579,6 +589,8 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob("local-start-*.png"):
+        stale.unlink()
     root = tmp_path_factory.mktemp("local-start")
     state, port = root / "state", free_port()
     env = local_start_environment()
@@ -612,6 +624,7 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.copy(log_path, ARTIFACTS / "local-start-up.log")
 
 
+@pytest.mark.xdist_group("browser-local-start")
 def test_first_screen_of_the_local_start_shows_the_sample_and_the_standings(
     browser: Browser, local_start: str
 ) -> None:

@@ -52,7 +52,9 @@ from tests.helpers.journal import W1, W2, fill, write_segment
 from tests.helpers.rebuild import fills_table, old_release, snapshot
 from tests.helpers.sql import fresh_database, query
 
-pytestmark = [pytest.mark.slow, pytest.mark.sensor_off]
+#: One worker runs the module (``--dist loadgroup``, bin/test): its tests share one ``dagster dev``
+#: and the backfills the first test launched.
+pytestmark = [pytest.mark.slow, pytest.mark.sensor_off, pytest.mark.xdist_group("rebuild_ui")]
 
 JOB = "competition_fill_rebuild_job"
 ASSET = "competition_fill_events"
