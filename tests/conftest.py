@@ -27,6 +27,42 @@ from tests.helpers.dagster_dev import LOCAL_START_VARIABLES
 from tests.helpers.environment import REPO, TEST_ENVIRONMENT
 from tests.helpers.sql import fresh_database
 
+#: The tests that take longest (a soak, a module's ``dagster dev``, a local start, the bench's
+#: worker hosts, a PostgreSQL failover), longest first, by node id prefix. The workers (bin/test's
+#: ``-n``) start them first, so that none is left running one at the end while the others idle;
+#: only the order changes, every test runs, and a module's tests keep their order.
+LONGEST_FIRST = (
+    "tests/e2e/test_browser.py",
+    "tests/e2e/test_rebuild_ui.py",
+    "tests/e2e/test_convergence.py::test_the_chaos_soak",
+    "tests/e2e/test_bench.py::test_bench_figure_w",
+    "tests/e2e/test_convergence.py::test_a_deploy",
+    "tests/e2e/test_hosts.py",
+    "tests/e2e/test_local_start.py",
+    "tests/e2e/test_freshness.py",
+    "tests/e2e/test_daemon_restart.py",
+    "tests/e2e/test_convergence.py::test_the_table_converges",
+    "tests/e2e/test_check_partitions.py",
+    "tests/e2e/test_bench.py",
+    "tests/e2e/test_daemon_e2e.py",
+    "tests/e2e/test_dg.py::test_dg_dev",
+    "tests/e2e/test_history.py",
+    "tests/integration/test_patroni.py",
+    "tests/integration/test_failover.py",
+    "tests/integration/test_faults.py",
+    "tests/integration/test_secrets.py::test_the_webserver_shows",
+    "tests/integration/test_alerts.py",
+    "tests/integration/test_follower.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        prefixes = enumerate(LONGEST_FIRST)
+        return next((i for i, p in prefixes if item.nodeid.startswith(p)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a rank is the collection's
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_environment() -> Iterator[None]:
