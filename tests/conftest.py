@@ -36,7 +36,6 @@ LONGEST_FIRST = (
     "tests/e2e/test_rebuild_ui.py",
     "tests/e2e/test_convergence.py::test_the_chaos_soak",
     "tests/e2e/test_bench.py::test_bench_figure_w",
-    "tests/e2e/test_convergence.py::test_a_deploy",
     "tests/e2e/test_hosts.py",
     "tests/e2e/test_local_start.py",
     "tests/e2e/test_freshness.py",
@@ -56,8 +55,17 @@ LONGEST_FIRST = (
 )
 
 
+#: Started last, when the other workers are finishing short tests: the deploy soak's first stop
+#: must come after its open hour's first follower is launched (docs/operations.md, section 2: a
+#: follower requested while the code server stops fails at launch), which a machine loaded with
+#: other soaks delays past the stop.
+LAST = ("tests/e2e/test_convergence.py::test_a_deploy",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(LAST):
+            return len(LONGEST_FIRST) + 1
         prefixes = enumerate(LONGEST_FIRST)
         return next((i for i, p in prefixes if item.nodeid.startswith(p)), len(LONGEST_FIRST))
 
