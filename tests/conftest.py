@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
@@ -60,6 +61,30 @@ LONGEST_FIRST = (
 #: follower requested while the code server stops fails at launch), which a machine loaded with
 #: other soaks delays past the stop.
 LAST = ("tests/e2e/test_convergence.py::test_a_deploy",)
+
+
+#: Tests run on one worker, in order, by node id prefix (the first that matches): those that share
+#: a module-scoped server. pytest-xdist's own ``xdist_group`` marks do not group under pytest 9.2
+#: (xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads), hence a scheduler.
+SAME_WORKER = (
+    # Its own local start, apart from the module's dagster dev.
+    "tests/e2e/test_browser.py::test_first_screen_of_the_local_start",
+    "tests/e2e/test_browser.py",
+    "tests/e2e/test_rebuild_ui.py",
+)
+
+
+class SameWorkerScheduling(LoadScopeScheduling):
+    """xdist's load scheduling, a scope per test except the ``SAME_WORKER`` ones; the scopes with
+    most tests go first (``--loadscope-reorder``), the rest in the collection's order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return next((p for p in SAME_WORKER if nodeid.startswith(p)), nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> SameWorkerScheduling:
+    return SameWorkerScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

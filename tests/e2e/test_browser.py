@@ -54,15 +54,9 @@ from tests.helpers.environment import REPO
 from tests.helpers.journal import fill, write_segment
 from tests.helpers.sql import fresh_database
 
-#: One worker runs the tests of ``site`` (``--dist loadgroup``, bin/test): they share one
-#: ``dagster dev`` and the windows the earlier tests recorded. The local start's test, at the end,
-#: is a group of its own.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.sensor_off,
-    pytest.mark.xdist_group("browser"),
-]
+#: With workers (bin/test's ``-n``) one of them runs the tests of ``site`` in order: they share one
+#: ``dagster dev`` and the windows the earlier tests recorded (``SAME_WORKER``, tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
 ASSET = "competition_fill_events"
 STANDINGS = "competition_standings"
@@ -624,7 +618,6 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.copy(log_path, ARTIFACTS / "local-start-up.log")
 
 
-@pytest.mark.xdist_group("browser-local-start")
 def test_first_screen_of_the_local_start_shows_the_sample_and_the_standings(
     browser: Browser, local_start: str
 ) -> None:

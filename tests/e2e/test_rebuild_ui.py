@@ -52,9 +52,9 @@ from tests.helpers.journal import W1, W2, fill, write_segment
 from tests.helpers.rebuild import fills_table, old_release, snapshot
 from tests.helpers.sql import fresh_database, query
 
-#: One worker runs the module (``--dist loadgroup``, bin/test): its tests share one ``dagster dev``
-#: and the backfills the first test launched.
-pytestmark = [pytest.mark.slow, pytest.mark.sensor_off, pytest.mark.xdist_group("rebuild_ui")]
+#: With workers (bin/test's ``-n``) one of them runs the module in order: its tests share one
+#: ``dagster dev`` and the backfills the first test launched (``SAME_WORKER``, tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.sensor_off]
 
 JOB = "competition_fill_rebuild_job"
 ASSET = "competition_fill_events"
