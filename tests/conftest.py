@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from competition_pipeline.store import dburl
 from competition_pipeline.store.database import CompetitionStore
@@ -26,6 +27,74 @@ from competition_pipeline.tools import embedded
 from tests.helpers.dagster_dev import LOCAL_START_VARIABLES
 from tests.helpers.environment import REPO, TEST_ENVIRONMENT
 from tests.helpers.sql import fresh_database
+
+#: The tests that take longest (a soak, a module's ``dagster dev``, a local start, the bench's
+#: worker hosts, a PostgreSQL failover), longest first, by node id prefix. The workers (bin/test's
+#: ``-n``) start them first, so that none is left running one at the end while the others idle;
+#: only the order changes, every test runs, and a module's tests keep their order.
+LONGEST_FIRST = (
+    "tests/e2e/test_browser.py",
+    "tests/e2e/test_rebuild_ui.py",
+    "tests/e2e/test_convergence.py::test_the_chaos_soak",
+    "tests/e2e/test_bench.py::test_bench_figure_w",
+    "tests/e2e/test_hosts.py",
+    "tests/e2e/test_local_start.py",
+    "tests/e2e/test_freshness.py",
+    "tests/e2e/test_daemon_restart.py",
+    "tests/e2e/test_convergence.py::test_the_table_converges",
+    "tests/e2e/test_check_partitions.py",
+    "tests/e2e/test_bench.py",
+    "tests/e2e/test_daemon_e2e.py",
+    "tests/e2e/test_dg.py::test_dg_dev",
+    "tests/e2e/test_history.py",
+    "tests/integration/test_patroni.py",
+    "tests/integration/test_failover.py",
+    "tests/integration/test_faults.py",
+    "tests/integration/test_secrets.py::test_the_webserver_shows",
+    "tests/integration/test_alerts.py",
+    "tests/integration/test_follower.py",
+)
+
+
+#: Started last, when the other workers are finishing short tests: the deploy soak's first stop
+#: must come after its open hour's first follower is launched (docs/operations.md, section 2: a
+#: follower requested while the code server stops fails at launch), which a machine loaded with
+#: other soaks delays past the stop.
+LAST = ("tests/e2e/test_convergence.py::test_a_deploy",)
+
+
+#: Tests run on one worker, in order, by node id prefix (the first that matches): those that share
+#: a module-scoped server. pytest-xdist's own ``xdist_group`` marks do not group under pytest 9.2
+#: (xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads), hence a scheduler.
+SAME_WORKER = (
+    # Its own local start, apart from the module's dagster dev.
+    "tests/e2e/test_browser.py::test_first_screen_of_the_local_start",
+    "tests/e2e/test_browser.py",
+    "tests/e2e/test_rebuild_ui.py",
+)
+
+
+class SameWorkerScheduling(LoadScopeScheduling):
+    """xdist's load scheduling, a scope per test except the ``SAME_WORKER`` ones; the scopes with
+    most tests go first (``--loadscope-reorder``), the rest in the collection's order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return next((p for p in SAME_WORKER if nodeid.startswith(p)), nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> SameWorkerScheduling:
+    return SameWorkerScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(LAST):
+            return len(LONGEST_FIRST) + 1
+        prefixes = enumerate(LONGEST_FIRST)
+        return next((i for i, p in prefixes if item.nodeid.startswith(p)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a rank is the collection's
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -53,6 +53,8 @@ from tests.helpers.environment import REPO
 from tests.helpers.journal import fill, write_segment
 from tests.helpers.sql import fresh_database
 
+#: With workers (bin/test's ``-n``) one of them runs the tests of ``site`` in order: they share one
+#: ``dagster dev`` and the windows the earlier tests recorded (``SAME_WORKER``, tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sensor_off]
 
 ASSET = "competition_fill_events"
@@ -221,7 +223,9 @@ def site(
     partitions starting a day ago so the partitions view stays small, and a journal in which
     every window the tests use holds three fills and one bad line."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for stale in ARTIFACTS.glob("*.png"):  # a previous run's screenshots would mislead
+    # A previous run's screenshots would mislead (the local start's are its own, maybe being
+    # taken on another worker).
+    for stale in ARTIFACTS.glob("test_*.png"):
         stale.unlink()
     root = tmp_path_factory.mktemp("browser")
     journal = root / "journal"
@@ -578,6 +582,8 @@ def local_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     competition) as a new user runs it; its UI address once the sensor has recorded the sample
     and the standings are computed (through the database, not the UI: set-up, not under test)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob("local-start-*.png"):
+        stale.unlink()
     root = tmp_path_factory.mktemp("local-start")
     state, port = root / "state", free_port()
     env = local_start_environment()

@@ -110,10 +110,12 @@ def test_a_deploy_and_a_daemon_restart_with_sigterm_fail_no_run(tmp_path: Path) 
     refused at launch ("Tried to start a run on a server after telling it to shut down"), a
     FAILURE the next tick replaces (docs/operations.md, section 2: the known gap of a deploy)."""
     open_window(at_least=300)  # the soak and its convergence well inside the hour in progress
+    # The soak stops injecting once both stops are made (--max-faults 2): --duration only bounds
+    # that, with room for a stop that takes half a minute on a loaded machine (tests beside it).
     result = soak(
         tmp_path,
         *("--faults", "sigterm-code-server,sigterm-daemon", "--max-faults", "2"),
-        *("--duration", "60", "--hours", "1", "--fills-per-hour", "500", "--seed", "29"),
+        *("--duration", "150", "--hours", "1", "--fills-per-hour", "500", "--seed", "29"),
     )
     assert result["faults"] == {"sigterm-code-server": 1, "sigterm-daemon": 1}
     assert result["missing"] == 0 and result["extra"] == 0

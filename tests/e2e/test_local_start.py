@@ -16,6 +16,7 @@ import pytest
 from competition_pipeline.tools import metrics
 from tests.helpers.dagster_dev import free_port, graphql, local_start_environment
 from tests.helpers.environment import REPO
+from tests.helpers.follower import open_window
 from tests.helpers.webhook import Webhook
 
 pytestmark = pytest.mark.slow
@@ -195,6 +196,9 @@ def test_a_local_start_stopped_with_sigterm_while_following_restarts_fresh_twice
     follower holding the hour within seconds of the first sensor ticks, without waiting out
     FILL_DEAD_RUN_SECONDS (set to 10 minutes here); no run failed, no alert reached the
     webhook, the failures counter stayed 0."""
+    # The three starts and stops inside the hour in progress: at the hour's turn the sensor asks
+    # for the closed hour's last run and the new hour's follower, which a stop may catch starting.
+    open_window(at_least=300)
     webhook = Webhook(refuse=0)
     port, metrics_port = free_port(), free_port()
     state = tmp_path / "state"

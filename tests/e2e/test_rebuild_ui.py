@@ -52,6 +52,8 @@ from tests.helpers.journal import W1, W2, fill, write_segment
 from tests.helpers.rebuild import fills_table, old_release, snapshot
 from tests.helpers.sql import fresh_database, query
 
+#: With workers (bin/test's ``-n``) one of them runs the module in order: its tests share one
+#: ``dagster dev`` and the backfills the first test launched (``SAME_WORKER``, tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.sensor_off]
 
 JOB = "competition_fill_rebuild_job"
