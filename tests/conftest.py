@@ -41,6 +41,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_local_start.py",
     "tests/e2e/test_freshness.py",
     "tests/e2e/test_daemon_restart.py",
+    "tests/e2e/test_deploy_launch.py",
     "tests/e2e/test_convergence.py::test_the_table_converges",
     "tests/e2e/test_check_partitions.py",
     "tests/e2e/test_bench.py",
@@ -57,9 +58,8 @@ LONGEST_FIRST = (
 
 
 #: Started last, when the other workers are finishing short tests: the deploy soak's first stop
-#: must come after its open hour's first follower is launched (docs/operations.md, section 2: a
-#: follower requested while the code server stops fails at launch), which a machine loaded with
-#: other soaks delays past the stop.
+#: must find its open hour's first follower running (it asserts the follower's run ends SUCCESS,
+#: stopped), which a machine loaded with other soaks delays past the stop.
 LAST = ("tests/e2e/test_convergence.py::test_a_deploy",)
 
 

@@ -106,9 +106,8 @@ def test_a_deploy_and_a_daemon_restart_with_sigterm_fail_no_run(tmp_path: Path) 
     (``competition/stopped``), a new one follows the hour, no run fails, the table is exact and
     never two followers of one hour follow it at once.
 
-    Within one hour: a new hour's follower requested while the old code server shuts down is
-    refused at launch ("Tried to start a run on a server after telling it to shut down"), a
-    FAILURE the next tick replaces (docs/operations.md, section 2: the known gap of a deploy)."""
+    Within one hour, so that the stops are all that happens to the follower: a run launched while
+    the code server shuts down at the hour's turn is tests/e2e/test_deploy_launch.py's subject."""
     open_window(at_least=300)  # the soak and its convergence well inside the hour in progress
     # The soak stops injecting once both stops are made (--max-faults 2): --duration only bounds
     # that, with room for a stop that takes half a minute on a loaded machine (tests beside it).
