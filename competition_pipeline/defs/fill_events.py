@@ -170,7 +170,7 @@ def _warn_missing(context: dg.AssetExecutionContext, windows: list[str]) -> None
         )
 
 
-def _retired_message(windows: list[str]) -> str:
+def retired_message(windows: list[str]) -> str:
     which = (
         windows[0] if len(windows) == 1 else f"{len(windows)} windows {windows[0]}..{windows[-1]}"
     )
@@ -181,7 +181,7 @@ def _retired_message(windows: list[str]) -> str:
     )
 
 
-def _log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
+def log_report(context: dg.AssetExecutionContext, report: WindowReport) -> None:
     _warn_ignored(context, report)
     _warn_missing(context, [report.window] if _missing_from_journal(report) else [])
     context.log.info(
@@ -262,8 +262,8 @@ def _materialize(
     if len(windows) == 1:
         (report,) = _record(windows, database, fill_source, policy)
         if report.retired:
-            raise refused(_retired_message([report.window]))
-        _log_report(context, report)
+            raise refused(retired_message([report.window]))
+        log_report(context, report)
         yield dg.MaterializeResult(metadata={**report_metadata(report), "host": host})
         return
     # A partition range (a backfill): one materialization event per window, as each commits, so
@@ -330,7 +330,7 @@ def _materialize(
             raise
         yield from checks.evaluations_of(evaluated)
     if retired:
-        context.log.warning(_retired_message(retired))
+        context.log.warning(retired_message(retired))
     if check_names:
         # Said here because Dagster logs "Skipping step ... due to skipped dependencies" for each
         # check step next, which reads like checks that never ran.

@@ -28,7 +28,7 @@ import dagster as dg
 
 from competition_pipeline.defs.checks import WindowChecks
 from competition_pipeline.defs.failures import failing_step, refused
-from competition_pipeline.defs.fill_events import _log_report, _retired_message, report_metadata
+from competition_pipeline.defs.fill_events import log_report, report_metadata, retired_message
 from competition_pipeline.defs.hosts import check_deployment, deployment_op_tags, tag_host
 from competition_pipeline.defs.partitions import (
     FILL_EVENTS_KEY,
@@ -179,7 +179,7 @@ def _live_hour(
             )
             return
         assert last.totals is not None
-        _log_report(context, last.totals)  # type: ignore[arg-type]
+        log_report(context, last.totals)  # type: ignore[arg-type]
         context.log.info(
             f"followed {window.key}: {last.loads} loads, {last.rows} rows inserted, standings"
             f" refreshed {last.refreshes} times; {last.bridged} loads of the next hour"
@@ -230,5 +230,5 @@ def _follow(
                 if report.ended is not None:
                     return report
     except HourRetired:
-        raise refused(_retired_message([live.window.key])) from None
+        raise refused(retired_message([live.window.key])) from None
     raise AssertionError("the follower ended without its last report")

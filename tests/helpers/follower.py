@@ -26,8 +26,13 @@ from competition_pipeline.defs.resources import (
     FillSourceResource,
     RecordingPolicy,
 )
+from competition_pipeline.fills.source import FillSource
 from competition_pipeline.fills.windows import Window
+from competition_pipeline.recording.fill_events import reconcile_window, window_totals
+from competition_pipeline.recording.live_hour import follow_window
+from competition_pipeline.store.database import CompetitionStore
 from tests.helpers.location import SETTINGS
+from tests.helpers.sql import query
 
 # A follower run in a process of its own (the settings from its environment), to be killed.
 _FOLLOWER = textwrap.dedent(
@@ -132,3 +137,46 @@ def kill_after(follower: subprocess.Popen, seconds: float) -> None:
     finally:
         if follower.poll() is None:
             follower.kill()
+
+
+def follow_in_rounds(
+    source: FillSource, database_url: str, window: Window, add: Callable[[int, int], None]
+) -> int:
+    """One fill is there; the follower runs four rounds on the test's clock, and after each,
+    ``add(first, n)`` appends (or publishes) fills ``first .. first + n - 1``: 3, none (a quiet
+    second), 5, 7. Asserted for either source: each round's load read only what was added and
+    committed it with its rows, the quiet round committed nothing, the window's totals and its
+    reconciliation agree. Returns how many fills there are, for the source's own position."""
+    store = CompetitionStore(database_url)
+    store.ensure_schema()
+    added = [1]
+    rounds = iter([3, 0, 5, 7])
+    now = [0.0]
+
+    def sleep(_: float) -> None:
+        now[0] += 1
+        n = next(rounds, 0)
+        if n:
+            add(sum(added) + 1, n)
+            added.append(n)
+
+    reports = list(
+        follow_window(source, store, window, until=4.0, clock=lambda: now[0], sleep=sleep)
+    )
+    loads = [r for r in reports if r is not None]
+    assert [r.lines_read for r in loads] == [1, 3, 5, 7]
+    assert reports[2] is None  # the quiet round
+    assert all(r.incremental for r in loads[1:])
+    assert [r.rows_inserted for r in loads] == [2, 6, 10, 14]
+    fills = sum(added)
+    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2 * fills,)]
+    totals = window_totals(store, window)
+    assert totals is not None
+    assert (totals.lines_read, totals.rows_inserted, totals.rows_stored) == (
+        fills,
+        2 * fills,
+        2 * fills,
+    )
+    check = reconcile_window(source, store, window)
+    assert (check.expected_rows, check.missing, check.unexpected) == (2 * fills, 0, 0)
+    return fills

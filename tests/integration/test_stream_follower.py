@@ -22,6 +22,7 @@ from competition_pipeline.store.database import CompetitionStore
 from competition_pipeline.tools.publish import publish_lines
 from tests.helpers.follower import (
     follow_briefly,
+    follow_in_rounds,
     kill_after,
     open_window,
     start_follower,
@@ -67,40 +68,12 @@ def test_a_stream_follower_commits_each_round_what_was_published_with_its_positi
     _publish(stream, 1, 1, T0)
     source = stream.source()
     assert isinstance(source, StreamSource)
-    store = CompetitionStore(database_url)
-    store.ensure_schema()
-    published = [1]
-    rounds = iter([3, 0, 5, 7])  # what is published after each round (0: a quiet second)
-    now = [0.0]
-
-    def sleep(_: float) -> None:
-        now[0] += 1
-        n = next(rounds, 0)
-        if n:
-            _publish(stream, sum(published) + 1, n, T0)
-            published.append(n)
-
-    reports = list(
-        follow_window(source, store, WINDOW, until=4.0, clock=lambda: now[0], sleep=sleep)
+    fills = follow_in_rounds(
+        source, database_url, WINDOW, lambda first, n: _publish(stream, first, n, T0)
     )
-    loads = [r for r in reports if r is not None]
-    assert [r.lines_read for r in loads] == [1, 3, 5, 7]
-    assert reports[2] is None  # the quiet round
-    assert all(r.incremental for r in loads[1:])
-    assert [r.rows_inserted for r in loads] == [2, 6, 10, 14]
-    fills = sum(published)
+    store = CompetitionStore(database_url)
     assert _position(store, WINDOW, source.origin) == _last_seq(stream) == fills
     assert store.committed_positions()[WINDOW].extent == {source.origin: fills}
-    assert query(database_url, "SELECT count(*) FROM competition_fill_events") == [(2 * fills,)]
-    totals = window_totals(store, WINDOW)
-    assert totals is not None
-    assert (totals.lines_read, totals.rows_inserted, totals.rows_stored) == (
-        fills,
-        2 * fills,
-        2 * fills,
-    )
-    check = reconcile_window(source, store, WINDOW)
-    assert (check.expected_rows, check.missing, check.unexpected) == (2 * fills, 0, 0)
 
 
 def test_a_changed_duplicate_published_later_is_a_conflict_the_first_version_stays(
