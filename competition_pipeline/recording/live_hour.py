@@ -133,9 +133,12 @@ def _follow_round(
 
 @dataclass
 class LiveHourReport:
-    """What the follower reports: every ``progress_seconds`` while it follows, and once at its
-    end (``ended`` set). ``totals`` are the window's running totals over every committed load
-    (None before its first), with ``seconds`` the follower's real time so far."""
+    """What the follower reports: after its first round (the UI shows the hour followed, with its
+    counts, from its first second instead of *Missing* for a minute: a follower is an op, so
+    its partition never counts as *Materializing*), then every ``progress_seconds`` while it
+    follows, and once at its end (``ended`` set). ``totals`` are the window's running totals
+    over every committed load (None before its first), with ``seconds`` the follower's real time
+    so far."""
 
     window: Window
     run_id: str
@@ -202,7 +205,7 @@ class LiveHour:
         competitions = Competitions(self.store)
         pacer = StandingsPacer(self.standings_seconds)
         counts = {"loads": 0, "rows": 0, "refreshes": 0, "bridged": 0}
-        reported = time.monotonic()
+        reported = time.monotonic() - self.progress_seconds  # the first round reports at once
         stop = self.stop or threading.Event()
 
         def report(ended: str | None = None) -> LiveHourReport:
