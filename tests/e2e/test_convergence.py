@@ -77,6 +77,9 @@ def test_a_late_segment_in_a_closed_hour_reads_only_that_segment(
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS)
 def test_the_table_converges_after_a_single_fault(tmp_path: Path, fault: str) -> None:
+    # Inside the hour and past the closing hour's lateness: across the hour's turn the runs were
+    # the closing and the new hour's followers alone (seen: {'FOLLOWING': 2}, no SUCCESS).
+    open_window(at_least=180, settled=90)
     result = soak(
         tmp_path,
         *("--faults", fault, "--max-faults", "1", "--duration", "60"),
@@ -108,7 +111,9 @@ def test_a_deploy_and_a_daemon_restart_with_sigterm_fail_no_run(tmp_path: Path) 
 
     Within one hour, so that the stops are all that happens to the follower: a run launched while
     the code server shuts down at the hour's turn is tests/e2e/test_deploy_launch.py's subject."""
-    open_window(at_least=300)  # the soak and its convergence well inside the hour in progress
+    # The soak and its convergence well inside the hour in progress, past the closing hour's
+    # lateness (its follower would otherwise be a third run for the stops to catch).
+    open_window(at_least=300, settled=90)
     # The soak stops injecting once both stops are made (--max-faults 2): --duration only bounds
     # that, with room for a stop that takes half a minute on a loaded machine (tests beside it).
     result = soak(

@@ -62,16 +62,21 @@ _FOLLOWER = textwrap.dedent(
 )
 
 
-def open_window(at_least: float = 120) -> Window:
-    """The hour in progress, with at least ``at_least`` seconds left (else the next one, waited
-    for)."""
-    now = dt.datetime.now(dt.UTC)
-    window = Window.containing(now)
-    left = (window.end - now).total_seconds()
-    if left < at_least:
-        time.sleep(left + 1)
-        window = Window.containing(dt.datetime.now(dt.UTC))
-    return window
+def open_window(at_least: float = 120, settled: float = 0) -> Window:
+    """The hour in progress, with at least ``at_least`` seconds left and at least ``settled``
+    seconds gone (else waited for): ``settled`` past the lateness, the closing hour's follower has
+    ended (a test that stops everything would otherwise catch it starting)."""
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        window = Window.containing(now)
+        left = (window.end - now).total_seconds()
+        gone = (now - window.start).total_seconds()
+        if left < at_least:
+            time.sleep(left + 1)
+        elif gone < settled:
+            time.sleep(settled - gone)
+        else:
+            return window
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 120) -> None:
